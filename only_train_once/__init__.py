@@ -1,1 +1,16 @@
-"""only_train_once: joint structured pruning and mixed-precision quantization while training (GETA / HESSO)."""
+"""only_train_once: joint structured pruning and mixed-precision quantization while training (GETA / HESSO).
+
+    from only_train_once import OTO
+    oto = OTO(model, dummy_input)
+    optimizer = oto.geta(...)   # or oto.hesso(...)
+    ...train...
+    oto.construct_subnet(out_dir="./cache")
+"""
+
+from .dependency_graph import build_pruning_dependency_graph
+from .graph import Graph
+from .oto import OTO
+
+__version__ = "0.1.0"
+
+__all__ = ["OTO", "Graph", "build_pruning_dependency_graph", "__version__"]

@@ -1,0 +1,451 @@
+"""Space analysis: run the operator catalogue over the graph and decide what can be pruned.
+
+Passes, in order:
+
+1. *propagation* — every node, in execution order, labels its outputs' axes with spaces and relates them
+   to its inputs' and parameters' spaces (:mod:`only_train_once.operation.catalogue`); model inputs and
+   outputs are pinned; calls the catalogue does not know pin everything they touch;
+2. *shape literals and splits* — a ``view(B, L, 8, 64)`` whose ``8`` would change with pruning must read
+   it from a module attribute we can update (else the heads are pinned); ``chunk`` outputs must prune alike;
+3. *zero flow* — a pruned slice must be exactly zero wherever a later layer reads it, or removing it would
+   change the output (``sigmoid(0) = 0.5``, ``x + 1``, BatchNorm without affine...); spaces that fail are
+   pinned, with the operator named in the reason.
+
+The result maps every element of every parameter axis to the prunable unit that owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+import numpy as np
+
+from ..graph.trace import ValueRef, iter_value_refs
+from ..operation import catalogue
+from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
+from .spaces import Owners, Space, SpaceSet
+
+logger = logging.getLogger(__name__)
+
+_SIZE_ATTRIBUTE_HINT = re.compile(r"head|dim|size|channel|feature|width|hidden|embed|inner", re.IGNORECASE)
+
+
+@dataclass
+class LiteralUpdate:
+    """A module attribute holding a size that pruning changes (e.g. ``num_heads``)."""
+
+    module_name: str
+    attribute: str
+    value_id: str
+    axis: int
+
+
+@dataclass
+class UnknownOperator:
+    node_id: str
+    call_name: str
+    scope: str
+    detail: str = ""
+
+
+class SpaceAnalysis:
+    """Index-space analysis of one graph (see module docstring)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.spaces = SpaceSet()
+        self._axes: Dict[str, List[Space]] = {}
+        self.owner_axis: Dict[str, Tuple[int, str]] = {}  # param value id -> (axis, node id)
+        self._axis_candidates: Dict[str, str] = {}  # bare params whose axis is chosen after propagation
+        self._claimed: List[Space] = []  # pruning axes claimed on derived weights (e.g. spectral norm)
+        self.unknown_operators: List[UnknownOperator] = []
+        self.literal_updates: List[LiteralUpdate] = []
+        self._literal_nodes: List = []
+        self._split_nodes: List[Tuple[object, List[Space]]] = []
+        self._generating: set = set()
+        self._owners: Dict[int, Owners] = {}
+        self._units: Dict[int, FrozenSet[int]] = {}
+
+    # -- context used by the catalogue ----------------------------------------------------------------
+    def shape(self, value_id: str) -> Tuple[int, ...]:
+        return self.graph.values[value_id].shape
+
+    def kind(self, value_id: str) -> str:
+        return self.graph.values[value_id].kind
+
+    def axes(self, value_id: str) -> List[Space]:
+        axes = self._axes.get(value_id)
+        if axes is None:
+            value = self.graph.values[value_id]
+            pinned = value.kind not in ("param", "buffer")
+            origin = value.name or value.kind
+            axes = [self.spaces.new(s, f"{origin}[{k}]", pinned=pinned) for k, s in enumerate(value.shape)]
+            self._axes[value_id] = axes
+        return axes
+
+    def set_axes(self, value_id: str, axes: List[Space]) -> None:
+        shape = self.shape(value_id)
+        if len(axes) != len(shape) or any(a.size != s for a, s in zip(axes, shape)):
+            raise ValueError(f"internal: axes {[a.size for a in axes]} do not match shape {shape}")
+        self._axes[value_id] = list(axes)
+
+    def pin(self, space: Space, reason: str) -> None:
+        self.spaces.pin(space, reason)
+
+    def pin_value(self, value_id: str, reason: str) -> None:
+        for axis in self.axes(value_id):
+            self.spaces.pin(axis, reason)
+
+    def claim(self, value_id: Optional[str], axis: int, node) -> None:
+        """``axis`` of parameter ``value_id`` is the one pruned with its group (first claim wins)."""
+        if value_id is None:
+            return
+        if self.kind(value_id) in ("param", "buffer"):
+            self.owner_axis.setdefault(value_id, (axis, node.id))
+        else:
+            self._claimed.append(self.axes(value_id)[axis])
+
+    def claim_best_axis(self, value_id: str, node) -> None:
+        """A bare parameter used elementwise: its owner axis is chosen once spaces are known."""
+        self._axis_candidates.setdefault(value_id, node.id)
+
+    def unknown(self, node, detail: str = "") -> None:
+        for value_id in node.call.inputs:
+            self.pin_value(value_id, f"read by '{node.call.name}', which the analyzer does not understand")
+        for out in node.outputs:
+            self._axes[out] = [self.spaces.new(s, f"{node.call.name} output", pinned=True) for s in self.shape(out)]
+        self.unknown_operators.append(UnknownOperator(node.id, node.call.name, node.scope, detail))
+
+    def record_literal_shape(self, node) -> None:
+        self._literal_nodes.append(node)
+
+    def record_split(self, node, parts: List[Space]) -> None:
+        self._split_nodes.append((node, parts))
+
+    def mark_generating(self, node) -> None:
+        self._generating.add(node.id)
+
+    # -- driver ---------------------------------------------------------------------------------------
+    def run(self) -> "SpaceAnalysis":
+        for node in self.graph.nodes.values():
+            self._propagate(node)
+        for value_id in self.graph.output_values:
+            self.pin_value(value_id, "model output")
+        self._choose_bare_param_axes()
+        self._refresh()
+        self._check_splits()
+        self._check_literal_shapes()
+        self._refresh()
+        self._zero_flow()
+        self._refresh()
+        return self
+
+    def _propagate(self, node) -> None:
+        kind: Optional[OpKind] = catalogue.lookup(node.call.name)
+        node.op_kind = kind
+        if kind is None:
+            self.unknown(node)
+            return
+        try:
+            kind.propagate(self, node)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+            logger.debug("rule for %s failed on %s: %s", node.call.name, node.id, error)
+            self.unknown(node, detail=str(error))
+            return
+        for out in node.outputs:
+            if out not in self._axes:
+                self.unknown(node, detail="no output spaces")
+                return
+
+    # -- resolution -----------------------------------------------------------------------------------
+    def _refresh(self) -> None:
+        self.spaces.normalize()
+        self._owners = {}
+        self._units = {}
+
+    def owners(self, space: Space) -> Owners:
+        """``(unit uids, unit indices)`` owning each element of ``space`` (uid -1 where not prunable)."""
+        return self.spaces.resolve(space, self._owners)
+
+    def units(self, space: Space) -> FrozenSet[int]:
+        """uids of the prunable unit spaces owning some element of ``space``."""
+        return self.spaces.units(space, self._units)
+
+    def value_units(self, value_id: str) -> FrozenSet[int]:
+        result: set = set()
+        for axis in self.axes(value_id):
+            result |= self.units(axis)
+        return frozenset(result)
+
+    def unit_space(self, uid: int) -> Space:
+        return self.spaces.spaces[uid]
+
+    def best_axis(self, value_id: str) -> Optional[int]:
+        """Pruning axis of a parameter no layer claimed: an axis claimed on a weight derived from it,
+        else the last axis carrying prunable units."""
+        axes = self.axes(value_id)
+        with_units = [k for k, a in enumerate(axes) if self.units(a)]
+        claimed = {self.spaces.find(s).uid for s in self._claimed}
+        preferred = [k for k in with_units if self.spaces.find(axes[k]).uid in claimed]
+        return (preferred or with_units or [None])[0 if preferred else -1]
+
+    def _choose_bare_param_axes(self) -> None:
+        self._refresh()
+        for value_id, node_id in self._axis_candidates.items():
+            if value_id in self.owner_axis:
+                continue
+            axis = self.best_axis(value_id)
+            if axis is not None:
+                self.owner_axis[value_id] = (axis, node_id)
+
+    # -- validations ----------------------------------------------------------------------------------
+    def _check_splits(self) -> None:
+        for node, parts in self._split_nodes:
+            if len(parts) < 2:
+                continue
+            literal = node.call.name != "chunk"
+            resolutions = [self.owners(p) for p in parts]
+            differ = any(not (np.array_equal(r[0], resolutions[0][0]) and np.array_equal(r[1], resolutions[0][1]))
+                         for r in resolutions[1:])
+            if literal or differ:
+                reason = (f"'{node.call.name}' in {node.scope or 'the model'} splits with fixed sizes"
+                          if literal else f"the outputs of '{node.call.name}' would be pruned differently")
+                for part in parts:
+                    if self.units(part):
+                        self.pin(part, reason)
+
+    def _check_literal_shapes(self) -> None:
+        modules = dict(self.graph.root_module.named_modules())
+        for node in self._literal_nodes:
+            literals = _shape_literals(node)
+            if literals is None:
+                continue
+            out = node.outputs[0]
+            axes = self.axes(out)
+            for axis, literal in literals:
+                if literal == -1 or axis >= len(axes) or not self.units(axes[axis]):
+                    continue
+                attribute = _find_size_attribute(node.module, literal)
+                if attribute is None:
+                    self.pin(axes[axis], f"'{node.call.name}' in {node.scope or 'the model'} uses the fixed size "
+                                         f"{literal}; read it from a module attribute or use -1 to make it prunable")
+                    continue
+                module_name = next((n for n, m in modules.items() if m is node.module), None)
+                if module_name is None:
+                    self.pin(axes[axis], "shape attribute of a module outside the model")
+                    continue
+                self.literal_updates.append(LiteralUpdate(module_name, attribute, out, axis))
+
+    # -- zero flow ------------------------------------------------------------------------------------
+    def _zero_flow(self) -> None:
+        nonzero: Dict[str, FrozenSet[int]] = {}
+
+        def nz(value_id: str) -> FrozenSet[int]:
+            known = nonzero.get(value_id)
+            if known is None:
+                known = self._initial_nonzero(value_id)
+                nonzero[value_id] = known
+            return known
+
+        for node in self.graph.nodes.values():
+            kind = node.op_kind
+            if kind is None:
+                for out in node.outputs:
+                    nonzero[out] = self.value_units(out)
+                continue
+            for out in node.outputs:
+                nonzero[out] = self._zero_rule(node, kind, out, nz) & self.value_units(out)
+
+    def _initial_nonzero(self, value_id: str) -> FrozenSet[int]:
+        value = self.graph.values[value_id]
+        units = self.value_units(value_id)
+        if value.kind == "param" and value.requires_grad and value_id in self.owner_axis:
+            axis, _ = self.owner_axis[value_id]
+            return units - self.units(self.axes(value_id)[axis])
+        return units
+
+    def _pin_units(self, units, reason: str) -> None:
+        for uid in sorted(units):
+            self.pin(self.unit_space(uid), reason)
+
+    def _zero_rule(self, node, kind: OpKind, out: str, nz) -> FrozenSet[int]:
+        refs = [r.value_id for r in _refs(node)]
+        category = kind.zero
+        if node.id in self._generating:
+            category = GENERATE
+        if category == PRESERVE:
+            return nz(refs[0]) if refs else self.value_units(out)
+        if category == GENERATE:
+            return self.value_units(out)
+        if category == MUL:
+            return self._mul_rule(out, refs, nz)
+        if category == ADD:
+            return self._add_rule(node, out, refs, nz)
+        if category == DIV:
+            return self._div_rule(node, out, refs, nz)
+        if category == CONCAT:
+            result: FrozenSet[int] = frozenset()
+            for ref in refs:
+                result |= nz(ref)
+            return result
+        if category == STEM:
+            return self._stem_rule(node, out, nz)
+        if category == AFFINE_NORM:
+            return self._norm_rule(node, out, refs, nz)
+        return self._custom_rule(node, out, refs, nz)
+
+    def _mul_rule(self, out, refs, nz) -> FrozenSet[int]:
+        result = set()
+        for uid in self.value_units(out):
+            holders = [r for r in refs if uid in self.value_units(r)]
+            if holders and all(uid in nz(r) for r in holders):
+                result.add(uid)
+        return frozenset(result)
+
+    def _add_rule(self, node, out, refs, nz) -> FrozenSet[int]:
+        scalar_nonzero = any(_is_nonzero_number(a) for a in node.call.args[:2])
+        if node.call.name in ("masked_fill", "masked_fill_", "where"):
+            scalar_nonzero = True
+        result = set()
+        for uid in self.value_units(out):
+            holders = [r for r in refs if uid in self.value_units(r)]
+            if scalar_nonzero or len(holders) < len(refs) or any(uid in nz(r) for r in holders):
+                result.add(uid)
+        return frozenset(result)
+
+    def _div_rule(self, node, out, refs, nz) -> FrozenSet[int]:
+        reverse = node.call.name == "__rtruediv__"
+        args = node.call.args
+        numerator, denominator = (args[1], args[0]) if reverse else (args[0], args[1] if len(args) > 1 else None)
+        units = self.value_units(out)
+        if isinstance(denominator, ValueRef):
+            zero_in_denominator = self.value_units(denominator.value_id) - nz(denominator.value_id)
+            self._pin_units(zero_in_denominator & units, f"'{node.call.name}' would divide a pruned zero by zero")
+        if isinstance(numerator, ValueRef):
+            held = self.value_units(numerator.value_id)
+            return (nz(numerator.value_id) | (units - held)) & units
+        return units if _is_nonzero_number(numerator) else frozenset()
+
+    def _stem_rule(self, node, out, nz) -> FrozenSet[int]:
+        name = node.op_name
+        x = node.value_arg(0, "input") if name != "multiheadattention" else node.value_arg(0, "query")
+        weight = node.value_arg(1, "weight") if name != "multiheadattention" else node.value_arg(5, "in_proj_weight")
+        if name in ("conv", "convtranspose"):
+            contracted = self.units(self.axes(x)[1])
+        elif name == "embedding":
+            contracted = frozenset()
+        else:
+            contracted = self.units(self.axes(x)[-1])
+        self._pin_units(contracted & nz(x), f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
+                                            " without being zero there")
+        out_axes = self.axes(out)
+        channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
+        produced = self.units(out_axes[channel_axis])
+        passed = nz(x) if name != "embedding" else frozenset()
+        if weight is not None and self.graph.values[weight].requires_grad:
+            return passed - produced
+        return passed | produced
+
+    def _norm_rule(self, node, out, refs, nz) -> FrozenSet[int]:
+        x = refs[0]
+        channel_units = self.units(self.axes(x)[1])
+        weight_index = {"batchnorm": 3, "instancenorm": 3, "groupnorm": 2}[node.op_name]
+        weight = node.value_arg(weight_index, "weight")
+        zeroed = weight is not None and self.graph.values[weight].requires_grad
+        if node.op_name == "batchnorm" and not zeroed:
+            return nz(x) | channel_units
+        if node.op_name == "instancenorm" and not zeroed and not node.arg(5, "use_input_stats", True):
+            return nz(x) | channel_units
+        if weight is not None and not zeroed:
+            return nz(x) | channel_units
+        return nz(x) - channel_units
+
+    def _custom_rule(self, node, out, refs, nz) -> FrozenSet[int]:
+        name = node.op_name
+        if name == "matmul":
+            return self._matmul_rule(node, out, refs, nz)
+        if name == "matvec":
+            a, b = refs[:2]
+            contracted = self.units(self.axes(a)[-1])
+            self._pin_units(contracted & nz(a) & nz(b), f"'{node.call.name}' contracts pruned slices that are not zero")
+            return nz(a) & self.value_units(out)
+        if name == "attention":
+            return nz(node.value_arg(2, "value"))
+        if name == "reduce":
+            x = refs[0]
+            reduced = node.cfg_params.get("reduced_axes", [])
+            axes = self.axes(x)
+            for k in reduced:
+                self._pin_units(self.units(axes[k]) & nz(x), f"'{node.call.name}' sums pruned slices that are not zero")
+            return nz(x)
+        if name == "pow":
+            exponent = node.arg(1, "exponent")
+            base = node.arg(0, "input")
+            if isinstance(base, ValueRef) and isinstance(exponent, (int, float)) and exponent > 0:
+                return nz(base.value_id)
+            return self.value_units(out)
+        return self.value_units(out)
+
+    def _matmul_rule(self, node, out, refs, nz) -> FrozenSet[int]:
+        if node.call.name == "addmm":
+            bias, a, b = refs[0], refs[1], refs[2]
+        else:
+            bias, (a, b) = None, refs[:2]
+        contracted = self.units(self.axes(a)[-1])
+        self._pin_units(contracted & nz(a) & nz(b), f"'{node.call.name}' contracts pruned slices that are not zero")
+        out_axes = self.axes(out)
+        rows, cols = self.units(out_axes[-2]), self.units(out_axes[-1])
+        result = set((nz(a) & rows) | (nz(b) & cols))
+        for uid in self.value_units(out) - rows - cols:
+            holders = [r for r in (a, b) if uid in self.value_units(r)]
+            if all(uid in nz(r) for r in holders):
+                result.add(uid)
+        if bias is not None:
+            result |= nz(bias) | (self.value_units(out) - self.value_units(bias))
+        return frozenset(result)
+
+
+def _refs(node) -> List[ValueRef]:
+    return list(iter_value_refs((node.call.args, node.call.kwargs)))
+
+
+def _is_nonzero_number(value) -> bool:
+    return isinstance(value, (int, float, complex)) and not isinstance(value, bool) and value != 0
+
+
+def _shape_literals(node) -> Optional[List[Tuple[int, int]]]:
+    """``(output axis, literal size)`` for the integers a view/reshape/expand call spelled out."""
+    name = node.call.name
+    args = node.call.args
+    if name in ("view", "reshape", "expand", "broadcast_to"):
+        sizes = args[1:]
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = sizes[0]
+        if "shape" in node.call.kwargs:
+            sizes = node.call.kwargs["shape"]
+        if "size" in node.call.kwargs:
+            sizes = node.call.kwargs["size"]
+    elif name == "unflatten":
+        dim = int(node.arg(1, "dim"))
+        sizes_arg = node.arg(2, "sizes")
+        ndim_in = len(node.input_shape[0]) if node.input_shape else 0
+        dim = dim + ndim_in if dim < 0 else dim
+        return [(dim + k, int(s)) for k, s in enumerate(sizes_arg)]
+    else:
+        return None
+    if not all(isinstance(s, int) for s in sizes):
+        return None
+    return [(k, int(s)) for k, s in enumerate(sizes)]
+
+
+def _find_size_attribute(module, literal: int) -> Optional[str]:
+    if module is None:
+        return None
+    candidates = [name for name, value in vars(module).items()
+                  if type(value) is int and value == literal and not name.startswith("_")]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if _SIZE_ATTRIBUTE_HINT.search(c)] or candidates
+    return candidates[0] if len(candidates) == 1 else None

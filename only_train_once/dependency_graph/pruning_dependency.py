@@ -1,0 +1,211 @@
+"""Partition every parameter into pruning zero-invariant groups (``build_pruning_dependency_graph``)."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..graph.node_group import GroupMember, NodeGroup
+from ..transform import TensorTransform
+from .analysis import SpaceAnalysis
+
+logger = logging.getLogger(__name__)
+
+_ACCESSORY_OPS = frozenset({"batchnorm", "instancenorm", "groupnorm", "layernorm", "rmsnorm", "prelu"})
+
+
+def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
+    """Run the space analysis on ``graph`` and fill ``graph.node_groups`` (id -> :class:`NodeGroup`).
+
+    Returns the node groups, in the order of their first node.
+    """
+    analysis = SpaceAnalysis(graph).run()
+    graph.analysis = analysis
+    builder = _GroupBuilder(graph, analysis)
+    groups = builder.build()
+    graph.node_groups = OrderedDict((g.id, g) for g in groups)
+    for group in groups:
+        for node in group.nodes.values():
+            if group.id not in node.node_group_ids:
+                node.node_group_ids.append(group.id)
+    _report_unknown_operators(graph, analysis)
+    return graph.node_groups
+
+
+def post_process_chunk_node(graph) -> "OrderedDict[str, NodeGroup]":
+    """Compatibility entry point of the reference: chunk/split outputs are handled by the analysis itself.
+
+    Rebuilds the groups (so edits to the graph since the last build are taken into account) and returns them.
+    """
+    return build_pruning_dependency_graph(graph)
+
+
+def _report_unknown_operators(graph, analysis: SpaceAnalysis) -> None:
+    seen = set()
+    for unknown in analysis.unknown_operators:
+        if unknown.call_name in seen:
+            continue
+        seen.add(unknown.call_name)
+        where = f" (in {unknown.scope})" if unknown.scope else ""
+        logger.warning(
+            "operator '%s'%s is not understood by the dependency analyzer; the channels it touches are left "
+            "unprunable. If this operator should be prunable through, please report it with this message.%s",
+            unknown.call_name, where, f" Detail: {unknown.detail}" if unknown.detail else "")
+
+
+class _GroupBuilder:
+    def __init__(self, graph, analysis: SpaceAnalysis):
+        self.graph = graph
+        self.analysis = analysis
+        self.groups: Dict[Tuple[str, int], NodeGroup] = {}
+        self.member_of: Dict[str, Tuple[str, int]] = {}
+        self.named_tensors = dict(graph.root_module.named_parameters())
+        self.named_tensors.update(dict(graph.root_module.named_buffers()))
+        self.parameter_names = set(dict(graph.root_module.named_parameters()))
+
+    # Group key: ("unit", uid) for a prunable unit space, ("space", uid) for a pinned or concatenated one.
+    def _key_for(self, owners, root) -> Tuple[str, int]:
+        uids = owners[0]
+        if uids.size and uids[0] >= 0 and (uids == uids[0]).all():
+            return ("unit", int(uids[0]))
+        return ("space", root.uid)
+
+    def _group(self, key: Tuple[str, int], size: int) -> NodeGroup:
+        group = self.groups.get(key)
+        if group is None:
+            group = NodeGroup(key[1], size)
+            group.is_unit_group = key[0] == "unit"
+            self.groups[key] = group
+        return group
+
+    def build(self) -> List[NodeGroup]:
+        analysis = self.analysis
+        for node in self.graph.nodes.values():
+            self._add_node_params(node)
+        for node in self.graph.nodes.values():
+            if node.op_name == "concat":
+                axis = node.cfg_params.get("axis", 1)
+                root = analysis.spaces.find(analysis.axes(node.outputs[0])[axis])
+                self._group(("space", root.uid), root.size)
+        for node in self.graph.nodes.values():
+            self._place_node(node)
+        ordered = sorted(self.groups.values(), key=lambda g: self._first_position(g))
+        for group in ordered:
+            self._finish(group)
+        return [g for g in ordered if g.nodes or g.members]
+
+    def _first_position(self, group: NodeGroup) -> Tuple[int, int]:
+        positions = [int(n.split("-")[1]) for n in group.nodes]
+        return (min(positions) if positions else 1 << 30, group.key)
+
+    def _add_node_params(self, node) -> None:
+        analysis = self.analysis
+        owned: Optional[Tuple[str, int]] = None
+        unplaced: List[str] = []
+        for value_id in node.call.inputs:
+            value = self.graph.values[value_id]
+            if value.kind not in ("param", "buffer") or value.name is None:
+                continue
+            if value.name in self.member_of:
+                owned = owned or self.member_of[value.name]
+                continue
+            claim = analysis.owner_axis.get(value_id)
+            if claim is None and value.shape and max(value.shape) > 1:
+                axis = analysis.best_axis(value_id)
+                claim = (axis if axis is not None else 0, node.id)
+            if claim is None:
+                unplaced.append(value.name)
+                continue
+            axis = claim[0]
+            space = analysis.axes(value_id)[axis]
+            owners = analysis.owners(space)
+            root = analysis.spaces.find(space)
+            key = self._key_for(owners, root)
+            group = self._group(key, analysis.unit_space(key[1]).size if key[0] == "unit" else root.size)
+            transform = self._transform(node, value.name, axis, len(value.shape), key)
+            group.members.append(GroupMember(value.name, self.named_tensors[value.name], axis, owners,
+                                             value.name in self.parameter_names, transform, node.op_name, node.id))
+            self.member_of[value.name] = key
+            owned = owned or key
+        for name in node.quant_param_names + unplaced:
+            if name in self.member_of or name not in self.named_tensors:
+                continue
+            if owned is None:
+                owned = ("space", -1 - len(self.groups))
+                self._group(owned, 1)
+            self.groups[owned].members.append(GroupMember(name, self.named_tensors[name], None, None,
+                                                          name in self.parameter_names, TensorTransform.NO_PRUNE,
+                                                          node.op_name, node.id))
+            self.member_of[name] = owned
+        if owned is not None:
+            self.groups[owned].add_node(node)
+
+    def _transform(self, node, name: str, axis: int, ndim: int, key) -> TensorTransform:
+        if axis != 0:
+            return TensorTransform.TRANSPOSE
+        if node.op_name == "groupnorm":
+            return TensorTransform.MULTIHEAD_NUMHEAD_SPREAD
+        if node.op_name in _ACCESSORY_OPS:
+            return TensorTransform.ACCESSORY
+        if key[0] == "unit":
+            unit_size = self.analysis.unit_space(key[1]).size
+            if self.named_tensors[name].shape[0] != unit_size:
+                return TensorTransform.MULTIHEAD_NUMHEAD
+        return TensorTransform.BASIC
+
+    def _place_node(self, node) -> None:
+        """Param-less nodes join the group of the channels they carry (for drawing and node-id APIs)."""
+        if node.all_param_names:
+            return
+        analysis = self.analysis
+        for out in node.outputs:
+            axes = analysis.axes(out)
+            order = [1] + [k for k in range(len(axes)) if k != 1] if len(axes) > 1 else list(range(len(axes)))
+            for k in order:
+                root = analysis.spaces.find(axes[k])
+                owners = analysis.owners(axes[k])
+                key = self._key_for(owners, root)
+                if key in self.groups and (key[0] == "unit" or root.from_concat):
+                    self.groups[key].add_node(node)
+                    return
+
+    def _finish(self, group: NodeGroup) -> None:
+        analysis = self.analysis
+        key_space = analysis.unit_space(group.key) if group.key >= 0 else None
+        group.nodes = OrderedDict(sorted(group.nodes.items(), key=lambda item: int(item[0].split("-")[1])))
+        if not group.is_unit_group:
+            if key_space is not None and key_space.from_concat:
+                self._make_auxiliary(group)
+            else:
+                reasons = analysis.spaces.reasons(key_space) if key_space is not None else []
+                group.mark_unprunable("; ".join(reasons[:3]) or "no prunable channels")
+        if not group.trainable_members():
+            group.is_trainable = False
+            group.mark_unprunable("no trainable parameters")
+        elif group.is_auxiliary and not any(m.axis is not None for m in group.trainable_members()):
+            group.mark_unprunable("no prunable parameters")
+
+    def _make_auxiliary(self, group: NodeGroup) -> None:
+        analysis = self.analysis
+        uids, indices = analysis.owners(analysis.unit_space(group.key))
+        dependents: "OrderedDict[int, int]" = OrderedDict()
+        for position in np.flatnonzero(uids >= 0):
+            uid = int(uids[position])
+            if uid not in dependents:
+                dependents[uid] = int(position - indices[position])
+        if not dependents:
+            group.mark_unprunable("; ".join(analysis.spaces.reasons(analysis.unit_space(group.key))[:3])
+                                  or "concatenated channels are not prunable")
+            return
+        group.is_auxiliary = True
+        for uid, offset in dependents.items():
+            dependent = self.groups.get(("unit", uid))
+            if dependent is None:
+                continue
+            group.dependent_node_groups.append(dependent)
+            dependent.auxilary_node_groups.append((group, offset))
+        if not group.members:
+            group.mark_unprunable("no parameters")

@@ -1,0 +1,297 @@
+"""The traced graph: one IR shared by every pass (QADG folding, dependency analysis, metrics, drawing)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..operation import catalogue
+from ..operation.operator import Operator
+from .node import Node
+from .qadg import fold_quantizers
+from .trace import CaptureResult, capture
+
+logger = logging.getLogger(__name__)
+
+# Catalogue kinds whose nodes are named after the traced function itself (``relu``, ``add``...).
+_NAMED_BY_CALL = frozenset({"elementwise", "add", "mul", "div", "reduce", "softmax", "constant", "pow", "slice",
+                            "setitem", "expand", "repeat", "unbind", "stack", "pad", "resize", "split"})
+_ALIASES = {"radd": "add", "iadd": "add", "rmul": "mul", "imul": "mul", "truediv": "div", "rtruediv": "div",
+            "itruediv": "div", "isub": "sub", "rsub": "sub", "getitem": "slice", "rmatmul": "matmul"}
+
+
+def op_name_of(call_name: str) -> str:
+    """The node op name of a traced call (``__radd__`` -> ``add``, ``conv2d`` -> ``conv``)."""
+    kind = catalogue.lookup(call_name)
+    if kind is not None and kind.op_name not in _NAMED_BY_CALL:
+        return kind.op_name
+    clean = call_name.strip("_")
+    return _ALIASES.get(clean, clean)
+
+
+class Graph:
+    """A model's computation as nodes and edges.
+
+    Build it with ``Graph(model, dummy_input)``. ``nodes`` maps node ids to :class:`Node` in execution order;
+    successors and predecessors are kept as maps so every neighbour look-up is O(1). ``values`` describes
+    every tensor seen (shape, kind, producing node). ``node_groups`` is filled by
+    :func:`only_train_once.dependency_graph.build_pruning_dependency_graph`.
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, trace_onnx: bool = True,
+                 skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False):
+        if skip_patterns is not None and not isinstance(skip_patterns, (str, list, tuple)):
+            raise ValueError("skip_patterns must be None, a string such as 'conv->relu', or a list of such strings")
+        if isinstance(skip_patterns, str):
+            skip_patterns = [skip_patterns]
+        self._model = model
+        self.dummy_input = dummy_input
+        self.trace_onnx = trace_onnx
+        self.skip_patterns = list(skip_patterns or [])
+        self.strict_out_nodes = strict_out_nodes
+        self.nodes: "OrderedDict[str, Node]" = OrderedDict()
+        self._succ: Dict[str, Dict[str, None]] = {}
+        self._pred: Dict[str, Dict[str, None]] = {}
+        self.values: Dict[str, Any] = {}
+        self.input_values: List[str] = []
+        self.output_values: List[str] = []
+        self.node_groups: "OrderedDict[str, Any]" = OrderedDict()
+        self.node_group_clusters: Dict[int, list] = {}
+        self.analysis = None
+        self.theme = None
+        if model is None:
+            return
+        self.params_grad: Dict[str, nn.Parameter] = {}
+        self.params_no_grad: Dict[str, torch.Tensor] = {}
+        self._record_params(model)
+        result = capture(model, dummy_input)
+        self._build(result)
+        fold_quantizers(self)
+        self._remove_dead_nodes()
+        for pattern in self.skip_patterns:
+            self.skip_pattern(pattern)
+        self._attach_operators()
+
+    # -- construction ---------------------------------------------------------------------------------
+    def _record_params(self, model: nn.Module) -> None:
+        self.param_names = list(model.state_dict().keys())
+        trainable = set()
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                self.params_grad[name] = param
+                trainable.add(name)
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if name not in trainable:
+                self.params_no_grad[name] = tensor
+
+    def _build(self, result: CaptureResult) -> None:
+        self.values = result.values
+        self.input_values = list(result.input_values)
+        self.output_values = list(result.output_values)
+        activation_kinds = ("input", "activation")
+        for call in result.calls:
+            inputs = [v for v in call.inputs if self.values[v].kind in activation_kinds]
+            param_names = [self.values[v].name for v in call.inputs if self.values[v].kind in ("param", "buffer")]
+            node = Node(call, op_name_of(call.name), inputs, list(call.outputs), param_names,
+                        [self.values[v].shape for v in inputs],
+                        self.values[call.outputs[0]].shape if call.outputs else None)
+            self.nodes[node.id] = node
+            self._succ[node.id] = {}
+            self._pred[node.id] = {}
+            for value_id in inputs:
+                producer = self.values[value_id].producer
+                if producer is not None and producer in self.nodes:
+                    self._link(producer, node.id)
+
+    def _link(self, src: str, dst: str) -> None:
+        self._succ[src][dst] = None
+        self._pred[dst][src] = None
+
+    def _remove_dead_nodes(self) -> None:
+        """Drop nodes that do not contribute to any model output (shape arithmetic, calibration, dead code)."""
+        alive = set()
+        stack = [self.values[v].producer for v in self.output_values if self.values[v].producer in self.nodes]
+        while stack:
+            node_id = stack.pop()
+            if node_id in alive:
+                continue
+            alive.add(node_id)
+            stack.extend(self._pred[node_id])
+        for node_id in [n for n in self.nodes if n not in alive]:
+            self.remove_node(self.nodes[node_id])
+
+    def _attach_operators(self) -> None:
+        model = self._model
+        modules = dict(model.named_modules())
+        named_params = dict(model.named_parameters())
+        named_params.update(dict(model.named_buffers()))
+        for node in self.nodes.values():
+            node.op_kind = catalogue.lookup(node.call.name)
+            module_name = None
+            if node.all_param_names:
+                module_name = node.all_param_names[0].rpartition(".")[0]
+            module = modules.get(module_name) if module_name is not None else None
+            node.op = Operator(node, module, module_name, named_params)
+
+    # -- adjacency ------------------------------------------------------------------------------------
+    def successors(self, node: Union[Node, str]) -> List[Node]:
+        node_id = node if isinstance(node, str) else node.id
+        return [self.nodes[n] for n in self._succ[node_id]]
+
+    def predecessors(self, node: Union[Node, str]) -> List[Node]:
+        node_id = node if isinstance(node, str) else node.id
+        return [self.nodes[n] for n in self._pred[node_id]]
+
+    def remove_node(self, node: Node, reconnect: bool = False) -> None:
+        """Delete ``node``; with ``reconnect`` its predecessors are linked to its successors."""
+        preds, succs = list(self._pred[node.id]), list(self._succ[node.id])
+        for p in preds:
+            self._succ[p].pop(node.id, None)
+        for s in succs:
+            self._pred[s].pop(node.id, None)
+        if reconnect:
+            for p in preds:
+                for s in succs:
+                    self._link(p, s)
+        del self._succ[node.id], self._pred[node.id], self.nodes[node.id]
+
+    @property
+    def edges(self) -> List[tuple]:
+        """``(src_id, dst_id, label)`` for every edge, in node order."""
+        return [(src, dst, None) for src, dsts in self._succ.items() for dst in dsts]
+
+    def shape(self, value_id: str):
+        """Shape of a traced tensor."""
+        return self.values[value_id].shape
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self.nodes[node_id]
+
+    def outgoing(self, nodes: Union[Node, Iterable[Node]]) -> List[Node]:
+        """Successors of ``nodes`` outside the set."""
+        members = [nodes] if isinstance(nodes, Node) else list(nodes)
+        ids = {n.id for n in members}
+        seen: Dict[str, None] = {}
+        for n in members:
+            for s in self._succ[n.id]:
+                if s not in ids:
+                    seen[s] = None
+        return [self.nodes[s] for s in seen]
+
+    def incoming(self, nodes: Union[Node, Iterable[Node]]) -> List[Node]:
+        """Predecessors of ``nodes`` outside the set."""
+        members = [nodes] if isinstance(nodes, Node) else list(nodes)
+        ids = {n.id for n in members}
+        seen: Dict[str, None] = {}
+        for n in members:
+            for p in self._pred[n.id]:
+                if p not in ids:
+                    seen[p] = None
+        return [self.nodes[p] for p in seen]
+
+    @property
+    def input_nodes(self) -> List[Node]:
+        inputs = set(self.input_values)
+        return [n for n in self.nodes.values() if any(v in inputs for v in n.inputs)]
+
+    @property
+    def output_nodes(self) -> List[Node]:
+        producers = [self.values[v].producer for v in self.output_values]
+        return [self.nodes[p] for p in dict.fromkeys(producers) if p in self.nodes]
+
+    @property
+    def root_module(self) -> nn.Module:
+        return self._model
+
+    @property
+    def inputs(self) -> List[str]:
+        return list(self.input_values)
+
+    def visited_dict(self) -> Dict[str, bool]:
+        return {node_id: False for node_id in self.nodes}
+
+    def get_nodes_by_param_name(self, param_name: str) -> List[Node]:
+        return [n for n in self.nodes.values() if param_name in n.all_param_names]
+
+    def get_node_groups_by_param_name(self, param_name: str) -> List[Any]:
+        return [g for g in self.node_groups.values() if param_name in g.param_names]
+
+    # -- skip patterns --------------------------------------------------------------------------------
+    def skip_pattern(self, pattern: str) -> int:
+        """Remove every chain of nodes whose op names match ``"a->b->c"``; returns the number removed.
+
+        Nodes left without a path to a model output are removed too. The result is no longer the model's
+        exact computation, so a warning is logged: use it only to hide sub-graphs the analyzer should ignore.
+        """
+        names = [p.strip().lower() for p in re.split(r"->|>", pattern) if p.strip()]
+        if not names:
+            raise ValueError(f"empty skip pattern {pattern!r}: use op names joined by '->', e.g. 'conv->relu'")
+        matched: Dict[str, None] = {}
+        for node in list(self.nodes.values()):
+            for chain in self._match_chain(node, names):
+                matched.update(dict.fromkeys(chain))
+        for node_id in matched:
+            self.remove_node(self.nodes[node_id])
+        self._remove_dead_nodes()
+        if matched:
+            logger.warning("skip pattern %r removed %d nodes; the analysis no longer sees the model's exact "
+                           "computation, so check the compressed model's outputs", pattern, len(matched))
+        return len(matched)
+
+    def _match_chain(self, node: Node, names: List[str]) -> List[List[str]]:
+        if node.op_name != names[0]:
+            return []
+        if len(names) == 1:
+            return [[node.id]]
+        chains = []
+        for succ in self.successors(node):
+            for rest in self._match_chain(succ, names[1:]):
+                chains.append([node.id] + rest)
+        return chains
+
+    # -- passes over the graph (thin delegations kept from the reference API) -------------------------
+    def get_param_groups(self) -> List[dict]:
+        from ..dependency_graph import param_groups
+        return param_groups.get_param_groups(self)
+
+    def set_trainable(self) -> None:
+        from ..dependency_graph import param_groups
+        param_groups.set_trainable(self)
+
+    def cluster_node_groups(self, num_clusters: int = 1) -> Dict[int, list]:
+        from ..dependency_graph import param_groups
+        return param_groups.cluster_node_groups(self, num_clusters)
+
+    def random_set_zero_groups(self, target_group_sparsity: Optional[float] = None,
+                               num_group_divisible: int = 2) -> None:
+        from ..dependency_graph import param_groups
+        param_groups.random_set_zero_groups(self, target_group_sparsity, num_group_divisible)
+
+    def compute_flops(self, in_million: bool = True, in_billion: bool = False) -> dict:
+        from .. import metrics
+        return metrics.compute_flops(self, in_million, in_billion)
+
+    def compute_macs(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
+        from .. import metrics
+        return metrics.compute_macs(self, in_million, in_billion, layerwise)
+
+    def compute_bops(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
+        from .. import metrics
+        return metrics.compute_bops(self, in_million, in_billion, layerwise)
+
+    def compute_weight_size(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
+        from .. import metrics
+        return metrics.compute_weight_size(self, in_million, in_billion, layerwise)
+
+    def build_dot(self, vertical: bool = False, by_node_groups: bool = True, display_params: bool = True,
+                  display_flops: bool = True, display_macs: bool = True):
+        from .. import visualization
+        return visualization.build_dot(self, vertical, by_node_groups, display_params, display_flops, display_macs)
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self.nodes)} nodes, {len(self.node_groups)} node groups)"

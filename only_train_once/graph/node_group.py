@@ -1,0 +1,188 @@
+"""Node groups: pruning zero-invariant groups (PZIGs) of the traced graph.
+
+A node group owns a set of parameter slices that are pruned together. For a *prunable* group with
+``num_groups = G`` there are ``G`` units (channels, heads, GroupNorm groups): unit ``i`` is every element,
+along each member parameter's pruning axis, that :class:`GroupMember.unit_index` maps to ``i``. Zeroing
+one unit's slices leaves the rest of the network's output unchanged; removing them (and the matching
+input slices of consumers) yields a smaller network computing the same function.
+
+An *auxiliary* group holds parameters that sit after a channel concatenation (a BatchNorm after
+``torch.cat``): its slices belong to the units of the groups whose channels were concatenated
+(its dependents), and are pruned with them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..transform import TensorTransform
+
+
+@dataclass
+class GroupMember:
+    """One parameter (or buffer) of a node group.
+
+    ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars);
+    ``owners`` holds two int64 arrays over the indices along ``axis``: the key of the unit group owning
+    each index (-1: none) and the unit's index inside that group.
+    """
+
+    name: str
+    tensor: torch.Tensor
+    axis: Optional[int]
+    owners: Optional[Tuple[np.ndarray, np.ndarray]]
+    is_parameter: bool
+    transform: TensorTransform
+    op_name: str
+    node_id: str
+
+    @property
+    def trainable(self) -> bool:
+        return self.is_parameter and bool(self.tensor.requires_grad)
+
+
+class NodeGroup:
+    """A pruning zero-invariant group of nodes (see module docstring)."""
+
+    def __init__(self, key: int, num_groups: int, is_auxiliary: bool = False):
+        self.key = key
+        self.nodes: "OrderedDict[str, object]" = OrderedDict()
+        self.members: List[GroupMember] = []
+        self._num_groups = int(num_groups)
+        self.is_prunable = True
+        self.is_auxiliary = is_auxiliary
+        self.is_unit_group = not is_auxiliary
+        self.is_trainable = True
+        self.unprunable_reasons: List[str] = []
+        self.dependent_node_groups: List["NodeGroup"] = []
+        self.auxilary_node_groups: List[Tuple["NodeGroup", int]] = []
+        self.extra_param_group_attrs: Dict[str, object] = {}
+        self.pruning_redundant_idxes: List[int] = []
+        self.pruning_important_idxes: List[int] = []
+
+    # -- identity -----------------------------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        return "_".join(self.nodes) if self.nodes else f"group-{self.key}"
+
+    @property
+    def num_groups(self) -> int:
+        return self._num_groups
+
+    @property
+    def param_names(self) -> List[str]:
+        return [m.name for m in self.members]
+
+    @property
+    def output_nodes(self) -> List[object]:
+        return [n for n in self.nodes.values() if n.op_kind is not None and n.op_kind.is_stem]
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self.nodes.values())
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __repr__(self) -> str:
+        kind = "aux" if self.is_auxiliary else ("prunable" if self.is_prunable else "unprunable")
+        return f"NodeGroup({self.id}, {self.num_groups} units, {kind}, params={self.param_names})"
+
+    # -- node helpers kept from the reference API ----------------------------------------------------
+    def add_node(self, node) -> None:
+        self.nodes[node.id] = node
+
+    def add_nodes(self, nodes) -> None:
+        for node in nodes:
+            self.add_node(node)
+
+    def contain_node(self, node) -> bool:
+        return node.id in self.nodes
+
+    def contain_some_nodes(self, nodes) -> bool:
+        return any(n.id in self.nodes for n in nodes)
+
+    def contain_op(self, op_name: str) -> bool:
+        return any(n.op_name == op_name or type(n.op).__name__ == op_name or n.op._type == op_name
+                   for n in self.nodes.values())
+
+    def num_nodes(self, op_name: Optional[str] = None) -> int:
+        return len(self.get_nodes(op_name))
+
+    def get_nodes(self, op_name: Optional[str] = None, only_stem: bool = False) -> List[object]:
+        nodes = [n for n in self.nodes.values() if op_name is None or n.op_name == op_name]
+        return [n for n in nodes if n.is_stem] if only_stem else nodes
+
+    def get_node_ids(self, skip_output_node: bool = False) -> List[str]:
+        return list(self.nodes)
+
+    def contain_stem_op(self) -> bool:
+        return any(n.is_stem for n in self.nodes.values())
+
+    def contain_concat(self, axis: int = 1) -> bool:
+        return any(n.is_concat(axis) for n in self.nodes.values())
+
+    def get_concat_nodes(self, axis: int = 1) -> List[object]:
+        return [n for n in self.nodes.values() if n.is_concat(axis)]
+
+    def get_modules(self) -> List[object]:
+        seen: Dict[int, object] = {}
+        for node in self.nodes.values():
+            if node.op.module is not None:
+                seen.setdefault(id(node.op.module), node.op.module)
+        return list(seen.values())
+
+    def contain_lora(self) -> bool:
+        return any("lora_" in m.name for m in self.members)
+
+    # -- parameters ---------------------------------------------------------------------------------
+    def mark_unprunable(self, reason: str) -> None:
+        self.is_prunable = False
+        if reason not in self.unprunable_reasons:
+            self.unprunable_reasons.append(reason)
+
+    def trainable_members(self) -> List[GroupMember]:
+        return [m for m in self.members if m.trainable]
+
+    def unit_index(self, member: GroupMember, unit_offsets: Dict[int, int]) -> Optional[torch.Tensor]:
+        """Global unit id of each index along ``member.axis`` (-1 where no prunable unit owns it)."""
+        if member.axis is None or member.owners is None:
+            return None
+        keys, indices = member.owners
+        ids = np.full(keys.shape, -1, dtype=np.int64)
+        for key in np.unique(keys[keys >= 0]):
+            offset = unit_offsets.get(int(key))
+            if offset is not None:
+                mask = keys == key
+                ids[mask] = offset + indices[mask]
+        return torch.from_numpy(ids).to(member.tensor.device)
+
+    def get_param_groups(self, unit_offsets: Optional[Dict[int, int]] = None) -> dict:
+        """The optimizer-facing description of this group (SPEC section 5.3 schema, plus index maps).
+
+        ``unit_offsets`` maps each prunable group's key to the global id of its first unit; with it every
+        pruned parameter gets ``p_unit_index`` (global unit id per index along ``p_axes``).
+        """
+        members = self.trainable_members()
+        offsets = unit_offsets or {}
+        group = {
+            "id": self.id,
+            "num_groups": self.num_groups,
+            "is_prunable": self.is_prunable,
+            "is_auxiliary": self.is_auxiliary,
+            "p_names": [m.name for m in members],
+            "params": [m.tensor for m in members],
+            "p_transform": [m.transform for m in members],
+            "op_names": [m.op_name for m in members],
+            "node_ids": [m.node_id for m in members],
+            "p_axes": [m.axis for m in members],
+            "p_unit_index": [self.unit_index(m, offsets) for m in members],
+            "auxiliary_ngs": [(aux.id, offset) for aux, offset in self.auxilary_node_groups],
+            "op": members[-1].op_name if members else None,
+        }
+        group.update(self.extra_param_group_attrs)
+        return group

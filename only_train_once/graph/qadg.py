@@ -1,0 +1,58 @@
+"""QADG pass: fold every quantizer into the layer it feeds.
+
+A quantized layer traces as ``fake_quantize(weight, d, q_m[, t])`` and, with activation quantization,
+``fake_quantize(x, d_act, q_m_act[, t_act])`` followed by the layer's operator. This pass removes each
+quantizer node, reconnects its input (the weight parameter or the activation) straight into the
+consumer, and records the quantizer parameters on the consumer, so a quantized model has the same
+topology and the same groups as its float twin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .trace import ValueRef
+
+
+def _substitute(template: Any, old: str, new: str) -> Any:
+    if isinstance(template, ValueRef):
+        return ValueRef(new) if template.value_id == old else template
+    if isinstance(template, tuple):
+        return tuple(_substitute(t, old, new) for t in template)
+    if isinstance(template, list):
+        return [_substitute(t, old, new) for t in template]
+    if isinstance(template, dict):
+        return {k: _substitute(v, old, new) for k, v in template.items()}
+    return template
+
+
+def fold_quantizers(graph) -> int:
+    """Fold quantizer nodes into their consumers; returns the number folded."""
+    folded = 0
+    for node in list(graph.nodes.values()):
+        if node.op_name != "quantize":
+            continue
+        out = node.outputs[0]
+        consumers = [c for c in graph.successors(node) if out in c.call.inputs]
+        if not consumers or out in graph.output_values:
+            continue
+        source = node.call.inputs[0]
+        source_value = graph.values[source]
+        quant_names = [graph.values[v].name for v in node.call.inputs[1:] if graph.values[v].name]
+        for consumer in consumers:
+            call = consumer.call
+            call.args = _substitute(call.args, out, source)
+            call.kwargs = _substitute(call.kwargs, out, source)
+            call.inputs = [source if v == out else v for v in call.inputs]
+            if source_value.kind in ("param", "buffer"):
+                consumer.inputs = [v for v in consumer.inputs if v != out]
+                position = len([v for v in call.inputs[:call.inputs.index(source)]
+                                if graph.values[v].kind in ("param", "buffer")])
+                consumer.param_names.insert(position, source_value.name)
+            else:
+                consumer.inputs = [source if v == out else v for v in consumer.inputs]
+            consumer.quant_param_names.extend(n for n in quant_names if n not in consumer.quant_param_names)
+            consumer.folded_quantizers.append(node.call)
+        graph.remove_node(node, reconnect=True)
+        folded += 1
+    return folded

@@ -1,0 +1,301 @@
+"""Graph capture: record every torch call of one forward pass.
+
+The model runs once, eagerly, under a :class:`torch.overrides.TorchFunctionMode` (a public PyTorch API).
+Every torch function or tensor method that returns tensors becomes one :class:`TracedCall`; tensors are
+identified by object, so parameters are recognised by identity (shared and tied weights included) and
+no names are parsed. Python-level functionals that dispatch through ``__torch_function__`` as a whole
+(``F.layer_norm``, ``F.group_norm``, ``F.multi_head_attention_forward``, our ``fake_quantize``) are
+recorded as one call, which is what lets the analyzer see a quantizer or an attention block as a unit.
+
+Capture runs with autograd enabled and the model in eval mode, so fused inference fast paths (such as
+``nn.MultiheadAttention``'s) are not taken; the model's train/eval state is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+logger = logging.getLogger(__name__)
+
+# Calls that return tensors but carry no data dependency worth a node.
+_IGNORED_CALLS = frozenset({"__repr__", "__format__", "__str__", "__len__", "__bool__", "__hash__",
+                            "__iter__", "__contains__", "__index__", "__int__", "__float__", "__array__",
+                            "__reduce_ex__", "__deepcopy__", "tolist", "item", "numpy", "data_ptr",
+                            "element_size", "is_contiguous", "is_floating_point", "is_complex"})
+
+
+class GraphCaptureError(RuntimeError):
+    """The model could not be run on the dummy input, or its output could not be interpreted."""
+
+
+@dataclass
+class ValueRef:
+    """Placeholder for a tensor argument inside a recorded call's argument template."""
+
+    value_id: str
+
+
+@dataclass
+class TracedValue:
+    """One tensor seen during capture.
+
+    kind: ``"input"`` (model input), ``"param"`` (an ``nn.Parameter`` of the model), ``"buffer"``,
+    ``"constant"`` (a tensor created outside the traced computation) or ``"activation"``.
+    """
+
+    id: str
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    kind: str
+    producer: Optional[str] = None
+    name: Optional[str] = None
+    requires_grad: bool = False
+
+
+@dataclass
+class TracedCall:
+    """One recorded torch call.
+
+    ``args``/``kwargs`` are the call's arguments with every tensor replaced by a :class:`ValueRef`;
+    ``inputs`` lists the tensor value ids in argument order (duplicates removed); ``outputs`` the ids of
+    the tensors it returned (for in-place calls, a new version of the mutated tensor).
+    ``scope`` is the stack of module names whose forward was running (outermost first).
+    """
+
+    id: str
+    func: Callable
+    name: str
+    args: tuple
+    kwargs: dict
+    inputs: List[str]
+    outputs: List[str]
+    scope: Tuple[str, ...]
+    module: Optional[nn.Module]
+    inplace: bool = False
+
+
+@dataclass
+class CaptureResult:
+    calls: List[TracedCall]
+    values: Dict[str, TracedValue]
+    input_values: List[str]
+    output_values: List[str]
+    param_names: Dict[str, str] = field(default_factory=dict)  # value id -> parameter/buffer name
+
+
+def call_name(func: Callable) -> str:
+    """A stable lower-level name for a traced callable (``Tensor.add_`` -> ``add_``, ``T.__get__`` -> ``T``)."""
+    name = getattr(func, "__name__", None)
+    if name == "__get__":
+        owner = getattr(func, "__self__", None)
+        name = getattr(owner, "__name__", "get")
+    return name or type(func).__name__
+
+
+def _is_inplace(name: str, kwargs: dict) -> bool:
+    if "out" in kwargs and kwargs["out"] is not None:
+        return True
+    if name in ("__setitem__",) or (name.startswith("__i") and name.endswith("__")):
+        return True
+    return name.endswith("_") and not name.endswith("__") and not name.startswith("_")
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, tensor_names: Dict[int, Tuple[str, str]]):
+        super().__init__()
+        self._tensor_names = tensor_names  # id(tensor) -> (name, kind) for parameters and buffers
+        self.values: Dict[str, TracedValue] = {}
+        self.calls: List[TracedCall] = []
+        self.param_names: Dict[str, str] = {}
+        self._value_of: Dict[int, str] = {}
+        self._alive: List[torch.Tensor] = []  # keep recorded tensors alive so ids are never reused
+        self.scope: List[Tuple[str, nn.Module]] = []
+
+    # -- values ---------------------------------------------------------------------------------
+    def _new_value(self, tensor: torch.Tensor, kind: str, producer: Optional[str] = None,
+                   name: Optional[str] = None) -> str:
+        value_id = f"v{len(self.values)}"
+        self.values[value_id] = TracedValue(value_id, tuple(tensor.shape), tensor.dtype, kind, producer, name,
+                                            bool(tensor.requires_grad))
+        self._value_of[id(tensor)] = value_id
+        self._alive.append(tensor)
+        if name is not None:
+            self.param_names[value_id] = name
+        return value_id
+
+    def register_input(self, tensor: torch.Tensor) -> str:
+        known = self._value_of.get(id(tensor))
+        return known if known is not None else self._new_value(tensor, "input")
+
+    def value_id(self, tensor: torch.Tensor) -> str:
+        known = self._value_of.get(id(tensor))
+        if known is not None:
+            return known
+        named = self._tensor_names.get(id(tensor))
+        if named is not None:
+            return self._new_value(tensor, named[1], name=named[0])
+        return self._new_value(tensor, "constant")
+
+    # -- argument templates ---------------------------------------------------------------------
+    def _template(self, obj: Any, inputs: List[str]) -> Any:
+        if isinstance(obj, torch.Tensor):
+            value_id = self.value_id(obj)
+            if value_id not in inputs:
+                inputs.append(value_id)
+            return ValueRef(value_id)
+        if isinstance(obj, (list, tuple)) and obj and any(isinstance(o, (torch.Tensor, list, tuple)) for o in obj):
+            items = [self._template(o, inputs) for o in obj]
+            return items if isinstance(obj, list) else tuple(items)
+        return obj
+
+    def _outputs(self, out: Any, found: List[torch.Tensor]) -> None:
+        if isinstance(out, torch.Tensor):
+            found.append(out)
+        elif isinstance(out, (list, tuple)):
+            for o in out:
+                self._outputs(o, found)
+
+    # -- interception ---------------------------------------------------------------------------
+    def __torch_function__(self, func, types_, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        name = call_name(func)
+        if name in _IGNORED_CALLS:
+            return out
+        inplace = _is_inplace(name, kwargs)
+        produced: List[torch.Tensor] = []
+        if inplace and isinstance(args[0], torch.Tensor):
+            produced.append(args[0])
+        else:
+            self._outputs(out, produced)
+        if not produced:
+            return out
+        inputs: List[str] = []
+        arg_template = self._template(tuple(args), inputs)
+        kwarg_template = {k: self._template(v, inputs) for k, v in kwargs.items()}
+        call_id = f"node-{len(self.calls)}"
+        outputs = [self._new_value(t, "activation", producer=call_id) for t in produced]
+        scope_names = tuple(n for n, _ in self.scope)
+        module = self.scope[-1][1] if self.scope else None
+        self.calls.append(TracedCall(call_id, func, name, arg_template, kwarg_template, inputs, outputs,
+                                     scope_names, module, inplace))
+        return out
+
+
+def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0) -> None:
+    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects."""
+    if depth > 8 or id(obj) in seen:
+        return
+    if isinstance(obj, torch.Tensor):
+        found.append(obj)
+        return
+    if obj is None or isinstance(obj, (str, bytes, int, float, bool, complex, torch.dtype, torch.device)):
+        return
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for value in obj.values():
+            _flatten_structure(value, found, seen, depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for value in obj:
+            _flatten_structure(value, found, seen, depth + 1)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1)
+    elif hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, types.ModuleType, type)):
+        for value in vars(obj).values():
+            _flatten_structure(value, found, seen, depth + 1)
+
+
+def run_model(model: nn.Module, dummy_input: Any) -> Any:
+    """Call ``model`` the way OTO documents ``dummy_input``: tensor, tuple of positional inputs, list, or dict."""
+    if isinstance(dummy_input, dict):
+        return model(**dummy_input)
+    if isinstance(dummy_input, tuple):
+        return model(*dummy_input)
+    return model(dummy_input)
+
+
+def _tensor_names(model: nn.Module) -> Dict[int, Tuple[str, str]]:
+    names: Dict[int, Tuple[str, str]] = {}
+    for name, param in model.named_parameters():
+        names.setdefault(id(param), (name, "param"))
+    for name, buffer in model.named_buffers():
+        names.setdefault(id(buffer), (name, "buffer"))
+    return names
+
+
+def capture(model: nn.Module, dummy_input: Any) -> CaptureResult:
+    """Run ``model`` once on ``dummy_input`` and record the computation.
+
+    The model is put in eval mode for the capture and restored to its previous train/eval state.
+    Raises :class:`GraphCaptureError` if the forward fails or returns no tensor.
+    """
+    if dummy_input is None:
+        raise GraphCaptureError("dummy_input is None: pass an example input, e.g. torch.randn(1, 3, 32, 32).")
+    module_names = {id(m): name for name, m in model.named_modules()}
+    recorder = _Recorder(_tensor_names(model))
+    input_tensors: List[torch.Tensor] = []
+    _flatten_structure(dummy_input, input_tensors, set())
+    input_values = [recorder.register_input(t) for t in input_tensors]
+
+    def enter(module, _inputs):
+        recorder.scope.append((module_names.get(id(module), type(module).__name__), module))
+
+    def leave(module, _inputs, _output):
+        if recorder.scope and recorder.scope[-1][1] is module:
+            recorder.scope.pop()
+
+    modes = {m: m.training for m in model.modules()}
+    pre_handle = nn.modules.module.register_module_forward_pre_hook(enter)
+    post_handle = nn.modules.module.register_module_forward_hook(leave)
+    model.eval()
+    try:
+        with torch.enable_grad(), recorder:
+            output = run_model(model, dummy_input)
+    except Exception as error:
+        raise GraphCaptureError(
+            f"running the model on dummy_input failed ({type(error).__name__}: {error}). Check that dummy_input "
+            "matches what forward() expects: a tensor, a tuple of positional inputs, a list passed as one "
+            "argument, or a dict of keyword inputs.") from error
+    finally:
+        pre_handle.remove()
+        post_handle.remove()
+        for module, training in modes.items():
+            module.train(training)
+    output_tensors: List[torch.Tensor] = []
+    _flatten_structure(output, output_tensors, set())
+    if not output_tensors:
+        raise GraphCaptureError("the model returned no tensor: OTO needs at least one tensor output to trace.")
+    output_values = []
+    for tensor in output_tensors:
+        value_id = recorder.value_id(tensor)
+        if value_id not in output_values:
+            output_values.append(value_id)
+    logger.debug("captured %d calls, %d values", len(recorder.calls), len(recorder.values))
+    return CaptureResult(recorder.calls, recorder.values, input_values, output_values, recorder.param_names)
+
+
+def iter_value_refs(obj: Any) -> Sequence[ValueRef]:
+    """All :class:`ValueRef` placeholders inside an argument template, in order."""
+    found: List[ValueRef] = []
+
+    def visit(o):
+        if isinstance(o, ValueRef):
+            found.append(o)
+        elif isinstance(o, (list, tuple)):
+            for item in o:
+                visit(item)
+        elif isinstance(o, dict):
+            for item in o.values():
+                visit(item)
+
+    visit(obj)
+    return found

@@ -1,0 +1,201 @@
+"""The ``OTO`` facade: trace a model, build its pruning groups, hand them to an optimizer, build the subnet."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+from torch import nn
+
+from . import metrics, visualization
+from .dependency_graph import build_pruning_dependency_graph
+from .dependency_graph import param_groups as group_ops
+from .graph import Graph
+
+logger = logging.getLogger(__name__)
+
+_MODES = ("prune", "erase")
+
+
+class OTO:
+    """Only Train Once: structured pruning and mixed-precision quantization while training.
+
+    ``OTO(model, dummy_input)`` traces ``model`` on ``dummy_input`` (a tensor, a tuple of positional inputs,
+    a list passed as one argument, or a dict of keyword inputs), partitions its parameters into pruning
+    zero-invariant groups, and exposes them to :meth:`geta` / :meth:`hesso`. After training,
+    :meth:`construct_subnet` removes the zeroed groups and writes the compressed model.
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, compress_mode: str = "prune",
+                 skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False):
+        if compress_mode not in _MODES:
+            raise ValueError(f"compress_mode must be one of {_MODES}, got {compress_mode!r}")
+        if compress_mode == "erase":
+            raise NotImplementedError("compress_mode='erase' is not implemented; use 'prune'")
+        self._model = model
+        self._dummy_input = dummy_input
+        self._skip_patterns = skip_patterns
+        self._strict_out_nodes = strict_out_nodes
+        self._mode = compress_mode
+        self._graph: Optional[Graph] = None
+        self._optimizer = None
+        if model is not None and dummy_input is not None:
+            self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
+            self.partition_pzigs()
+            self.set_trainable()
+            self.cluster_node_groups()
+        self.compressed_model_path: Optional[str] = None
+        self.full_group_sparse_model_path: Optional[str] = None
+
+    # -- graph --------------------------------------------------------------------------------------
+    def initialize(self, model: Optional[nn.Module] = None, dummy_input: Any = None,
+                   skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False) -> None:
+        """(Re)trace ``model`` on ``dummy_input``; does not partition (call :meth:`partition_pzigs`)."""
+        model = model if model is not None else self._model
+        dummy_input = dummy_input if dummy_input is not None else self._dummy_input
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"OTO needs a torch.nn.Module, got {type(model).__name__}")
+        self._model, self._dummy_input = model, dummy_input
+        self._skip_patterns, self._strict_out_nodes = skip_patterns, strict_out_nodes
+        self._graph = Graph(model, dummy_input, skip_patterns=skip_patterns, strict_out_nodes=strict_out_nodes)
+
+    def _require_graph(self) -> Graph:
+        if self._graph is None:
+            raise RuntimeError("OTO has no graph yet: build it with OTO(model, dummy_input) or oto.initialize(...)")
+        return self._graph
+
+    def partition_pzigs(self) -> None:
+        """Partition the parameters into pruning zero-invariant groups."""
+        build_pruning_dependency_graph(self._require_graph())
+
+    def set_trainable(self) -> None:
+        group_ops.set_trainable(self._require_graph())
+
+    def cluster_node_groups(self, num_clusters: int = 1) -> Dict[int, list]:
+        """Cluster the prunable, trainable node groups (informational); one cluster holds them all by default."""
+        return self._require_graph().cluster_node_groups(num_clusters)
+
+    def visualize(self, out_dir: Optional[str] = None, view: bool = False, vertical: bool = True,
+                  by_node_groups: bool = True, display_params: bool = False, display_flops: bool = False,
+                  display_macs: bool = False) -> str:
+        """Draw the graph coloured by node group to ``<out_dir>/<Name>_zig.gv`` (+ PDF if ``dot`` exists)."""
+        return visualization.visualize(self._require_graph(), self._model, out_dir, view, vertical, by_node_groups,
+                                       display_params, display_flops, display_macs)
+
+    def random_set_zero_groups(self, target_group_sparsity: Optional[float] = None) -> None:
+        group_ops.random_set_zero_groups(self._require_graph(), target_group_sparsity, num_group_divisible=2)
+
+    def mark_unprunable_by_node_ids(self, node_ids: Iterable[str] = ()) -> None:
+        wanted = set(node_ids)
+        for group in self._require_graph().node_groups.values():
+            if wanted & set(group.nodes):
+                group.mark_unprunable("marked unprunable by node id")
+
+    def mark_unprunable_by_param_names(self, param_names: Iterable[str] = ()) -> None:
+        wanted = set(param_names)
+        known = {m.name for g in self._require_graph().node_groups.values() for m in g.members}
+        missing = sorted(wanted - known)
+        if missing:
+            logger.warning("mark_unprunable_by_param_names: no group holds %s", missing)
+        for group in self._graph.node_groups.values():
+            if wanted & set(group.param_names):
+                group.mark_unprunable("marked unprunable by parameter name")
+
+    def skip_operators(self, operator_list: Iterable[str] = ()) -> None:
+        """Make unprunable every group with a node whose module class (``op._type``) is listed."""
+        wanted = set(operator_list)
+        for group in self._require_graph().node_groups.values():
+            if any(node.all_param_names and node.op._type in wanted for node in group.nodes.values()):
+                group.mark_unprunable("operator skipped by skip_operators")
+
+    # -- optimizers ---------------------------------------------------------------------------------
+    def hesso(self, lr: float = 0.1, weight_decay: Optional[float] = None, first_momentum: Optional[float] = None,
+              second_momentum: Optional[float] = None, variant: str = "sgd", target_group_sparsity: float = 0.5,
+              start_pruning_step: int = 0, pruning_steps: int = 1, pruning_periods: int = 1,
+              dampening: Optional[float] = None, group_divisible: int = 1, fixed_zero_groups: bool = True,
+              importance_score_criteria: Union[str, Dict[str, float]] = "default", **kwargs):
+        """Build the HESSO optimizer (pruning only) over this model's groups."""
+        from .optimizer import HESSO
+
+        self._optimizer = HESSO(params=self.get_param_groups(), lr=lr, weight_decay=weight_decay,
+                                first_momentum=first_momentum, second_momentum=second_momentum, variant=variant,
+                                target_group_sparsity=target_group_sparsity, start_pruning_step=start_pruning_step,
+                                pruning_steps=pruning_steps, pruning_periods=pruning_periods, dampening=dampening,
+                                group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
+                                importance_score_criteria=importance_score_criteria, **kwargs)
+        return self._optimizer
+
+    def geta(self, lr: float = 0.1, lr_quant: float = 1e-3, weight_decay: Optional[float] = None,
+             first_momentum: Optional[float] = None, second_momentum: Optional[float] = None, variant: str = "sgd",
+             target_group_sparsity: float = 0.5, start_projection_step: int = 0, projection_steps: int = 1,
+             projection_periods: int = 1, start_pruning_step: int = 1, pruning_steps: int = 1,
+             pruning_periods: int = 1, dampening: Optional[float] = None, group_divisible: int = 1,
+             fixed_zero_groups: bool = True, importance_score_criteria: Union[str, Dict[str, float]] = "default",
+             bit_reduction: int = 2, min_bit_wt: int = 2, max_bit_wt: int = 16, min_bit_act: int = 2,
+             max_bit_act: int = 16, grad_clip_min: float = -1.0, grad_clip_max: float = 1.0, verbose: str = "False",
+             device: str = "cuda", log_dir: str = "outputs", **kwargs):
+        """Build the GETA (QASSO) optimizer: joint structured pruning and bit-width learning."""
+        from .optimizer import GETA
+
+        self._optimizer = GETA(params=self.get_param_groups(), lr=lr, lr_quant=lr_quant, weight_decay=weight_decay,
+                               first_momentum=first_momentum, second_momentum=second_momentum, dampening=dampening,
+                               variant=variant, target_group_sparsity=target_group_sparsity,
+                               start_projection_step=start_projection_step, projection_steps=projection_steps,
+                               projection_periods=projection_periods, start_pruning_step=start_pruning_step,
+                               pruning_steps=pruning_steps, pruning_periods=pruning_periods,
+                               group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
+                               importance_score_criteria=importance_score_criteria, bit_reduction=bit_reduction,
+                               min_bit_wt=min_bit_wt, max_bit_wt=max_bit_wt, min_bit_act=min_bit_act,
+                               max_bit_act=max_bit_act, grad_clip_min=grad_clip_min, grad_clip_max=grad_clip_max,
+                               verbose=verbose, device=device, log_dir=log_dir, **kwargs)
+        return self._optimizer
+
+    def h2spg(self, **kwargs):
+        raise NotImplementedError("H2SPG is not part of this library; use hesso() or geta()")
+
+    def get_param_groups(self) -> List[dict]:
+        """The optimizer-facing parameter groups (see :func:`dependency_graph.param_groups.get_param_groups`)."""
+        return group_ops.get_param_groups(self._require_graph())
+
+    # -- subnet -------------------------------------------------------------------------------------
+    def construct_subnet(self, merge_lora_to_base: bool = False, unmerge_lora_to_base: bool = False,
+                         export_huggingface_format: bool = False, export_float16: bool = False,
+                         out_dir: str = "./", full_group_sparse_model_dir: Optional[str] = None,
+                         compressed_model_dir: Optional[str] = None, save_full_group_sparse_model: bool = True,
+                         ckpt_format: str = "torch", **kwargs) -> None:
+        """Remove every zeroed group and save the full group-sparse and the compressed model.
+
+        The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
+        in ``compressed_model_path`` and ``full_group_sparse_model_path``.
+        """
+        from .subnet_construction import automated_pruning_compression
+
+        graph = self._require_graph()
+        self.compressed_model_path, self.full_group_sparse_model_path = automated_pruning_compression(
+            graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
+            export_huggingface_format=export_huggingface_format, export_float16=export_float16,
+            full_group_sparse_model_dir=full_group_sparse_model_dir or out_dir,
+            compressed_model_dir=compressed_model_dir or out_dir,
+            save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
+
+    # -- metrics ------------------------------------------------------------------------------------
+    def compute_flops(self, in_million: bool = True, in_billion: bool = False) -> dict:
+        return metrics.compute_flops(self._require_graph(), in_million, in_billion)
+
+    def compute_macs(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
+        return metrics.compute_macs(self._require_graph(), in_million, in_billion, layerwise)
+
+    def compute_bops(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
+        return metrics.compute_bops(self._require_graph(), in_million, in_billion, layerwise)
+
+    def compute_num_params(self, in_million: bool = True, in_billion: bool = False) -> float:
+        return metrics.compute_num_params(self._model, in_million, in_billion)
+
+    def compute_weight_size(self, in_million: bool = True, in_billion: bool = False) -> dict:
+        return metrics.compute_weight_size(self._require_graph(), in_million, in_billion)
+
+    def compute_average_bit_width(self) -> float:
+        return self.compute_weight_size()["total"] / self.compute_num_params()
+
+    def print_layer_breakdown(self, macs_info: dict, bops_info: dict) -> None:
+        metrics.print_layer_breakdown(macs_info, bops_info)

@@ -1,0 +1,146 @@
+"""Model conversion: the one place where float layers are swapped for quantized layers; quantizer read-outs."""
+import logging
+from typing import Callable, Dict, Optional
+
+from torch import nn
+
+from .quant_layers import (
+    LAYER_TO_QUANTLAYER,
+    QUANT_PARAMETER_NAMES,
+    QuantizationConfig,
+    QuantizationMode,
+    QuantizationType,
+    QuantizeMixin,
+    QuantMode,
+    QuantType,
+)
+from .quantizer import bit_width
+
+__all__ = [
+    "model_to_quantize_model",
+    "reference_layer_filter",
+    "quant_layer_class",
+    "get_quant_param_dict",
+    "get_bitwidth_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+
+def reference_layer_filter(module: nn.Module, name: str) -> bool:
+    """The default ``filter_fn``: the layer kinds the reference converts, ``nn.Linear`` and ``nn.Conv2d``."""
+    return isinstance(module, (nn.Linear, nn.Conv2d))
+
+
+def quant_layer_class(module: nn.Module) -> Optional[type]:
+    """Quantized class that can replace ``module`` (matched by ``isinstance``); ``None`` if none or already quantized."""
+    if isinstance(module, QuantizeMixin):
+        return None
+    for quant_cls in LAYER_TO_QUANTLAYER.values():
+        if isinstance(module, quant_cls._FLOAT_MODULE):
+            return quant_cls
+    return None
+
+
+def model_to_quantize_model(
+    model: nn.Module,
+    d_quant_init: float = 1e-4,
+    t_quant_init: float = 1.0,
+    q_m_init: float = 1.0,
+    quant_init_by_module: bool = True,
+    num_bits: int = 16,
+    quant_type: QuantType = QuantizationType.SYMMETRIC_NONLINEAR,
+    quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
+    *,
+    filter_fn: Optional[FilterFn] = None,
+) -> nn.Module:
+    """Replace, in place, every supported layer of ``model`` chosen by ``filter_fn`` by its quantized layer.
+
+    Supported layers are those of :data:`LAYER_TO_QUANTLAYER` and their subclasses; quantized layers are never
+    converted again, nor the ``out_proj`` of an ``nn.MultiheadAttention`` (which applies its weight itself).
+    ``filter_fn(module, qualified_name) -> bool`` defaults to :func:`reference_layer_filter`. Each new layer
+    takes over the old layer's Parameter objects (tied weights stay tied) and is built by
+    ``from_module(module, d_quant_init, t_quant_init, q_m_init, quant_type, quant_mode, quant_init_by_module,
+    num_bits)``; with ``quant_init_by_module`` every quantizer starts at ``num_bits`` bits. ``quant_type`` and
+    ``quant_mode`` are enums or their string values (``ValueError`` names the valid values, before any change).
+    Returns ``model`` itself.
+    """
+    config = QuantizationConfig(quant_type, quant_mode)
+    filter_fn = reference_layer_filter if filter_fn is None else filter_fn
+    applied_by_owner = {
+        id(child) for owner in model.modules() if isinstance(owner, nn.MultiheadAttention)
+        for child in owner.modules() if child is not owner
+    }
+    replacements: Dict[int, Optional[nn.Module]] = {}  # one decision per module object, however often it appears
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if id(module) not in replacements:
+            quant_cls = quant_layer_class(module)
+            selected = quant_cls is not None and id(module) not in applied_by_owner and filter_fn(module, name)
+            replacements[id(module)] = (
+                _quantized_copy(model, name, module, quant_cls, config, d_quant_init, t_quant_init, q_m_init,
+                                quant_init_by_module, num_bits)
+                if selected else None
+            )
+        if replacements[id(module)] is not None:
+            parent_name, _, child_name = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child_name, replacements[id(module)])
+    converted = sum(layer is not None for layer in replacements.values())
+    logger.info(
+        "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
+        config.quant_mode.value, f"{num_bits} bits" if quant_init_by_module else "given initial values",
+    )
+    return model
+
+
+def _quantized_copy(
+    model: nn.Module,
+    name: str,
+    module: nn.Module,
+    quant_cls: type,
+    config: QuantizationConfig,
+    d_quant_init: float,
+    t_quant_init: float,
+    q_m_init: float,
+    quant_init_by_module: bool,
+    num_bits: int,
+) -> nn.Module:
+    if module is model:
+        raise ValueError(f"The model itself is a {type(model).__name__}; use {quant_cls.__name__}.from_module.")
+    if type(module).forward is not quant_cls._FLOAT_MODULE.forward:
+        logger.warning(
+            "%s (%s) overrides %s.forward; its quantized replacement uses the %s forward.",
+            name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__, quant_cls.__name__,
+        )
+    return quant_cls.from_module(
+        module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode, quant_init_by_module,
+        num_bits, share_parameters=True,
+    )
+
+
+def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:
+    """``{layer name: {quantizer parameter name: value}}`` for every quantizer parameter of ``model``.
+
+    A quantizer parameter is one whose own name (last dotted component) is in :data:`QUANT_PARAMETER_NAMES`.
+    """
+    params: Dict[str, Dict[str, float]] = {}
+    for full_name, param in model.named_parameters():
+        layer, _, name = full_name.rpartition(".")
+        if name in QUANT_PARAMETER_NAMES:
+            params.setdefault(layer, {})[name] = param.item()
+    return params
+
+
+def get_bitwidth_dict(param_dict: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
+    """Unrounded bit widths ``{layer: {"weight": b, ["activation": b]}}`` from :func:`get_quant_param_dict` output.
+
+    ``b = log2(|q_m|^t / |d| + 1) + 1`` with ``t = 1`` where the layer has no exponent; ``"activation"`` only for
+    layers with an activation quantizer.
+    """
+    bits: Dict[str, Dict[str, float]] = {}
+    for layer, params in param_dict.items():
+        bits[layer] = {"weight": bit_width(params["d_quant_wt"], params["q_m_wt"], params.get("t_quant_wt"))}
+        if "d_quant_act" in params:
+            bits[layer]["activation"] = bit_width(params["d_quant_act"], params["q_m_act"], params.get("t_quant_act"))
+    return bits

@@ -1,0 +1,404 @@
+"""Quantizer mathematics: symmetric learned-step fake quantization (SPEC section 4).
+
+A quantizer maps a tensor ``x`` to ``Q(x) = sign(x) * d * round(min(|x|, q_m)^t / d)`` with three learned
+scalars: the step ``d``, the clipping range ``q_m`` and, for the nonlinear quantizer, the exponent ``t``
+(``t = 1`` is the linear quantizer). Its bit width is ``b = log2(q_m^t / d + 1) + 1``.
+
+Everything a quantized layer needs goes through :func:`fake_quantize`, the single traced unit of this package
+(see its docstring for the tracing contract). The autograd functions behind it are
+:class:`SymQuantizerLinear`, :class:`SymQuantizerNonLinear` and :class:`DGEQuantizer`.
+
+Robustness (fixes SPEC 12.5 Q5): ``d`` and ``q_m`` enter the quantizer through their magnitudes, floored at
+:data:`MIN_MAGNITUDE`, so a negative or zero value cannot flip or break the quantizer. Their gradients are taken
+with respect to the magnitude and carried back to the raw parameter with its sign; the floor itself is passed
+straight through, so a parameter sitting at the floor can still move away from it. For ``q_m`` this replaces the
+reference's ``+1e-6`` guard on the nonlinear range, which moved the saturation level by up to one step for small
+``q_m``.
+"""
+import math
+from enum import Enum
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+from torch.overrides import handle_torch_function, has_torch_function
+
+__all__ = [
+    "MIN_MAGNITUDE",
+    "DEFAULT_CLIP_VAL",
+    "QuantizationType",
+    "QuantizationMode",
+    "NanInGradientError",
+    "bit_width",
+    "step_size_for_bits",
+    "fake_quantize",
+    "SymQuantizerLinear",
+    "SymQuantizerNonLinear",
+    "DGEQuantizer",
+]
+
+#: Floor applied to ``|d|`` and ``|q_m|`` (also the ``q_m`` floor of :func:`step_size_for_bits`). Raised to the
+#: smallest normal number of the input dtype where that is larger (float16).
+MIN_MAGNITUDE = 1e-10
+
+#: Default clip values: the input gradient is zero where ``x <= lo`` or ``x >= hi``.
+DEFAULT_CLIP_VAL = (-2.0, 2.0)
+
+ClipVal = Tuple[float, float]
+Scalar = Union[float, int, Tensor]
+
+
+class _ParsableEnum(Enum):
+    """Enum whose members can be given by value, with an error that lists the valid values."""
+
+    @classmethod
+    def parse(cls, value: Union["_ParsableEnum", str]) -> "_ParsableEnum":
+        """Return the member ``value`` names (a member or its string value); ``ValueError`` otherwise."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            valid = ", ".join(repr(member.value) for member in cls)
+            raise ValueError(f"Unknown {cls.__name__} {value!r}; valid values are {valid}.") from None
+
+
+class QuantizationType(_ParsableEnum):
+    """Which quantizer a layer uses."""
+
+    SYMMETRIC_LINEAR = "symmetric+linear"
+    SYMMETRIC_NONLINEAR = "symmetric+nonlinear"
+    DGE = "dge"
+
+
+class QuantizationMode(_ParsableEnum):
+    """What a layer quantizes: its weight only, or its weight and its input activation."""
+
+    WEIGHT_ONLY = "weight_only"
+    WEIGHT_AND_ACTIVATION = "weight_and_activation"
+
+
+class NanInGradientError(Exception):
+    """A quantizer's backward produced a NaN gradient; ``message`` says which one and what to check."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _magnitude_floor(dtype: torch.dtype) -> float:
+    return max(MIN_MAGNITUDE, torch.finfo(dtype).tiny)
+
+
+def _is_tracing() -> bool:
+    """True under the TorchScript tracer, torch.compile or torch.export: no host reads of tensor values then."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bit width <-> step size (SPEC 4.4)
+# ---------------------------------------------------------------------------------------------------------------
+def _as_tensor(value: Scalar) -> Tensor:
+    return value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=torch.float64)
+
+
+def bit_width(d: Scalar, q_m: Scalar, t: Optional[Scalar] = None) -> Union[float, Tensor]:
+    """Bit width ``log2(|q_m|^t / |d| + 1) + 1`` of a quantizer (unrounded).
+
+    ``d`` and ``q_m`` are used through their floored magnitudes, as in the quantizer, so ``q_m = 0`` gives one
+    bit instead of ``log(0)``. ``t`` defaults to 1 (linear quantizer). Returns a float when every argument is a
+    Python number, else a tensor broadcast from the arguments.
+    """
+    args = (d, q_m) if t is None else (d, q_m, t)
+    if not any(isinstance(arg, Tensor) for arg in args):
+        q = max(abs(float(q_m)), MIN_MAGNITUDE) ** (1.0 if t is None else float(t))
+        return math.log2(q / max(abs(float(d)), MIN_MAGNITUDE) + 1.0) + 1.0
+    d_t, q_t = _as_tensor(d), _as_tensor(q_m)
+    q = q_t.abs().clamp_min(MIN_MAGNITUDE)
+    if t is not None:
+        q = q.pow(_as_tensor(t))
+    return torch.log2(q / d_t.abs().clamp_min(MIN_MAGNITUDE) + 1.0) + 1.0
+
+
+def step_size_for_bits(bits: Scalar, q_m: Scalar, t: Optional[Scalar] = None) -> Union[float, Tensor]:
+    """Step size ``d = q^t / (2^(bits - 1) - 1)`` giving ``bits`` bits, the inverse of :func:`bit_width`.
+
+    ``q = max(|q_m|, MIN_MAGNITUDE)``, the maximum over the tensor when ``q_m`` is a tensor; ``t`` defaults to 1.
+    ``bit_width(step_size_for_bits(b, q_m, t), q_m, t) == b`` up to floating-point rounding. Raises ``ValueError``
+    for ``bits <= 1`` (no representable step). Returns a float for Python-number arguments, else a 0-dim tensor.
+    """
+    if not isinstance(bits, Tensor) and float(bits) <= 1.0:
+        raise ValueError(f"A quantizer needs more than 1 bit, got bits={bits}.")
+    if not any(isinstance(arg, Tensor) for arg in (bits, q_m, t)):
+        q = max(abs(float(q_m)), MIN_MAGNITUDE) ** (1.0 if t is None else float(t))
+        return q / (2.0 ** (float(bits) - 1.0) - 1.0)
+    q = _as_tensor(q_m).abs().max().clamp_min(MIN_MAGNITUDE)
+    if t is not None:
+        q = q.pow(_as_tensor(t).reshape(()))
+    return q / (torch.pow(2.0, _as_tensor(bits).reshape(()) - 1.0) - 1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward and backward kernels shared by the autograd functions
+# ---------------------------------------------------------------------------------------------------------------
+def _effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
+    """``(|d|, |q_m|)`` floored, and ``t``, on ``x``'s device and in its dtype."""
+    floor = _magnitude_floor(x.dtype)
+    d_eff = d.to(device=x.device, dtype=x.dtype).abs().clamp_min(floor)
+    q_eff = q_m.to(device=x.device, dtype=x.dtype).abs().clamp_min(floor)
+    t_eff = None if t is None else t.to(device=x.device, dtype=x.dtype)
+    return d_eff, q_eff, t_eff
+
+
+def _quantize(
+    x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], want_rho: bool, want_tau: bool
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """Quantize ``x`` with effective scalars; optionally return the per-element factors of the scalar gradients.
+
+    Returns ``(Q(x), rho, tau)`` with ``rho = sign(x) * (round(v/d) - v/d)`` (gradient factor of ``d``) and
+    ``tau = sign(x) * v * ln(min(|x|, q)) / d`` (gradient factor of ``t``, scaled by ``1/d``), where
+    ``v = min(|x|, q)^t``. ``t = None`` is the linear quantizer. Written as a chain of in-place operations on at
+    most three buffers, because this runs for every weight and activation at every step.
+    """
+    if t is None:
+        # Round-half-to-even is odd-symmetric, so sign(x) * round(min(|x|, q)/d) == round(clamp(x, -q, q)/d).
+        s = torch.clamp(x, -q, q).div_(d)
+        m = None
+    else:
+        m = torch.abs(x).clamp_(max=q)
+        if _is_tracing():
+            v = m.pow(t)
+        else:
+            exponent = float(t)
+            v = m if exponent == 1.0 else m.pow(exponent)
+        s = torch.div(v, d) if (v is m and want_tau) else v.div_(d)
+        # copysign is one in-place pass but has no ONNX translation (torch.export lowers it to prims.signbit).
+        s = s.mul_(torch.sign(x)) if _is_tracing() else s.copysign_(x)
+    if not (want_rho or want_tau):
+        return s.round_().mul_(d), None, None
+    rounded = torch.round(s)
+    tau = torch.xlogy(s, m, out=m) if (want_tau and m is not None) else None
+    rho = s.neg_().add_(rounded) if want_rho else None
+    return rounded.mul_(d), rho, tau
+
+
+def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor:
+    """Straight-through input gradient: ``grad_output`` where ``lo < x < hi``, zero elsewhere."""
+    lo, hi = float(clip_val[0]), float(clip_val[1])
+    x_min, x_max = torch.aminmax(x)
+    if lo < float(x_min) and float(x_max) < hi:
+        return grad_output  # nothing clipped (the usual case for weights): no copy
+    return torch.ops.aten.hardtanh_backward(grad_output, x, lo, hi)
+
+
+def _saturated_sum(grad_output: Tensor, x: Tensor, q: Tensor) -> Tensor:
+    """``sum(grad_output * sign(x))`` over the elements with ``|x| > q``."""
+    return _flat_dot(grad_output, F.softshrink(x, float(q)).sign_())
+
+
+def _signed_like(grad: Tensor, param: Tensor) -> Tensor:
+    """Carry a gradient taken w.r.t. ``|param|`` back to ``param`` (sign +1 at zero), shaped and typed like it."""
+    grad = grad.reshape(param.shape).to(param.dtype)
+    return torch.where(param < 0, -grad, grad)
+
+
+def _check_finite(**grads: Optional[Tensor]) -> None:
+    present = {name: grad for name, grad in grads.items() if grad is not None}
+    if not present or _is_tracing():
+        return
+    nan = torch.isnan(torch.stack([grad.reshape(-1)[0] for grad in present.values()]))
+    if bool(nan.any()):
+        names = ", ".join(name for name, is_nan in zip(present, nan.tolist()) if is_nan)
+        raise NanInGradientError(
+            f"NaN in the quantizer gradient of {names}. Check the layer input and the upstream loss for NaN or "
+            "inf values, and the quantizer parameters (d, q_m, t) for non-finite values."
+        )
+
+
+def _check_threshold(q_s: Scalar) -> None:
+    if isinstance(q_s, Tensor) or float(q_s) != 0.0:
+        raise ValueError(f"Only the zero threshold q_s = 0 is supported, got q_s={q_s!r}.")
+
+
+def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
+    d_eff, q_eff, t_eff = _effective_scalars(x, d, q_m, t)
+    want_tau = t is not None and ctx.needs_input_grad[3]
+    out, rho, tau = _quantize(x, d_eff, q_eff, t_eff, ctx.needs_input_grad[1], want_tau)
+    ctx.save_for_backward(x, d, q_m, t, rho, tau)
+    ctx.clip_val = clip_val
+    return out
+
+
+def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
+    """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2) from the factors saved by :func:`_forward`."""
+    x, d, q_m, t, rho, tau = ctx.saved_tensors
+    d_eff, q_eff, t_eff = _effective_scalars(x, d, q_m, t)
+    grad_d = _signed_like(_flat_dot(grad_output, rho), d) if needs_d else None
+    grad_q = None
+    if needs_q:
+        kappa = 1.0 if t_eff is None else t_eff * q_eff.pow(t_eff - 1.0)
+        grad_q = _signed_like(_saturated_sum(grad_output, x, q_eff) * kappa, q_m)
+    grad_t = (_flat_dot(grad_output, tau) * d_eff).reshape(t.shape).to(t.dtype) if needs_t else None
+    return grad_d, grad_q, grad_t
+
+
+def _onnx_quantize(g, x, d, q_m, t=None):
+    """ONNX graph of the forward in standard operators (Abs, Max, Min, Neg, Div, Round, Mul, Pow, Sign)."""
+    dtype = x.type().dtype()
+
+    def like_x(value):  # parameters may be float32 for a float16 input
+        return value if value.type().dtype() == dtype else g.op("CastLike", value, x)
+
+    floor = g.op("Constant", value_t=torch.tensor(_magnitude_floor(dtype), dtype=dtype))
+    d_eff = g.op("Max", g.op("Abs", like_x(d)), floor)
+    q_eff = g.op("Max", g.op("Abs", like_x(q_m)), floor)
+    if t is None:
+        clipped = g.op("Min", g.op("Max", x, g.op("Neg", q_eff)), q_eff)
+        return g.op("Mul", g.op("Round", g.op("Div", clipped, d_eff)), d_eff)
+    magnitude = g.op("Pow", g.op("Min", g.op("Abs", x), q_eff), like_x(t))
+    levels = g.op("Mul", g.op("Round", g.op("Div", magnitude, d_eff)), d_eff)
+    return g.op("Mul", levels, g.op("Sign", x))
+
+
+class SymQuantizerLinear(torch.autograd.Function):
+    """Symmetric uniform quantizer ``d * round(clamp(x, -q_m, q_m) / d)`` with learned ``d`` and ``q_m``.
+
+    ``apply(x, d, q_m, clip_val=(-2.0, 2.0), q_s=0)``; ``d``, ``q_m`` are shape-``[1]`` tensors, ``q_s`` must be 0.
+    Backward: straight-through ``x`` gradient inside the clip values, ``dL/dd = sum(g * rho)``,
+    ``dL/dq_m = sum(g * sign(x))`` over ``|x| > q_m`` (SPEC 4.2).
+    """
+
+    @staticmethod
+    def forward(ctx, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0):
+        _check_threshold(q_s)
+        return _forward(ctx, x, d, q_m, None, clip_val)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad
+        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
+        grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
+        _check_finite(d=grad_d, q_m=grad_q)
+        return grad_x, grad_d, grad_q, None, None
+
+    @staticmethod
+    def symbolic(g, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0):
+        return _onnx_quantize(g, x, d, q_m)
+
+
+class SymQuantizerNonLinear(torch.autograd.Function):
+    """Symmetric nonlinear quantizer ``sign(x) * d * round(min(|x|, q_m)^t / d)`` with learned ``d``, ``q_m``, ``t``.
+
+    ``apply(x, d, q_m, t, clip_val=(-2.0, 2.0), q_s=0)``. Backward as the linear quantizer with
+    ``dL/dq_m`` scaled by ``t * q_m^(t-1)``, plus ``dL/dt = sum(g * sign(x) * v * ln(min(|x|, q_m)))`` with
+    ``v = min(|x|, q_m)^t`` (SPEC 4.2). ``t = 1`` skips the power in eager mode.
+    """
+
+    @staticmethod
+    def forward(ctx, x, d, q_m, t, clip_val=DEFAULT_CLIP_VAL, q_s=0.0):
+        _check_threshold(q_s)
+        return _forward(ctx, x, d, q_m, t, clip_val)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad
+        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
+        grad_d, grad_q, grad_t = _scalar_grads(ctx, grad_output, needs[1], needs[2], needs[3])
+        _check_finite(d=grad_d, q_m=grad_q, t=grad_t)
+        return grad_x, grad_d, grad_q, grad_t, None, None
+
+    @staticmethod
+    def symbolic(g, x, d, q_m, t, clip_val=DEFAULT_CLIP_VAL, q_s=0.0):
+        return _onnx_quantize(g, x, d, q_m, t)
+
+
+class DGEQuantizer(torch.autograd.Function):
+    """Linear quantizer with the DGE input gradient (SPEC 4.3).
+
+    ``apply(x, d, q_m, clip_val, q_s, num_bits)``; forward as :class:`SymQuantizerLinear`. Input gradient
+    ``clamp(g * 1[lo < x < hi] * (1/k) * |x - d/2|^(1/k - 1), -3, 3)`` with ``k = 5 * 4 / num_bits``; ``num_bits``
+    ``None`` means the quantizer's current rounded bit width. ``d`` and ``q_m`` gradients as the linear quantizer.
+    """
+
+    @staticmethod
+    def forward(ctx, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0, num_bits=None):
+        _check_threshold(q_s)
+        ctx.num_bits = num_bits
+        return _forward(ctx, x, d, q_m, None, clip_val)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        needs = ctx.needs_input_grad
+        grad_x = DGEQuantizer._input_grad(ctx, grad_output) if needs[0] else None
+        grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
+        _check_finite(x=None if grad_x is None else grad_x.sum(), d=grad_d, q_m=grad_q)
+        return grad_x, grad_d, grad_q, None, None, None
+
+    @staticmethod
+    def _input_grad(ctx, grad_output: Tensor) -> Tensor:
+        x, d, q_m = ctx.saved_tensors[:3]
+        d_eff, q_eff, _ = _effective_scalars(x, d, q_m, None)
+        num_bits = ctx.num_bits if ctx.num_bits is not None else round(float(bit_width(d_eff, q_eff)))
+        inv_k = num_bits / 20.0  # 1/k with k = 5 * (4 / num_bits)
+        slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
+        return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)
+
+    @staticmethod
+    def symbolic(g, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0, num_bits=None):
+        return _onnx_quantize(g, x, d, q_m)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The traced unit
+# ---------------------------------------------------------------------------------------------------------------
+def fake_quantize(
+    x: Tensor,
+    d: Tensor,
+    q_m: Tensor,
+    t: Optional[Tensor] = None,
+    clip_val: Sequence[float] = DEFAULT_CLIP_VAL,
+    quant_type: Union[QuantizationType, str] = QuantizationType.SYMMETRIC_LINEAR,
+    num_bits: Optional[int] = None,
+) -> Tensor:
+    """Fake-quantize ``x`` (same shape and dtype) with step ``d``, range ``q_m`` and, if nonlinear, exponent ``t``.
+
+    ``d``, ``q_m``, ``t`` are shape-``[1]`` tensors (usually the layer's ``nn.Parameter`` objects); ``clip_val`` is
+    ``(lo, hi)`` for the straight-through input gradient; ``quant_type`` selects :class:`SymQuantizerLinear`
+    (``t`` must be ``None``), :class:`SymQuantizerNonLinear` (``t`` required) or :class:`DGEQuantizer`
+    (``num_bits`` for its gradient, ``None``: the current rounded bit width).
+
+    Tracing contract (the graph analyzer depends on it): every quantized layer calls this function exactly once
+    per quantizer application (once for its weight, once for its input activation in weight+activation mode),
+    passing its own ``weight`` Parameter object (for the weight quantizer) or the layer input (for the activation
+    quantizer) as ``x`` and its own quantizer Parameter objects as ``d``, ``q_m`` and ``t``. The function is
+    overridable through ``__torch_function__``: a ``torch.overrides.TorchFunctionMode`` (or a tensor subclass)
+    receives one call with ``func is fake_quantize`` and these arguments, and sees none of the operations inside
+    it. Under the TorchScript ONNX exporter each quantizer becomes one autograd-function node whose ``symbolic``
+    emits standard ONNX operators.
+    """
+    tensor_args = (x, d, q_m) if t is None else (x, d, q_m, t)
+    if has_torch_function(tensor_args):
+        return handle_torch_function(
+            fake_quantize, tensor_args, x, d, q_m, t, clip_val=clip_val, quant_type=quant_type, num_bits=num_bits
+        )
+    quant_type = QuantizationType.parse(quant_type)
+    if (t is None) == (quant_type is QuantizationType.SYMMETRIC_NONLINEAR):
+        raise ValueError(f"The {quant_type.value} quantizer {'needs' if t is None else 'takes no'} exponent t.")
+    clip_val = (float(clip_val[0]), float(clip_val[1]))
+    needs_autograd = torch.is_grad_enabled() and any(arg.requires_grad for arg in tensor_args)
+    if not (needs_autograd or torch.jit.is_tracing()):
+        return _quantize(x, *_effective_scalars(x, d, q_m, t), False, False)[0]
+    if quant_type is QuantizationType.SYMMETRIC_LINEAR:
+        return SymQuantizerLinear.apply(x, d, q_m, clip_val, 0.0)
+    if quant_type is QuantizationType.SYMMETRIC_NONLINEAR:
+        return SymQuantizerNonLinear.apply(x, d, q_m, t, clip_val, 0.0)
+    return DGEQuantizer.apply(x, d, q_m, clip_val, 0.0, num_bits)

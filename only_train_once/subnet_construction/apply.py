@@ -1,0 +1,158 @@
+"""Apply a pruning plan to a model in place: shrink tensors, update module attributes, log every change.
+
+The change log (:class:`SubnetSpec`) is what it takes to rebuild the compressed architecture from a fresh
+instance of the original model class, so a weights-only checkpoint of the compressed model can be loaded
+without pickling modules (see :func:`only_train_once.subnet_construction.io.load_compressed_weights`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List
+
+import torch
+from torch import nn
+
+from .plan import PruningPlan, kept_size
+
+
+@dataclass
+class SubnetSpec:
+    """New tensor shapes and module attribute values of a compressed model (JSON-serialisable)."""
+
+    shapes: Dict[str, List[int]] = field(default_factory=dict)
+    attributes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"format": "only_train_once.subnet/1", "shapes": self.shapes, "attributes": self.attributes}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SubnetSpec":
+        if data.get("format") != "only_train_once.subnet/1":
+            raise ValueError("not an only_train_once subnet description (missing format 'only_train_once.subnet/1')")
+        return cls({k: list(v) for k, v in data["shapes"].items()}, dict(data["attributes"]))
+
+
+def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
+    if getattr(module, name, None) != value:
+        setattr(module, name, value)
+        spec.attributes.setdefault(module_name, {})[name] = list(value) if isinstance(value, tuple) else value
+
+
+def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
+    named = dict(model.named_parameters())
+    named.update(dict(model.named_buffers()))
+    replacements: Dict[int, torch.Tensor] = {}
+    for name, axes in plan.keep.items():
+        old = named[name]
+        data = old.detach()
+        for axis, kept in axes.items():
+            data = data.index_select(axis, kept.to(data.device))
+        new = nn.Parameter(data.clone(), requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) \
+            else data.clone()
+        replacements[id(old)] = new
+        spec.shapes[name] = list(new.shape)
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for key, tensor in list(store.items()):
+                if tensor is not None and id(tensor) in replacements:
+                    store[key] = replacements[id(tensor)]
+
+
+# Module attribute updates, by node op name: (module type, updater(module, node, input channels after pruning)).
+def _update_conv(module, node, kept_in: int) -> Dict[str, Any]:
+    weight = module.weight
+    if module.transposed:
+        return {"in_channels": weight.shape[0], "out_channels": weight.shape[1] * module.groups}
+    groups = kept_in // weight.shape[1]
+    return {"in_channels": kept_in, "out_channels": weight.shape[0], "groups": groups}
+
+
+def _update_linear(module, node, kept_in: int) -> Dict[str, Any]:
+    return {"in_features": module.weight.shape[1], "out_features": module.weight.shape[0]}
+
+
+def _update_norm(module, node, kept_in: int) -> Dict[str, Any]:
+    return {"num_features": kept_in}
+
+
+def _update_group_norm(module, node, kept_in: int) -> Dict[str, Any]:
+    return {"num_channels": kept_in, "num_groups": module.num_groups * kept_in // module.num_channels}
+
+
+def _update_embedding(module, node, kept_in: int) -> Dict[str, Any]:
+    return {"num_embeddings": module.weight.shape[0], "embedding_dim": module.weight.shape[1]}
+
+
+def _update_prelu(module, node, kept_in: int) -> Dict[str, Any]:
+    return {"num_parameters": module.weight.numel()}
+
+
+_UPDATERS: Dict[str, tuple] = {
+    "conv": (nn.modules.conv._ConvNd, _update_conv),
+    "convtranspose": (nn.modules.conv._ConvNd, _update_conv),
+    "linear": (nn.Linear, _update_linear),
+    "batchnorm": (nn.modules.batchnorm._NormBase, _update_norm),
+    "instancenorm": (nn.modules.batchnorm._NormBase, _update_norm),
+    "groupnorm": (nn.GroupNorm, _update_group_norm),
+    "embedding": (nn.Embedding, _update_embedding),
+    "prelu": (nn.PReLU, _update_prelu),
+}
+
+
+def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
+    """Shrink ``model`` in place following ``plan``; returns the log of every shape and attribute change."""
+    spec = SubnetSpec()
+    if plan.is_empty:
+        return spec
+    module_names = {id(m): n for n, m in model.named_modules()}
+    old_attributes = {}
+    for node in graph.nodes.values():
+        entry = _UPDATERS.get(node.op_name)
+        module = node.call.module
+        if entry is None or not isinstance(module, entry[0]) or not node.inputs:
+            continue
+        channel_axis = 1 if node.op_name not in ("linear", "embedding") else len(graph.shape(node.inputs[0])) - 1
+        old_attributes[id(module)] = (node, module, kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
+    _replace_tensors(model, plan, spec)
+    for node, module, kept_in in old_attributes.values():
+        updater: Callable = _UPDATERS[node.op_name][1]
+        for name, value in updater(module, node, kept_in).items():
+            _set_attribute(spec, module_names[id(module)], module, name, value)
+    modules = dict(model.named_modules())
+    for update in graph.analysis.literal_updates:
+        size = kept_size(graph, plan.pruned_units, update.value_id, update.axis)
+        _set_attribute(spec, update.module_name, modules[update.module_name], update.attribute, size)
+    for node in graph.nodes.values():
+        node.pruned_status = {"out_dim": True, "in_dim": True}
+    return spec
+
+
+def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
+    """Give a fresh instance of the original architecture the compressed shapes and attributes of ``spec``.
+
+    Tensor values are left uninitialised; load the compressed state dict afterwards.
+    """
+    named = dict(model.named_parameters())
+    named.update(dict(model.named_buffers()))
+    missing = sorted(set(spec.shapes) - set(named))
+    if missing:
+        raise ValueError(f"the model has no tensors named {missing[:5]}: is it an instance of the architecture "
+                         "that was compressed?")
+    replacements = {}
+    for name, shape in spec.shapes.items():
+        old = named[name]
+        data = torch.empty(shape, dtype=old.dtype, device=old.device)
+        replacements[id(old)] = nn.Parameter(data, requires_grad=old.requires_grad) \
+            if isinstance(old, nn.Parameter) else data
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for key, tensor in list(store.items()):
+                if tensor is not None and id(tensor) in replacements:
+                    store[key] = replacements[id(tensor)]
+    modules = dict(model.named_modules())
+    for module_name, attributes in spec.attributes.items():
+        for name, value in attributes.items():
+            current = getattr(modules[module_name], name, None)
+            setattr(modules[module_name], name, tuple(value) if isinstance(current, tuple) else value)
+    return model

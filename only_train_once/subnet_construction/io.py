@@ -1,0 +1,76 @@
+"""Saving and loading models written by ``construct_subnet``.
+
+Each model is written as a whole pickled module (``.pt``, the reference's format) *and* as weights only
+(``.safetensors``). The compressed model also gets ``<Name>_compressed_subnet.json``: the new tensor shapes
+and module attributes, which rebuild the compressed architecture from a fresh instance of the original class.
+
+Loading a pickled module runs code from the file: since torch 2.6 ``torch.load`` refuses it by default
+(``weights_only=True``). :func:`load_model` passes ``weights_only=False`` for you; use it only on files you
+trust, or load the weights-only form with :func:`load_compressed_weights`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+from .apply import SubnetSpec, restore_subnet
+
+
+def load_model(path: str, map_location: Union[str, torch.device, None] = "cpu") -> nn.Module:
+    """Load a whole-module ``.pt`` file written by ``construct_subnet`` (trusted files only)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path}")
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def save_weights(model: nn.Module, path: str) -> None:
+    """Write the model's state dict as safetensors (shared tensors are stored once)."""
+    from safetensors.torch import save_model
+
+    save_model(model, path)
+
+
+def save_spec(spec: SubnetSpec, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(spec.to_dict(), handle, indent=1, sort_keys=True)
+
+
+def load_spec(path: str) -> SubnetSpec:
+    with open(path, encoding="utf-8") as handle:
+        return SubnetSpec.from_dict(json.load(handle))
+
+
+def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Optional[str] = None,
+                            strict: bool = True) -> nn.Module:
+    """Turn a fresh instance of the original architecture into the compressed model, without unpickling.
+
+    ``spec_path`` defaults to the ``_subnet.json`` file next to ``weights_path``. Returns ``model``.
+    """
+    from safetensors.torch import load_model as load_safetensors
+
+    if spec_path is None:
+        spec_path = weights_path.rsplit(".", 1)[0] + "_subnet.json"
+    restore_subnet(model, load_spec(spec_path))
+    load_safetensors(model, weights_path, strict=strict)
+    return model
+
+
+def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
+    """Export ``model`` to ONNX with the TorchScript exporter (opset 17), falling back to the dynamo exporter."""
+    args = tuple(dummy_input.values()) if isinstance(dummy_input, dict) else dummy_input
+    args = args if isinstance(args, tuple) else (args,)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
+            except Exception:  # the TorchScript exporter lacks some ops on recent torch: use the dynamo one
+                torch.onnx.export(model, args, path, dynamo=True)
+    finally:
+        model.train(was_training)

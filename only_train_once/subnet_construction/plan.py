@@ -1,0 +1,75 @@
+"""The pruning plan: which indices of which tensor axes survive, derived from the zeroed units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict
+
+import numpy as np
+import torch
+
+from ..dependency_graph.param_groups import zero_units_by_group
+
+
+@dataclass
+class PruningPlan:
+    """``keep[tensor name][axis]`` = sorted indices kept along that axis (only axes that shrink are listed).
+
+    ``pruned_units`` maps a unit group's key to a boolean mask over its units (True: removed).
+    """
+
+    keep: Dict[str, Dict[int, torch.Tensor]] = field(default_factory=dict)
+    pruned_units: Dict[int, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.keep
+
+
+def pruned_unit_masks(graph) -> Dict[int, np.ndarray]:
+    """Boolean mask of zeroed units per prunable group; at least one unit of each group is kept."""
+    masks: Dict[int, np.ndarray] = {}
+    for key, zero_units in zero_units_by_group(graph).items():
+        size = graph.analysis.unit_space(key).size
+        mask = np.zeros(size, dtype=bool)
+        mask[zero_units] = True
+        if mask.all():
+            mask[0] = False
+        if mask.any():
+            masks[key] = mask
+    return masks
+
+
+def removed_mask(analysis, space, masks: Dict[int, np.ndarray]) -> np.ndarray:
+    """Which elements of ``space`` belong to pruned units."""
+    uids, indices = analysis.owners(space)
+    removed = np.zeros(uids.shape, dtype=bool)
+    for uid, mask in masks.items():
+        hit = uids == uid
+        if hit.any():
+            removed[hit] = mask[indices[hit]]
+    return removed
+
+
+def build_plan(graph) -> PruningPlan:
+    """Kept indices for every parameter and buffer axis that loses elements."""
+    analysis = graph.analysis
+    masks = pruned_unit_masks(graph)
+    plan = PruningPlan(pruned_units=masks)
+    if not masks:
+        return plan
+    for value in graph.values.values():
+        if value.kind not in ("param", "buffer") or value.name is None or value.name in plan.keep:
+            continue
+        for axis, space in enumerate(analysis.axes(value.id)):
+            removed = removed_mask(analysis, space, masks)
+            if removed.any():
+                kept = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
+                plan.keep.setdefault(value.name, {})[axis] = kept
+    return plan
+
+
+def kept_size(graph, masks: Dict[int, np.ndarray], value_id: str, axis: int) -> int:
+    """Size of ``axis`` of traced tensor ``value_id`` after pruning."""
+    space = graph.analysis.axes(value_id)[axis]
+    return int(space.size - removed_mask(graph.analysis, space, masks).sum())

@@ -1,0 +1,152 @@
+"""``construct_subnet``: remove the zeroed groups, verify the result, write both models."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Any, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..graph.trace import run_model
+from .apply import apply_plan
+from .io import export_onnx, save_spec, save_weights
+from .plan import build_plan
+
+logger = logging.getLogger(__name__)
+
+CKPT_FORMATS = ("torch", "onnx")
+
+
+class SubnetConstructionError(RuntimeError):
+    """The compressed model would not compute what the full group-sparse model computes."""
+
+
+def _prepare_dir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK):
+        raise PermissionError(f"cannot write to {path}: choose another out_dir / *_model_dir")
+    return path
+
+
+def _check_unchanged(graph, model: nn.Module) -> None:
+    if model is not graph.root_module:
+        raise ValueError("construct_subnet must be called on the model OTO traced")
+    tensors = dict(model.named_parameters())
+    tensors.update(dict(model.named_buffers()))
+    for value in graph.values.values():
+        if value.kind in ("param", "buffer") and value.name is not None:
+            tensor = tensors.get(value.name)
+            if tensor is None or tuple(tensor.shape) != value.shape:
+                raise ValueError(f"the model changed since OTO traced it ('{value.name}' is now "
+                                 f"{None if tensor is None else tuple(tensor.shape)}, was {value.shape}); build a "
+                                 "new OTO(model, dummy_input) before construct_subnet")
+
+
+def _outputs(model: nn.Module, dummy_input: Any):
+    from ..graph.trace import _flatten_structure
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            found = []
+            _flatten_structure(run_model(model, dummy_input), found, set())
+            return found
+    finally:
+        model.train(was_training)
+
+
+def max_output_difference(reference, candidate) -> float:
+    """Largest absolute difference between two lists of output tensors (inf if shapes differ)."""
+    if len(reference) != len(candidate):
+        return float("inf")
+    worst = 0.0
+    for a, b in zip(reference, candidate):
+        if a.shape != b.shape:
+            return float("inf")
+        if a.numel():
+            worst = max(worst, (a.double() - b.double()).abs().max().item())
+    return worst
+
+
+def verify_subnet(full_outputs, model: nn.Module, dummy_input: Any, tolerance: float) -> float:
+    """Raise :class:`SubnetConstructionError` unless the compressed model reproduces the full outputs."""
+    try:
+        outputs = _outputs(model, dummy_input)
+    except Exception as error:
+        raise SubnetConstructionError(f"the compressed model fails to run ({type(error).__name__}: {error}); please "
+                                      "report this model: the analyzer should have left these groups unprunable") \
+            from error
+    difference = max_output_difference(full_outputs, outputs)
+    scale = max((t.abs().max().item() for t in full_outputs if t.numel() and t.is_floating_point()), default=1.0)
+    if not difference <= tolerance * max(1.0, scale):
+        raise SubnetConstructionError(f"the compressed model differs from the full group-sparse model by "
+                                      f"{difference:.3g} (allowed {tolerance:.1g} x max(1, |output|)); please report "
+                                      "this model: the analyzer should have left these groups unprunable")
+    return difference
+
+
+def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
+    target = copy.deepcopy(model).half() if export_float16 else model
+    if ckpt_format == "onnx":
+        inputs = dummy_input
+        if export_float16:
+            inputs = _cast_floats(dummy_input, torch.float16)
+        export_onnx(target, inputs, path)
+        return
+    torch.save(target, path)
+    save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple):
+        return tuple(_cast_floats(v, dtype) for v in value)
+    if isinstance(value, list):
+        return [_cast_floats(v, dtype) for v in value]
+    if isinstance(value, dict):
+        return {k: _cast_floats(v, dtype) for k, v in value.items()}
+    return value
+
+
+def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: bool = False,
+                                  unmerge_lora_to_base: bool = False, export_huggingface_format: bool = False,
+                                  export_float16: bool = False, full_group_sparse_model_dir: str = "./",
+                                  compressed_model_dir: str = "./", save_full_group_sparse_model: bool = True,
+                                  ckpt_format: str = "torch", verify: bool = True,
+                                  tolerance: float = 1e-4) -> Tuple[str, Optional[str]]:
+    """Prune ``model`` in place to its compressed form and save it.
+
+    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved).
+    With ``verify`` (default) the compressed model is run on the traced dummy input and must match the full
+    group-sparse model within ``tolerance`` (relative to the output magnitude); otherwise
+    :class:`SubnetConstructionError` is raised.
+    """
+    if ckpt_format not in CKPT_FORMATS:
+        raise ValueError(f"ckpt_format must be one of {CKPT_FORMATS}, got {ckpt_format!r}")
+    if export_huggingface_format or merge_lora_to_base or unmerge_lora_to_base:
+        raise NotImplementedError("Hugging Face export and LoRA merging are not supported: save with "
+                                  "ckpt_format='torch' or 'onnx'")
+    if graph.analysis is None:
+        raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
+    _check_unchanged(graph, model)
+    prefix = getattr(model, "name", None) or type(model).__name__
+    suffix = ".onnx" if ckpt_format == "onnx" else ".pt"
+    full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
+    compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
+
+    full_outputs = _outputs(model, graph.dummy_input) if verify else None
+    if save_full_group_sparse_model:
+        _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
+    plan = build_plan(graph)
+    spec = apply_plan(graph, model, plan)
+    if verify:
+        difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
+        logger.info("compressed model matches the full group-sparse model (max |difference| %.3g)", difference)
+    _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
+    save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
+    return compressed_path, (full_path if save_full_group_sparse_model else None)
