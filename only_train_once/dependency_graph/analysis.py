@@ -17,25 +17,23 @@ The result maps every element of every parameter axis to the prunable unit that 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
-from ..graph.trace import ValueRef, iter_value_refs
+from ..graph.trace import TracedInt, ValueRef, iter_value_refs
 from ..operation import catalogue
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)
 
-_SIZE_ATTRIBUTE_HINT = re.compile(r"head|dim|size|channel|feature|width|hidden|embed|inner", re.IGNORECASE)
-
 
 @dataclass
 class LiteralUpdate:
-    """A module attribute holding a size that pruning changes (e.g. ``num_heads``)."""
+    """A module attribute holding a size that pruning changes (e.g. ``num_heads``): after pruning it becomes
+    the kept size of ``axis`` of traced tensor ``value_id``."""
 
     module_name: str
     attribute: str
@@ -58,8 +56,7 @@ class SpaceAnalysis:
         self.graph = graph
         self.spaces = SpaceSet()
         self._axes: Dict[str, List[Space]] = {}
-        self.owner_axis: Dict[str, Tuple[int, str]] = {}  # param value id -> (axis, node id)
-        self._axis_candidates: Dict[str, str] = {}  # bare params whose axis is chosen after propagation
+        self.owner_axis: Dict[str, int] = {}  # parameter value id -> the axis pruned with its group
         self._claimed: List[Space] = []  # pruning axes claimed on derived weights (e.g. spectral norm)
         self.unknown_operators: List[UnknownOperator] = []
         self.literal_updates: List[LiteralUpdate] = []
@@ -100,17 +97,17 @@ class SpaceAnalysis:
             self.spaces.pin(axis, reason)
 
     def claim(self, value_id: Optional[str], axis: int, node) -> None:
-        """``axis`` of parameter ``value_id`` is the one pruned with its group (first claim wins)."""
+        """``axis`` of parameter ``value_id`` is the one pruned with its group (first claim wins).
+
+        Claims on tensors derived from parameters (a spectral-normalised weight) are remembered and decide
+        the axis of the parameters they come from (see :meth:`best_axis`).
+        """
         if value_id is None:
             return
         if self.kind(value_id) in ("param", "buffer"):
-            self.owner_axis.setdefault(value_id, (axis, node.id))
+            self.owner_axis.setdefault(value_id, axis)
         else:
             self._claimed.append(self.axes(value_id)[axis])
-
-    def claim_best_axis(self, value_id: str, node) -> None:
-        """A bare parameter used elementwise: its owner axis is chosen once spaces are known."""
-        self._axis_candidates.setdefault(value_id, node.id)
 
     def unknown(self, node, detail: str = "") -> None:
         for value_id in node.call.inputs:
@@ -193,13 +190,14 @@ class SpaceAnalysis:
         return (preferred or with_units or [None])[0 if preferred else -1]
 
     def _choose_bare_param_axes(self) -> None:
+        """Give every parameter no operator claimed (bare parameters, derived weights) its pruning axis."""
         self._refresh()
-        for value_id, node_id in self._axis_candidates.items():
-            if value_id in self.owner_axis:
+        for value in self.graph.values.values():
+            if value.kind not in ("param", "buffer") or value.id in self.owner_axis or value.id not in self._axes:
                 continue
-            axis = self.best_axis(value_id)
+            axis = self.best_axis(value.id)
             if axis is not None:
-                self.owner_axis[value_id] = (axis, node_id)
+                self.owner_axis[value.id] = axis
 
     # -- validations ----------------------------------------------------------------------------------
     def _check_splits(self) -> None:
@@ -218,26 +216,54 @@ class SpaceAnalysis:
                         self.pin(part, reason)
 
     def _check_literal_shapes(self) -> None:
-        modules = dict(self.graph.root_module.named_modules())
+        """Sizes spelled out in view/reshape/expand calls must follow pruning, or their axes are pinned.
+
+        Each int knows its origin (:class:`TracedInt`): a tensor size (``c = x.shape[-1]``) ties the two axes
+        together; a module attribute (``self.num_heads``) is rewritten by the subnet constructor; a size
+        derived from attributes (``self.num_heads * self.head_dim``) follows if one of them is rewritten for
+        the same units; anything else that pruning would change (a hard-coded ``8``, ``c // heads``) pins.
+        """
         for node in self._literal_nodes:
-            literals = _shape_literals(node)
-            if literals is None:
-                continue
-            out = node.outputs[0]
-            axes = self.axes(out)
-            for axis, literal in literals:
-                if literal == -1 or axis >= len(axes) or not self.units(axes[axis]):
+            for axis, literal in _shape_literals(node) or []:
+                shape = _exact_shape_source(literal)
+                if shape is not None and axis < len(self.axes(node.outputs[0])):
+                    self.spaces.union(self.axes(node.outputs[0])[axis], self.axes(shape[0])[shape[1]])
+        self._refresh()
+        pending: List[Tuple[object, int, object]] = []
+        for node in self._literal_nodes:
+            axes = self.axes(node.outputs[0])
+            for axis, literal in _shape_literals(node) or []:
+                if literal == -1 or axis >= len(axes) or _exact_shape_source(literal) is not None:
                     continue
-                attribute = _find_size_attribute(node.module, literal)
-                if attribute is None:
-                    self.pin(axes[axis], f"'{node.call.name}' in {node.scope or 'the model'} uses the fixed size "
-                                         f"{literal}; read it from a module attribute or use -1 to make it prunable")
+                if not self.units(axes[axis]) and not _has_shape_source(literal):
                     continue
-                module_name = next((n for n, m in modules.items() if m is node.module), None)
-                if module_name is None:
-                    self.pin(axes[axis], "shape attribute of a module outside the model")
-                    continue
-                self.literal_updates.append(LiteralUpdate(module_name, attribute, out, axis))
+                attribute = _exact_attribute(literal)
+                if attribute is not None:
+                    self.literal_updates.append(LiteralUpdate(attribute[0], attribute[1], node.outputs[0], axis))
+                else:
+                    pending.append((node, axis, literal))
+        rewritten = {(u.module_name, u.attribute): u for u in self.literal_updates}
+        for node, axis, literal in pending:
+            self._check_derived_literal(node, axis, literal, rewritten)
+
+    def _check_derived_literal(self, node, axis: int, literal, rewritten: Dict[Tuple[str, str], LiteralUpdate]) -> None:
+        where = f"'{node.call.name}' in {node.scope or 'the model'}"
+        out_axes = self.axes(node.outputs[0])
+        units = self.units(out_axes[axis])
+        if not isinstance(literal, TracedInt):
+            self.pin(out_axes[axis], f"{where} uses the fixed size {literal}; read it from a module attribute or "
+                                     "use -1 to make it prunable")
+            return
+        shape_spaces = [self.axes(v)[k] for kind, v, k in literal.sources if kind == "shape"]
+        if shape_spaces:
+            for space in shape_spaces + [out_axes[axis]]:
+                self.pin(space, f"{where} computes size {int(literal)} from other sizes")
+            return
+        followers = [rewritten[(m, a)] for kind, m, a in literal.sources if kind == "attr" and (m, a) in rewritten]
+        same_units = [u for u in followers if self.units(self.axes(u.value_id)[u.axis]) == units]
+        if len(units) != 1 or not same_units:
+            self.pin(out_axes[axis], f"{where} computes size {int(literal)} from module attributes that pruning "
+                                     "does not rewrite")
 
     # -- zero flow ------------------------------------------------------------------------------------
     def _zero_flow(self) -> None:
@@ -263,8 +289,7 @@ class SpaceAnalysis:
         value = self.graph.values[value_id]
         units = self.value_units(value_id)
         if value.kind == "param" and value.requires_grad and value_id in self.owner_axis:
-            axis, _ = self.owner_axis[value_id]
-            return units - self.units(self.axes(value_id)[axis])
+            return units - self.units(self.axes(value_id)[self.owner_axis[value_id]])
         return units
 
     def _pin_units(self, units, reason: str) -> None:
@@ -330,7 +355,7 @@ class SpaceAnalysis:
         return units if _is_nonzero_number(numerator) else frozenset()
 
     def _stem_rule(self, node, out, nz) -> FrozenSet[int]:
-        name = node.op_name
+        name = node.op_kind.op_name
         x = node.value_arg(0, "input") if name != "multiheadattention" else node.value_arg(0, "query")
         weight = node.value_arg(1, "weight") if name != "multiheadattention" else node.value_arg(5, "in_proj_weight")
         if name in ("conv", "convtranspose"):
@@ -352,19 +377,20 @@ class SpaceAnalysis:
     def _norm_rule(self, node, out, refs, nz) -> FrozenSet[int]:
         x = refs[0]
         channel_units = self.units(self.axes(x)[1])
-        weight_index = {"batchnorm": 3, "instancenorm": 3, "groupnorm": 2}[node.op_name]
+        name = node.op_kind.op_name
+        weight_index = {"batchnorm": 3, "instancenorm": 3, "groupnorm": 2}[name]
         weight = node.value_arg(weight_index, "weight")
         zeroed = weight is not None and self.graph.values[weight].requires_grad
-        if node.op_name == "batchnorm" and not zeroed:
+        if name == "batchnorm" and not zeroed:
             return nz(x) | channel_units
-        if node.op_name == "instancenorm" and not zeroed and not node.arg(5, "use_input_stats", True):
+        if name == "instancenorm" and not zeroed and not node.arg(5, "use_input_stats", True):
             return nz(x) | channel_units
         if weight is not None and not zeroed:
             return nz(x) | channel_units
         return nz(x) - channel_units
 
     def _custom_rule(self, node, out, refs, nz) -> FrozenSet[int]:
-        name = node.op_name
+        name = node.op_kind.op_name
         if name == "matmul":
             return self._matmul_rule(node, out, refs, nz)
         if name == "matvec":
@@ -433,19 +459,29 @@ def _shape_literals(node) -> Optional[List[Tuple[int, int]]]:
         sizes_arg = node.arg(2, "sizes")
         ndim_in = len(node.input_shape[0]) if node.input_shape else 0
         dim = dim + ndim_in if dim < 0 else dim
-        return [(dim + k, int(s)) for k, s in enumerate(sizes_arg)]
+        return [(dim + k, s) for k, s in enumerate(sizes_arg)]
     else:
         return None
     if not all(isinstance(s, int) for s in sizes):
         return None
-    return [(k, int(s)) for k, s in enumerate(sizes)]
+    return list(enumerate(sizes))
 
 
-def _find_size_attribute(module, literal: int) -> Optional[str]:
-    if module is None:
-        return None
-    candidates = [name for name, value in vars(module).items()
-                  if type(value) is int and value == literal and not name.startswith("_")]
-    if len(candidates) > 1:
-        candidates = [c for c in candidates if _SIZE_ATTRIBUTE_HINT.search(c)] or candidates
-    return candidates[0] if len(candidates) == 1 else None
+def _exact_shape_source(literal) -> Optional[Tuple[str, int]]:
+    if isinstance(literal, TracedInt) and literal.exact:
+        ((kind, value_id, axis),) = literal.sources
+        if kind == "shape":
+            return value_id, axis
+    return None
+
+
+def _exact_attribute(literal) -> Optional[Tuple[str, str]]:
+    if isinstance(literal, TracedInt) and literal.exact:
+        ((kind, module_name, attribute),) = literal.sources
+        if kind == "attr":
+            return module_name, attribute
+    return None
+
+
+def _has_shape_source(literal) -> bool:
+    return any(kind == "shape" for kind, _, _ in getattr(literal, "sources", ()))

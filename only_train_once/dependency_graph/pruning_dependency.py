@@ -62,13 +62,14 @@ class _GroupBuilder:
         self.analysis = analysis
         self.groups: Dict[Tuple[str, int], NodeGroup] = {}
         self.member_of: Dict[str, Tuple[str, int]] = {}
-        self.named_tensors = dict(graph.root_module.named_parameters())
-        self.named_tensors.update(dict(graph.root_module.named_buffers()))
-        self.parameter_names = set(dict(graph.root_module.named_parameters()))
+        self.named_tensors = {**graph.parameters, **graph.buffers}
+        self.parameter_names = set(graph.parameters)
 
     # Group key: ("unit", uid) for a prunable unit space, ("space", uid) for a pinned or concatenated one.
     def _key_for(self, owners, root) -> Tuple[str, int]:
         uids = owners[0]
+        if root.from_concat:
+            return ("space", root.uid)
         if uids.size and uids[0] >= 0 and (uids == uids[0]).all():
             return ("unit", int(uids[0]))
         return ("space", root.uid)
@@ -112,14 +113,12 @@ class _GroupBuilder:
             if value.name in self.member_of:
                 owned = owned or self.member_of[value.name]
                 continue
-            claim = analysis.owner_axis.get(value_id)
-            if claim is None and value.shape and max(value.shape) > 1:
-                axis = analysis.best_axis(value_id)
-                claim = (axis if axis is not None else 0, node.id)
-            if claim is None:
+            axis = analysis.owner_axis.get(value_id)
+            if axis is None and value.shape and max(value.shape) > 1:
+                axis = 0
+            if axis is None:
                 unplaced.append(value.name)
                 continue
-            axis = claim[0]
             space = analysis.axes(value_id)[axis]
             owners = analysis.owners(space)
             root = analysis.spaces.find(space)
@@ -157,20 +156,34 @@ class _GroupBuilder:
         return TensorTransform.BASIC
 
     def _place_node(self, node) -> None:
-        """Param-less nodes join the group of the channels they carry (for drawing and node-id APIs)."""
+        """Param-less nodes join the group of the channels they carry (for drawing, metrics and node-id APIs).
+
+        Their output channels decide, else their input channels; nodes carrying no group's channels (input-side
+        reshapes) form a parameter-free, unprunable group per channel space, as in the reference.
+        """
         if node.all_param_names:
             return
         analysis = self.analysis
-        for out in node.outputs:
-            axes = analysis.axes(out)
-            order = [1] + [k for k in range(len(axes)) if k != 1] if len(axes) > 1 else list(range(len(axes)))
-            for k in order:
-                root = analysis.spaces.find(axes[k])
-                owners = analysis.owners(axes[k])
-                key = self._key_for(owners, root)
-                if key in self.groups and (key[0] == "unit" or root.from_concat):
-                    self.groups[key].add_node(node)
-                    return
+        candidates = [self._channel_axis(out) for out in node.outputs]
+        candidates += [self._channel_axis(value_id) for value_id in node.inputs]
+        first = None
+        for space in candidates:
+            if space is None:
+                continue
+            key = self._key_for(analysis.owners(space), analysis.spaces.find(space))
+            first = first or key
+            if key in self.groups:
+                self.groups[key].add_node(node)
+                return
+        if first is not None:
+            root = analysis.spaces.find(candidates[0]) if candidates[0] is not None else None
+            self._group(first, root.size if root is not None else 1).add_node(node)
+
+    def _channel_axis(self, value_id: str):
+        axes = self.analysis.axes(value_id)
+        if not axes:
+            return None
+        return axes[1] if len(axes) > 1 else axes[0]
 
     def _finish(self, group: NodeGroup) -> None:
         analysis = self.analysis
@@ -191,11 +204,11 @@ class _GroupBuilder:
     def _make_auxiliary(self, group: NodeGroup) -> None:
         analysis = self.analysis
         uids, indices = analysis.owners(analysis.unit_space(group.key))
+        owned = np.flatnonzero(uids >= 0)
+        distinct, first = np.unique(uids[owned], return_index=True)
         dependents: "OrderedDict[int, int]" = OrderedDict()
-        for position in np.flatnonzero(uids >= 0):
-            uid = int(uids[position])
-            if uid not in dependents:
-                dependents[uid] = int(position - indices[position])
+        for position in sorted(owned[first]):
+            dependents[int(uids[position])] = int(position - indices[position])
         if not dependents:
             group.mark_unprunable("; ".join(analysis.spaces.reasons(analysis.unit_space(group.key))[:3])
                                   or "concatenated channels are not prunable")

@@ -66,28 +66,38 @@ class Graph:
         self.theme = None
         if model is None:
             return
-        self.params_grad: Dict[str, nn.Parameter] = {}
-        self.params_no_grad: Dict[str, torch.Tensor] = {}
-        self._record_params(model)
-        result = capture(model, dummy_input)
+        self._index_model(model)
+        result = capture(model, dummy_input, self.module_names, self.tensor_names)
         self._build(result)
         fold_quantizers(self)
         self._remove_dead_nodes()
         for pattern in self.skip_patterns:
             self.skip_pattern(pattern)
+        self._renumber()
         self._attach_operators()
 
     # -- construction ---------------------------------------------------------------------------------
-    def _record_params(self, model: nn.Module) -> None:
-        self.param_names = list(model.state_dict().keys())
-        trainable = set()
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                self.params_grad[name] = param
-                trainable.add(name)
-        for name, tensor in model.state_dict(keep_vars=True).items():
-            if name not in trainable:
-                self.params_no_grad[name] = tensor
+    def _index_model(self, model: nn.Module) -> None:
+        """One walk over the module tree: modules, parameters and buffers by name (first name wins)."""
+        self.modules: Dict[str, nn.Module] = {}
+        self.parameters: Dict[str, nn.Parameter] = {}
+        self.buffers: Dict[str, torch.Tensor] = {}
+        self.module_names: Dict[int, str] = {}
+        self.tensor_names: Dict[int, tuple] = {}
+        for module_name, module in model.named_modules():
+            self.modules[module_name] = module
+            self.module_names[id(module)] = module_name
+            prefix = module_name + "." if module_name else ""
+            for store, kind, target in ((module._parameters, "param", self.parameters),
+                                        (module._buffers, "buffer", self.buffers)):
+                for key, tensor in store.items():
+                    if tensor is None or id(tensor) in self.tensor_names:
+                        continue
+                    self.tensor_names[id(tensor)] = (prefix + key, kind)
+                    target[prefix + key] = tensor
+        self.param_names = list(self.parameters) + list(self.buffers)
+        self.params_grad = {n: p for n, p in self.parameters.items() if p.requires_grad}
+        self.params_no_grad = {n: t for n, t in {**self.parameters, **self.buffers}.items() if n not in self.params_grad}
 
     def _build(self, result: CaptureResult) -> None:
         self.values = result.values
@@ -125,11 +135,23 @@ class Graph:
         for node_id in [n for n in self.nodes if n not in alive]:
             self.remove_node(self.nodes[node_id])
 
+    def _renumber(self) -> None:
+        """Number the remaining nodes consecutively, so a quantized model gets its float twin's node ids."""
+        mapping = {old: f"node-{k}" for k, old in enumerate(self.nodes)}
+        nodes = OrderedDict()
+        for old, node in self.nodes.items():
+            node.id = node.call.id = mapping[old]
+            nodes[node.id] = node
+        for value in self.values.values():
+            if value.producer is not None:
+                value.producer = mapping.get(value.producer)
+        self._succ = {mapping[k]: {mapping[d]: None for d in v} for k, v in self._succ.items()}
+        self._pred = {mapping[k]: {mapping[d]: None for d in v} for k, v in self._pred.items()}
+        self.nodes = nodes
+
     def _attach_operators(self) -> None:
-        model = self._model
-        modules = dict(model.named_modules())
-        named_params = dict(model.named_parameters())
-        named_params.update(dict(model.named_buffers()))
+        modules = self.modules
+        named_params = {**self.parameters, **self.buffers}
         for node in self.nodes.values():
             node.op_kind = catalogue.lookup(node.call.name)
             module_name = None

@@ -32,8 +32,45 @@ _IGNORED_CALLS = frozenset({"__repr__", "__format__", "__str__", "__len__", "__b
                             "element_size", "is_contiguous", "is_floating_point", "is_complex"})
 
 
+_SHAPE_CALLS = frozenset({"shape", "size"})
+
+
 class GraphCaptureError(RuntimeError):
     """The model could not be run on the dummy input, or its output could not be interpreted."""
+
+
+class TracedInt(int):
+    """An ``int`` seen during capture that remembers where it came from.
+
+    ``sources`` holds ``("shape", value_id, axis)`` for sizes read from a tensor (``x.shape[-1]``) and
+    ``("attr", module_name, attribute)`` for int attributes of the model's modules (``self.num_heads``);
+    ``exact`` is True when the number *is* that size or attribute, not the result of arithmetic. The analyzer
+    uses it to tell ``view(b, n, self.num_heads, -1)`` (follows pruning once ``num_heads`` is rewritten) from
+    ``view(b, n, 8, -1)`` (hard-coded) and from ``view(b, n, c)`` with ``c = x.shape[-1]`` (tied to x).
+    """
+
+    def __new__(cls, value: int, sources: frozenset, exact: bool = False):
+        obj = int.__new__(cls, value)
+        obj.sources = sources
+        obj.exact = exact
+        return obj
+
+    def _derived(self, value, other):
+        if not isinstance(value, int) or isinstance(value, bool):
+            return value
+        return TracedInt(value, self.sources | getattr(other, "sources", frozenset()))
+
+    def __add__(self, other): return self._derived(int.__add__(self, other), other)
+    def __radd__(self, other): return self._derived(int.__radd__(self, other), other)
+    def __sub__(self, other): return self._derived(int.__sub__(self, other), other)
+    def __rsub__(self, other): return self._derived(int.__rsub__(self, other), other)
+    def __mul__(self, other): return self._derived(int.__mul__(self, other), other)
+    def __rmul__(self, other): return self._derived(int.__rmul__(self, other), other)
+    def __floordiv__(self, other): return self._derived(int.__floordiv__(self, other), other)
+    def __rfloordiv__(self, other): return self._derived(int.__rfloordiv__(self, other), other)
+    def __mod__(self, other): return self._derived(int.__mod__(self, other), other)
+    def __neg__(self): return TracedInt(-int(self), self.sources)
+    def __reduce__(self): return (int, (int(self),))
 
 
 @dataclass
@@ -163,11 +200,26 @@ class _Recorder(TorchFunctionMode):
             for o in out:
                 self._outputs(o, found)
 
+    def _shape_result(self, args, kwargs, out):
+        """Wrap the ints of ``x.shape`` / ``x.size()`` / ``x.size(d)`` so they remember their tensor axis."""
+        value_id = self._value_of.get(id(args[0]))
+        if value_id is None:
+            return out
+        if isinstance(out, int):
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            if not isinstance(dim, int):
+                return out
+            dim = dim + args[0].dim() if dim < 0 else dim
+            return TracedInt(out, frozenset([("shape", value_id, dim)]), True)
+        return torch.Size([TracedInt(int(s), frozenset([("shape", value_id, k)]), True) for k, s in enumerate(out)])
+
     # -- interception ---------------------------------------------------------------------------
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = call_name(func)
+        if name in _SHAPE_CALLS and args and isinstance(args[0], torch.Tensor):
+            return self._shape_result(args, kwargs, out)
         if name in _IGNORED_CALLS:
             return out
         inplace = _is_inplace(name, kwargs)
@@ -223,25 +275,32 @@ def run_model(model: nn.Module, dummy_input: Any) -> Any:
     return model(dummy_input)
 
 
-def _tensor_names(model: nn.Module) -> Dict[int, Tuple[str, str]]:
-    names: Dict[int, Tuple[str, str]] = {}
-    for name, param in model.named_parameters():
-        names.setdefault(id(param), (name, "param"))
-    for name, buffer in model.named_buffers():
-        names.setdefault(id(buffer), (name, "buffer"))
-    return names
+def _trace_int_attributes(model: nn.Module, module_names: Dict[int, str]) -> List[Tuple[nn.Module, str, int]]:
+    """Swap every plain int attribute of every module for a :class:`TracedInt`; returns what to restore."""
+    swapped = []
+    for module in model.modules():
+        module_name = module_names.get(id(module))
+        if module_name is None:
+            continue
+        for name, value in list(vars(module).items()):
+            if type(value) is int:
+                module.__dict__[name] = TracedInt(value, frozenset([("attr", module_name, name)]), True)
+                swapped.append((module, name, value))
+    return swapped
 
 
-def capture(model: nn.Module, dummy_input: Any) -> CaptureResult:
+def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
+            tensor_names: Dict[int, Tuple[str, str]]) -> CaptureResult:
     """Run ``model`` once on ``dummy_input`` and record the computation.
 
+    ``module_names`` maps ``id(module)`` to its name; ``tensor_names`` maps ``id(tensor)`` to
+    ``(name, "param" | "buffer")`` for the model's parameters and buffers.
     The model is put in eval mode for the capture and restored to its previous train/eval state.
     Raises :class:`GraphCaptureError` if the forward fails or returns no tensor.
     """
     if dummy_input is None:
         raise GraphCaptureError("dummy_input is None: pass an example input, e.g. torch.randn(1, 3, 32, 32).")
-    module_names = {id(m): name for name, m in model.named_modules()}
-    recorder = _Recorder(_tensor_names(model))
+    recorder = _Recorder(tensor_names)
     input_tensors: List[torch.Tensor] = []
     _flatten_structure(dummy_input, input_tensors, set())
     input_values = [recorder.register_input(t) for t in input_tensors]
@@ -254,6 +313,7 @@ def capture(model: nn.Module, dummy_input: Any) -> CaptureResult:
             recorder.scope.pop()
 
     modes = {m: m.training for m in model.modules()}
+    traced_attributes = _trace_int_attributes(model, module_names)
     pre_handle = nn.modules.module.register_module_forward_pre_hook(enter)
     post_handle = nn.modules.module.register_module_forward_hook(leave)
     model.eval()
@@ -270,6 +330,8 @@ def capture(model: nn.Module, dummy_input: Any) -> CaptureResult:
         post_handle.remove()
         for module, training in modes.items():
             module.train(training)
+        for module, name, value in traced_attributes:
+            module.__dict__[name] = value
     output_tensors: List[torch.Tensor] = []
     _flatten_structure(output, output_tensors, set())
     if not output_tensors:

@@ -100,11 +100,6 @@ def broadcast(ctx, node) -> None:
                 spaces[j] = axes[i] if spaces[j] is None else ctx.spaces.union(spaces[j], axes[i])
     ctx.set_axes(out, [s if s is not None else ctx.spaces.new(size, f"{node.op_name}:broadcast", pinned=True)
                        for s, size in zip(spaces, out_shape)])
-    for i, s in enumerate(spaces):
-        spaces[i] = ctx.spaces.find(s) if s is not None else None
-    for ref in _tensor_refs(node):
-        if ctx.kind(ref) == "param":
-            ctx.claim_best_axis(ref, node)
 
 
 def unknown(ctx, node) -> None:

@@ -130,7 +130,8 @@ class QuantizeMixin(nn.Module):
 
     def _register_quant_parameter(self, name: str, value: float) -> None:
         dtype = torch.promote_types(self.weight.dtype, torch.float32)  # no float16 step sizes
-        self.register_parameter(name, nn.Parameter(torch.tensor([float(value)], dtype=dtype, device=self.weight.device)))
+        value = torch.tensor([float(value)], dtype=dtype, device=self.weight.device)
+        self.register_parameter(name, nn.Parameter(value))
 
     @property
     def quant_type(self) -> QuantizationType:
@@ -185,16 +186,17 @@ class QuantizeMixin(nn.Module):
     def calibrate_activation_range(self, x: Tensor) -> None:
         """Set ``q_m_act = max|x|`` (over all ranks under torch.distributed) keeping the activation bit width.
 
-        ``d_quant_act`` is rescaled so that the unrounded bit width is unchanged; ``t_quant_act`` is kept.
-        Marks the layer calibrated. Deterministic for a given ``x``.
+        ``d_quant_act`` is rescaled by ``(q_new / q_old)^t`` so that ``q_m^t / d``, hence the unrounded bit width,
+        is unchanged; ``t_quant_act`` is kept. Marks the layer calibrated. Deterministic for a given ``x``.
         """
-        t = self._exponent("act")
-        bits = bit_width(self.d_quant_act, self.q_m_act, t)
         q_m = x.detach().abs().amax().to(self.q_m_act.dtype).clamp_min(MIN_MAGNITUDE)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(q_m, op=torch.distributed.ReduceOp.MAX)
+        scale = q_m / self.q_m_act.abs().clamp_min(MIN_MAGNITUDE)
+        t = self._exponent("act")
+        step = self.d_quant_act.abs().clamp_min(MIN_MAGNITUDE)
+        self.d_quant_act.copy_(step * (scale if t is None else scale.pow(t)))
         self.q_m_act.copy_(q_m)
-        self.d_quant_act.copy_(step_size_for_bits(bits, q_m, t))
         self._act_calibrated = True
         logger.debug("Calibrated the activation range of %s: q_m_act=%.6g", type(self).__name__, float(q_m))
 
@@ -225,7 +227,8 @@ class QuantizeMixin(nn.Module):
         if self.quantizes_activation:
             destination[prefix + "act_calibrated"] = torch.tensor(self._act_calibrated)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -258,7 +261,8 @@ class QuantizeMixin(nn.Module):
         ``*_init`` values. A layer that cannot quantize activations is created weight-only.
         """
         if not isinstance(module, cls._FLOAT_MODULE):
-            raise TypeError(f"{cls.__name__}.from_module needs a {cls._FLOAT_MODULE.__name__}, got {type(module).__name__}.")
+            expected, given = cls._FLOAT_MODULE.__name__, type(module).__name__
+            raise TypeError(f"{cls.__name__}.from_module needs a {expected}, got {given}.")
         if isinstance(module.weight, nn.parameter.UninitializedParameter):
             raise ValueError(f"{type(module).__name__} is not initialised yet; run one forward pass before converting.")
         quant_mode = QuantizationMode.parse(quant_mode)

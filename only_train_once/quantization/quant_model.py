@@ -35,7 +35,7 @@ def reference_layer_filter(module: nn.Module, name: str) -> bool:
 
 
 def quant_layer_class(module: nn.Module) -> Optional[type]:
-    """Quantized class that can replace ``module`` (matched by ``isinstance``); ``None`` if none or already quantized."""
+    """Quantized class that can replace ``module`` (by ``isinstance``); ``None`` if none or already quantized."""
     if isinstance(module, QuantizeMixin):
         return None
     for quant_cls in LAYER_TO_QUANTLAYER.values():

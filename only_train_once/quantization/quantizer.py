@@ -20,7 +20,6 @@ from enum import Enum
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function
@@ -104,6 +103,15 @@ def _as_tensor(value: Scalar) -> Tensor:
     return value if isinstance(value, Tensor) else torch.tensor(float(value), dtype=torch.float64)
 
 
+def _range_power(q_m: Scalar, t: Optional[Scalar]) -> Tensor:
+    q = _as_tensor(q_m).abs().clamp_min(MIN_MAGNITUDE)
+    return q if t is None else q.pow(_as_tensor(t))
+
+
+def _result(value: Tensor, *args: Optional[Scalar]) -> Union[float, Tensor]:
+    return value if any(isinstance(arg, Tensor) for arg in args) else float(value)
+
+
 def bit_width(d: Scalar, q_m: Scalar, t: Optional[Scalar] = None) -> Union[float, Tensor]:
     """Bit width ``log2(|q_m|^t / |d| + 1) + 1`` of a quantizer (unrounded).
 
@@ -111,15 +119,8 @@ def bit_width(d: Scalar, q_m: Scalar, t: Optional[Scalar] = None) -> Union[float
     bit instead of ``log(0)``. ``t`` defaults to 1 (linear quantizer). Returns a float when every argument is a
     Python number, else a tensor broadcast from the arguments.
     """
-    args = (d, q_m) if t is None else (d, q_m, t)
-    if not any(isinstance(arg, Tensor) for arg in args):
-        q = max(abs(float(q_m)), MIN_MAGNITUDE) ** (1.0 if t is None else float(t))
-        return math.log2(q / max(abs(float(d)), MIN_MAGNITUDE) + 1.0) + 1.0
-    d_t, q_t = _as_tensor(d), _as_tensor(q_m)
-    q = q_t.abs().clamp_min(MIN_MAGNITUDE)
-    if t is not None:
-        q = q.pow(_as_tensor(t))
-    return torch.log2(q / d_t.abs().clamp_min(MIN_MAGNITUDE) + 1.0) + 1.0
+    ratio = _range_power(q_m, t) / _as_tensor(d).abs().clamp_min(MIN_MAGNITUDE)
+    return _result(torch.log2(ratio + 1.0) + 1.0, d, q_m, t)
 
 
 def step_size_for_bits(bits: Scalar, q_m: Scalar, t: Optional[Scalar] = None) -> Union[float, Tensor]:
@@ -127,17 +128,14 @@ def step_size_for_bits(bits: Scalar, q_m: Scalar, t: Optional[Scalar] = None) ->
 
     ``q = max(|q_m|, MIN_MAGNITUDE)``, the maximum over the tensor when ``q_m`` is a tensor; ``t`` defaults to 1.
     ``bit_width(step_size_for_bits(b, q_m, t), q_m, t) == b`` up to floating-point rounding. Raises ``ValueError``
-    for ``bits <= 1`` (no representable step). Returns a float for Python-number arguments, else a 0-dim tensor.
+    for ``bits <= 1`` given as a number (no representable step). Returns a float for Python-number arguments,
+    else a 0-dim tensor.
     """
     if not isinstance(bits, Tensor) and float(bits) <= 1.0:
         raise ValueError(f"A quantizer needs more than 1 bit, got bits={bits}.")
-    if not any(isinstance(arg, Tensor) for arg in (bits, q_m, t)):
-        q = max(abs(float(q_m)), MIN_MAGNITUDE) ** (1.0 if t is None else float(t))
-        return q / (2.0 ** (float(bits) - 1.0) - 1.0)
-    q = _as_tensor(q_m).abs().max().clamp_min(MIN_MAGNITUDE)
-    if t is not None:
-        q = q.pow(_as_tensor(t).reshape(()))
-    return q / (torch.pow(2.0, _as_tensor(bits).reshape(()) - 1.0) - 1.0)
+    exponent = None if t is None else _as_tensor(t).reshape(())
+    levels = torch.pow(2.0, _as_tensor(bits).reshape(()) - 1.0) - 1.0
+    return _result(_range_power(q_m, exponent).max() / levels, bits, q_m, t)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -159,28 +157,26 @@ def _quantize(
 
     Returns ``(Q(x), rho, tau)`` with ``rho = sign(x) * (round(v/d) - v/d)`` (gradient factor of ``d``) and
     ``tau = sign(x) * v * ln(min(|x|, q)) / d`` (gradient factor of ``t``, scaled by ``1/d``), where
-    ``v = min(|x|, q)^t``. ``t = None`` is the linear quantizer. Written as a chain of in-place operations on at
-    most three buffers, because this runs for every weight and activation at every step.
+    ``v = min(|x|, q)^t = exp(t * ln(min(|x|, q)))``. ``t = None`` is the linear quantizer. Written as a chain of
+    in-place, vectorised operations on at most three buffers, because this runs for every weight and activation
+    at every step; ``t = 1`` skips the exponential in eager mode (at the cost of one host read of ``t``).
     """
-    if t is None:
-        # Round-half-to-even is odd-symmetric, so sign(x) * round(min(|x|, q)/d) == round(clamp(x, -q, q)/d).
-        s = torch.clamp(x, -q, q).div_(d)
-        m = None
-    else:
-        m = torch.abs(x).clamp_(max=q)
-        if _is_tracing():
-            v = m.pow(t)
-        else:
-            exponent = float(t)
-            v = m if exponent == 1.0 else m.pow(exponent)
-        s = torch.div(v, d) if (v is m and want_tau) else v.div_(d)
+    if t is not None and (_is_tracing() or float(t) != 1.0):
+        log_magnitude = torch.abs(x).clamp_(max=q).log_()  # -inf at x = 0, so that v = exp(t * -inf) = 0
+        s = torch.mul(log_magnitude, t).exp_().div_(d)
         # copysign is one in-place pass but has no ONNX translation (torch.export lowers it to prims.signbit).
         s = s.mul_(torch.sign(x)) if _is_tracing() else s.copysign_(x)
+    else:
+        # t = 1: round-half-to-even is odd-symmetric, so sign(x) * round(min(|x|, q)/d) == round(clamp(x, -q, q)/d).
+        clipped = torch.clamp(x, -q, q)
+        s = torch.div(clipped, d) if want_tau else clipped.div_(d)
+        log_magnitude = clipped.abs_().log_() if want_tau else None
     if not (want_rho or want_tau):
         return s.round_().mul_(d), None, None
     rounded = torch.round(s)
-    tau = torch.xlogy(s, m, out=m) if (want_tau and m is not None) else None
-    rho = s.neg_().add_(rounded) if want_rho else None
+    # s * ln|x| with ln floored at ln(tiny): 0 where x = 0 instead of 0 * -inf (xlogy is not vectorised).
+    tau = log_magnitude.clamp_(min=math.log(torch.finfo(x.dtype).tiny)).mul_(s) if want_tau else None
+    rho = torch.sub(rounded, s, out=s) if want_rho else None
     return rounded.mul_(d), rho, tau
 
 
@@ -190,16 +186,16 @@ def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
 
 def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor:
     """Straight-through input gradient: ``grad_output`` where ``lo < x < hi``, zero elsewhere."""
-    lo, hi = float(clip_val[0]), float(clip_val[1])
+    lo, hi = clip_val
     x_min, x_max = torch.aminmax(x)
-    if lo < float(x_min) and float(x_max) < hi:
+    if bool((x_min > lo) & (x_max < hi)):
         return grad_output  # nothing clipped (the usual case for weights): no copy
     return torch.ops.aten.hardtanh_backward(grad_output, x, lo, hi)
 
 
 def _saturated_sum(grad_output: Tensor, x: Tensor, q: Tensor) -> Tensor:
-    """``sum(grad_output * sign(x))`` over the elements with ``|x| > q``."""
-    return _flat_dot(grad_output, F.softshrink(x, float(q)).sign_())
+    """``sum(grad_output * sign(x))`` over the elements with ``|x| > q``: ``sign(x - clamp(x, -q, q))`` is that mask."""
+    return -_flat_dot(grad_output, torch.clamp(x, -q, q).sub_(x).sign_())
 
 
 def _signed_like(grad: Tensor, param: Tensor) -> Tensor:
@@ -222,7 +218,7 @@ def _check_finite(**grads: Optional[Tensor]) -> None:
 
 
 def _check_threshold(q_s: Scalar) -> None:
-    if isinstance(q_s, Tensor) or float(q_s) != 0.0:
+    if float(q_s) != 0.0:
         raise ValueError(f"Only the zero threshold q_s = 0 is supported, got q_s={q_s!r}.")
 
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
+from .modules import PrunedMultiheadAttention
 from .plan import PruningPlan, kept_size
 
 
@@ -22,15 +23,18 @@ class SubnetSpec:
 
     shapes: Dict[str, List[int]] = field(default_factory=dict)
     attributes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    replaced_modules: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"format": "only_train_once.subnet/1", "shapes": self.shapes, "attributes": self.attributes}
+        return {"format": "only_train_once.subnet/1", "shapes": self.shapes, "attributes": self.attributes,
+                "replaced_modules": self.replaced_modules}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SubnetSpec":
         if data.get("format") != "only_train_once.subnet/1":
             raise ValueError("not an only_train_once subnet description (missing format 'only_train_once.subnet/1')")
-        return cls({k: list(v) for k, v in data["shapes"].items()}, dict(data["attributes"]))
+        return cls({k: list(v) for k, v in data["shapes"].items()}, dict(data["attributes"]),
+                   dict(data.get("replaced_modules", {})))
 
 
 def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
@@ -106,6 +110,8 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     if plan.is_empty:
         return spec
     module_names = {id(m): n for n, m in model.named_modules()}
+    attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
+                           if isinstance(m, nn.MultiheadAttention)}
     old_attributes = {}
     for node in graph.nodes.values():
         entry = _UPDATERS.get(node.op_name)
@@ -119,6 +125,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         updater: Callable = _UPDATERS[node.op_name][1]
         for name, value in updater(module, node, kept_in).items():
             _set_attribute(spec, module_names[id(module)], module, name, value)
+    _replace_attention_modules(model, plan, spec, attention_head_dims)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
         size = kept_size(graph, plan.pruned_units, update.value_id, update.axis)
@@ -126,6 +133,21 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     for node in graph.nodes.values():
         node.pruned_status = {"out_dim": True, "in_dim": True}
     return spec
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _replace_attention_modules(model: nn.Module, plan: PruningPlan, spec: SubnetSpec,
+                               head_dims: Dict[str, int]) -> None:
+    """nn.MultiheadAttention cannot run with pruned heads or a pruned embedding: swap in our module."""
+    for name, head_dim in head_dims.items():
+        prefix = name + "." if name else ""
+        if any(t.startswith(prefix + "in_proj_") or t.startswith(prefix + "out_proj.") for t in plan.keep):
+            _set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name), head_dim))
+            spec.replaced_modules[name] = {"class": "PrunedMultiheadAttention", "head_dim": head_dim}
 
 
 def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
@@ -150,6 +172,11 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
             for key, tensor in list(store.items()):
                 if tensor is not None and id(tensor) in replacements:
                     store[key] = replacements[id(tensor)]
+    for name, description in spec.replaced_modules.items():
+        if description.get("class") != "PrunedMultiheadAttention":
+            raise ValueError(f"unknown replacement module {description.get('class')!r} for {name}")
+        _set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name),
+                                                                         int(description["head_dim"])))
     modules = dict(model.named_modules())
     for module_name, attributes in spec.attributes.items():
         for name, value in attributes.items():

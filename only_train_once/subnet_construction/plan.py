@@ -73,3 +73,4 @@ def kept_size(graph, masks: Dict[int, np.ndarray], value_id: str, axis: int) -> 
     """Size of ``axis`` of traced tensor ``value_id`` after pruning."""
     space = graph.analysis.axes(value_id)[axis]
     return int(space.size - removed_mask(graph.analysis, space, masks).sum())
+

@@ -1,0 +1,92 @@
+"""Modules that replace library modules whose pruned form they cannot express themselves."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PrunedMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` after head pruning: ``num_heads * head_dim`` may differ from ``embed_dim``.
+
+    Same call signature and outputs as :class:`torch.nn.MultiheadAttention` (packed ``in_proj_weight``,
+    ``batch_first``, masks, ``need_weights`` with head-averaged weights); no ``bias_k``/``add_zero_attn``
+    and query, key and value share ``embed_dim``.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, head_dim: int, out_dim: int, bias: bool = True,
+                 dropout: float = 0.0, batch_first: bool = False, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, head_dim
+        self.dropout, self.batch_first = dropout, batch_first
+        inner = num_heads * head_dim
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * inner, embed_dim, **factory))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * inner, **factory)) if bias else None
+        self.out_proj = nn.Linear(inner, out_dim, bias=bias, **factory)
+
+    @classmethod
+    def from_module(cls, module: nn.MultiheadAttention, head_dim: int) -> "PrunedMultiheadAttention":
+        """Wrap the (already shrunk) tensors of ``module``; ``head_dim`` is the unpruned per-head size."""
+        weight = module.in_proj_weight
+        num_heads = weight.shape[0] // (3 * head_dim)
+        new = cls(weight.shape[1], num_heads, head_dim, module.out_proj.weight.shape[0],
+                  bias=module.in_proj_bias is not None, dropout=module.dropout, batch_first=module.batch_first,
+                  device=weight.device, dtype=weight.dtype)
+        new.in_proj_weight = module.in_proj_weight
+        new.in_proj_bias = module.in_proj_bias
+        new.out_proj = module.out_proj
+        new.out_proj.in_features = new.out_proj.weight.shape[1]
+        new.out_proj.out_features = new.out_proj.weight.shape[0]
+        new.train(module.training)
+        return new
+
+    def _mask(self, attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], batch: int, dtype) -> Optional[Tensor]:
+        mask = None
+        if attn_mask is not None:
+            mask = attn_mask
+            if mask.dtype == torch.bool:
+                mask = torch.zeros_like(mask, dtype=dtype).masked_fill(mask, float("-inf"))
+            if mask.dim() == 3:
+                mask = mask.view(batch, self.num_heads, mask.shape[-2], mask.shape[-1])
+        if key_padding_mask is not None:
+            padding = key_padding_mask
+            if padding.dtype == torch.bool:
+                padding = torch.zeros_like(padding, dtype=dtype).masked_fill(padding, float("-inf"))
+            padding = padding.view(batch, 1, 1, -1)
+            mask = padding if mask is None else mask + padding
+        return mask
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
+                need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        batch, length = query.shape[0], query.shape[1]
+        weights = self.in_proj_weight.chunk(3)
+        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
+        q, k, v = (F.linear(t, w, b).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+                   for t, w, b in zip((query, key, value), weights, biases))
+        mask = self._mask(attn_mask, key_padding_mask, batch, q.dtype)
+        dropout = self.dropout if self.training else 0.0
+        attention = None
+        if need_weights:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * self.head_dim ** -0.5
+            if mask is not None:
+                scores = scores + mask
+            elif is_causal:
+                causal = torch.ones(length, k.shape[-2], dtype=torch.bool, device=q.device).triu(1)
+                scores = scores.masked_fill(causal, float("-inf"))
+            probabilities = torch.softmax(scores, dim=-1)
+            attention = probabilities.mean(dim=1) if average_attn_weights else probabilities
+            out = torch.matmul(F.dropout(probabilities, dropout, self.training), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                 is_causal=is_causal and mask is None)
+        out = self.out_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
+        if not self.batch_first:
+            out = out.transpose(0, 1)
+        return out, attention

@@ -1,0 +1,4 @@
+"""CARN super-resolution network."""
+from .carn import Block, CarnNet
+
+__all__ = ["Block", "CarnNet"]
