@@ -69,54 +69,47 @@ def model_to_quantize_model(
     """
     config = QuantizationConfig(quant_type, quant_mode)
     filter_fn = reference_layer_filter if filter_fn is None else filter_fn
-    applied_by_owner = {
-        id(child) for owner in model.modules() if isinstance(owner, nn.MultiheadAttention)
-        for child in owner.modules() if child is not owner
-    }
+    if quant_layer_class(model) is not None and filter_fn(model, ""):
+        raise ValueError(
+            f"The model itself is a {type(model).__name__}; use {quant_layer_class(model).__name__}.from_module."
+        )
     replacements: Dict[int, Optional[nn.Module]] = {}  # one decision per module object, however often it appears
-    for name, module in list(model.named_modules(remove_duplicate=False)):
-        if id(module) not in replacements:
-            quant_cls = quant_layer_class(module)
-            selected = quant_cls is not None and id(module) not in applied_by_owner and filter_fn(module, name)
-            replacements[id(module)] = (
-                _quantized_copy(model, name, module, quant_cls, config, d_quant_init, t_quant_init, q_m_init,
-                                quant_init_by_module, num_bits)
-                if selected else None
+
+    def quantized_copy(module: nn.Module, name: str) -> Optional[nn.Module]:
+        quant_cls = quant_layer_class(module)
+        if quant_cls is None or not filter_fn(module, name):
+            return None
+        if type(module).forward is not quant_cls._FLOAT_MODULE.forward:
+            logger.warning(
+                "%s (%s) overrides %s.forward; its quantized replacement uses the %s forward.",
+                name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__, quant_cls.__name__,
             )
-        if replacements[id(module)] is not None:
-            parent_name, _, child_name = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), child_name, replacements[id(module)])
+        return quant_cls.from_module(
+            module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode,
+            quant_init_by_module, num_bits, share_parameters=True,
+        )
+
+    def convert_children(parent: nn.Module, prefix: str) -> None:
+        if isinstance(parent, nn.MultiheadAttention):
+            return  # it applies its out_proj weight itself: a swapped layer would never quantize
+        for child_name, child in list(parent._modules.items()):  # named_children() hides repeated modules
+            if child is None:
+                continue
+            name = prefix + child_name
+            if id(child) not in replacements:
+                replacements[id(child)] = quantized_copy(child, name)
+            if replacements[id(child)] is None:
+                convert_children(child, name + ".")
+            else:
+                setattr(parent, child_name, replacements[id(child)])
+
+    convert_children(model, "")
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
         "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
         config.quant_mode.value, f"{num_bits} bits" if quant_init_by_module else "given initial values",
     )
     return model
-
-
-def _quantized_copy(
-    model: nn.Module,
-    name: str,
-    module: nn.Module,
-    quant_cls: type,
-    config: QuantizationConfig,
-    d_quant_init: float,
-    t_quant_init: float,
-    q_m_init: float,
-    quant_init_by_module: bool,
-    num_bits: int,
-) -> nn.Module:
-    if module is model:
-        raise ValueError(f"The model itself is a {type(model).__name__}; use {quant_cls.__name__}.from_module.")
-    if type(module).forward is not quant_cls._FLOAT_MODULE.forward:
-        logger.warning(
-            "%s (%s) overrides %s.forward; its quantized replacement uses the %s forward.",
-            name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__, quant_cls.__name__,
-        )
-    return quant_cls.from_module(
-        module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode, quant_init_by_module,
-        num_bits, share_parameters=True,
-    )
 
 
 def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:

@@ -12,13 +12,17 @@ trust, or load the weights-only form with :func:`load_compressed_weights`.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 
 from .apply import SubnetSpec, restore_subnet
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(path: str, map_location: Union[str, torch.device, None] = "cpu") -> nn.Module:
@@ -61,7 +65,12 @@ def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Opti
 
 
 def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
-    """Export ``model`` to ONNX with the TorchScript exporter (opset 17), falling back to the dynamo exporter."""
+    """Export ``model`` to ONNX (opset 17) and return when the file is written.
+
+    The TorchScript exporter is tried first: it is fast and lowers each quantizer through its ``symbolic``.
+    Models it cannot export (it lacks some operators) go through the ``torch.export``-based exporter, which
+    needs the ``onnxscript`` package.
+    """
     args = tuple(dummy_input.values()) if isinstance(dummy_input, dict) else dummy_input
     args = args if isinstance(args, tuple) else (args,)
     was_training = model.training
@@ -69,8 +78,16 @@ def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
     try:
         with torch.no_grad():
             try:
-                torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
-            except Exception:  # the TorchScript exporter lacks some ops on recent torch: use the dynamo one
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
+            except Exception as error:
+                logger.info("TorchScript ONNX export failed (%s); trying the torch.export-based exporter", error)
+                try:
+                    import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+                except ImportError as missing:
+                    raise RuntimeError(f"ONNX export of this model needs the torch.export-based exporter: "
+                                       f"pip install onnxscript (TorchScript exporter error: {error})") from missing
                 torch.onnx.export(model, args, path, dynamo=True)
     finally:
         model.train(was_training)

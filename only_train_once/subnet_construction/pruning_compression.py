@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..graph.trace import run_model
+from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
 from .apply import apply_plan
 from .io import export_onnx, save_spec, save_weights
 from .plan import build_plan
@@ -18,6 +19,8 @@ from .plan import build_plan
 logger = logging.getLogger(__name__)
 
 CKPT_FORMATS = ("torch", "onnx")
+# Rounding flips allowed when comparing fake-quantized outputs, in activation quantization steps.
+ROUNDING_FLIP_STEPS = 16
 
 
 class SubnetConstructionError(RuntimeError):
@@ -72,20 +75,37 @@ def max_output_difference(reference, candidate) -> float:
     return worst
 
 
-def verify_subnet(full_outputs, model: nn.Module, dummy_input: Any, tolerance: float) -> float:
-    """Raise :class:`SubnetConstructionError` unless the compressed model reproduces the full outputs."""
+def reference_outputs(model: nn.Module, dummy_input: Any) -> Tuple[list, list]:
+    """The model's outputs with and without activation rounding (see :mod:`quantization.rounding`)."""
+    with ActivationRoundingBypassed():
+        exact = _outputs(model, dummy_input)
+    return exact, _outputs(model, dummy_input)
+
+
+def verify_subnet(full_outputs: Tuple[list, list], model: nn.Module, dummy_input: Any, tolerance: float) -> float:
+    """Raise :class:`SubnetConstructionError` unless the compressed model reproduces the full outputs.
+
+    ``full_outputs`` comes from :func:`reference_outputs` on the full model. With activation rounding bypassed
+    the outputs must agree within ``tolerance x max(1, |output|)``; with rounding, within that or a few
+    activation quantization steps (rounding flips). Returns the difference without rounding.
+    """
+    full_exact, full_rounded = full_outputs
     try:
-        outputs = _outputs(model, dummy_input)
+        exact, rounded = reference_outputs(model, dummy_input)
     except Exception as error:
         raise SubnetConstructionError(f"the compressed model fails to run ({type(error).__name__}: {error}); please "
                                       "report this model: the analyzer should have left these groups unprunable") \
             from error
-    difference = max_output_difference(full_outputs, outputs)
-    scale = max((t.abs().max().item() for t in full_outputs if t.numel() and t.is_floating_point()), default=1.0)
-    if not difference <= tolerance * max(1.0, scale):
+    scale = max(1.0, max((t.abs().max().item() for t in full_exact if t.numel() and t.is_floating_point()),
+                         default=1.0))
+    difference = max_output_difference(full_exact, exact)
+    rounding = max_output_difference(full_rounded, rounded)
+    flips = ROUNDING_FLIP_STEPS * max_activation_step(model)
+    if not difference <= tolerance * scale or not rounding <= max(tolerance, flips) * scale:
         raise SubnetConstructionError(f"the compressed model differs from the full group-sparse model by "
-                                      f"{difference:.3g} (allowed {tolerance:.1g} x max(1, |output|)); please report "
-                                      "this model: the analyzer should have left these groups unprunable")
+                                      f"{difference:.3g} ({rounding:.3g} with activation rounding; allowed "
+                                      f"{tolerance:.1g} x max(1, |output|)); please report this model: the analyzer "
+                                      "should have left these groups unprunable")
     return difference
 
 
@@ -139,7 +159,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
     compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
 
-    full_outputs = _outputs(model, graph.dummy_input) if verify else None
+    full_outputs = reference_outputs(model, graph.dummy_input) if verify else None
     if save_full_group_sparse_model:
         _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
     plan = build_plan(graph)

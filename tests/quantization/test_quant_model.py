@@ -141,6 +141,18 @@ def test_module_registered_twice_is_converted_everywhere():
     assert isinstance(model[0], QuantizeLinear) and model[0] is model[2]
 
 
+class LinearWithAdapter(nn.Linear):
+    def __init__(self):
+        super().__init__(4, 4)
+        self.adapter = nn.Linear(4, 4)
+
+
+def test_children_of_a_converted_layer_are_not_visited():
+    model = nn.Sequential(LinearWithAdapter())
+    model_to_quantize_model(model)
+    assert isinstance(model[0], QuantizeLinear) and not hasattr(model[0], "adapter")
+
+
 def test_multihead_attention_out_proj_is_left_alone():
     model = nn.Sequential(nn.MultiheadAttention(8, 2, batch_first=True))
     model_to_quantize_model(model, filter_fn=lambda module, name: True)

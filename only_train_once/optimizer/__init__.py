@@ -1,0 +1,20 @@
+"""Optimizers that prune (HESSO, HESSOCRIC) or prune and learn bit widths (GETA) while training (SPEC 5)."""
+
+from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
+from .base_optimizer import BaseOptimizer
+from .geta import GETA
+from .hesso import HESSO
+from .hessocric import HESSOCRIC
+from .hyperparameter import DEFAULT_OPT_PARAMS, SUPPORT_GRADIENT_ESTIMATES
+from .metrics import SparseOptimizerMetrics
+
+__all__ = [
+    "BaseOptimizer",
+    "BaseHybridSparseOptimizer",
+    "GETA",
+    "HESSO",
+    "HESSOCRIC",
+    "DEFAULT_OPT_PARAMS",
+    "SUPPORT_GRADIENT_ESTIMATES",
+    "SparseOptimizerMetrics",
+]

@@ -1,0 +1,223 @@
+"""``BaseOptimizer``: argument checks, defaults and the gradient variant shared by every optimizer (SPEC 5.2).
+
+The gradient variant ``g`` of a parameter is what the optimizers step along: the (weight-decayed) gradient for
+plain SGD, the momentum buffer for momentum SGD, the bias-corrected Adam direction ``m̂ / (sqrt(v̂) + 1e-8)`` for
+Adam/AdamW. It is computed once per ``step()`` for every parameter that has a gradient, with ``torch._foreach_*``
+kernels over all parameters sharing hyper-parameters (no Python work per element).
+
+Moment buffers are keyed by parameter name (``p_names`` of the group; ``group<i>.param<j>`` for groups without
+names), so that a checkpoint loads into an optimizer whose groups are ordered differently.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.optim.optimizer import Optimizer, required
+
+from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
+
+logger = logging.getLogger(__name__)
+
+#: Keys of ``param_groups`` that hold the hyper-parameters of the gradient variant.
+HYPER_PARAMETER_KEYS = ("variant", "first_momentum", "second_momentum", "dampening", "weight_decay")
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    """``ValueError`` naming the argument unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+def check_non_negative(name: str, value) -> None:
+    if value is None or not value >= 0:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+
+
+class BaseOptimizer(Optimizer):
+    """A ``torch.optim.Optimizer`` over OTO parameter groups that computes gradient variants (SPEC 5.2).
+
+    ``moment_initialization`` (SPEC 12.4 O15): ``"standard"`` (default, measured better, see the optimizer README
+    notes) starts Adam's moments at zero as ``torch.optim.Adam`` does; ``"reference"`` starts them at the first
+    gradient (and its square), as the reference implementation does.
+    """
+
+    def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
+                 second_momentum: Optional[float] = None, dampening: Optional[float] = None,
+                 weight_decay: Optional[float] = None, additional_defaults: Optional[dict] = None,
+                 moment_initialization: str = "standard"):
+        check_choice("variant", variant, SUPPORT_GRADIENT_ESTIMATES)
+        check_choice("moment_initialization", moment_initialization, MOMENT_INITIALIZATIONS)
+        if lr is required:
+            raise ValueError("lr is required: pass the learning rate, e.g. lr=1e-3")
+        check_non_negative("lr", lr)
+        fallback = DEFAULT_OPT_PARAMS[variant]
+        first_momentum = fallback["first_momentum"] if first_momentum is None else first_momentum
+        second_momentum = fallback["second_momentum"] if second_momentum is None else second_momentum
+        dampening = fallback["dampening"] if dampening is None else dampening
+        weight_decay = fallback["weight_decay"] if weight_decay is None else weight_decay
+        for name, value in (("first_momentum", first_momentum), ("second_momentum", second_momentum),
+                            ("dampening", dampening), ("weight_decay", weight_decay)):
+            check_non_negative(name, value)
+        defaults = dict(lr=lr, weight_decay=weight_decay, first_momentum=first_momentum,
+                        second_momentum=second_momentum, dampening=dampening, variant=variant, grad_variant={},
+                        global_start_idx=0, global_idx=0)
+        defaults.update(additional_defaults or {})
+        super().__init__(params, defaults)
+        for index, group in enumerate(self.param_groups):
+            group["grad_variant"] = {}  # torch shares the default dict object between groups
+            group.setdefault("p_names", [f"group{index}.param{j}" for j in range(len(group["params"]))])
+            if len(group["p_names"]) != len(group["params"]):
+                raise ValueError(f"param group {index}: p_names and params differ in length")
+        names = [name for group in self.param_groups for name in group["p_names"]]
+        if len(set(names)) != len(names):
+            raise ValueError("parameter names (p_names) must be unique over all param groups")
+        self.moment_initialization = moment_initialization
+        self.num_steps = 0
+        self.safe_guard = 1e-8
+        self.first_moment_grads: Dict[str, Tensor] = {}
+        self.second_moment_grads: Dict[str, Tensor] = {}
+        # Gradient variants of the current step, aligned with each group's params (None: no gradient).
+        self._variants: List[List[Optional[Tensor]]] = [[None] * len(g["params"]) for g in self.param_groups]
+
+    # -- learning rate ------------------------------------------------------------------------------
+    def set_learning_rate(self, lr: float) -> None:
+        """Set ``lr`` of every param group."""
+        check_non_negative("lr", lr)
+        for group in self.param_groups:
+            group["lr"] = lr
+
+    def get_learning_rate(self) -> float:
+        """``lr`` of the last param group (the reference's convention)."""
+        return self.param_groups[-1]["lr"]
+
+    # -- gradient variant -----------------------------------------------------------------------------
+    def compute_grad_variant(self) -> None:
+        """Fill ``group["grad_variant"]`` (name -> tensor) for every parameter with a gradient (SPEC 5.2)."""
+        buckets: Dict[tuple, List[tuple]] = defaultdict(list)
+        for group_index, group in enumerate(self.param_groups):
+            group["grad_variant"] = {}
+            self._variants[group_index] = [None] * len(group["params"])
+            key = tuple(group[k] for k in HYPER_PARAMETER_KEYS)
+            for param_index, param in enumerate(group["params"]):
+                if param.grad is not None:
+                    buckets[key].append((group_index, param_index))
+        for key, members in buckets.items():
+            hyper = dict(zip(HYPER_PARAMETER_KEYS, key))
+            params = [self.param_groups[i]["params"][j] for i, j in members]
+            names = [self.param_groups[i]["p_names"][j] for i, j in members]
+            variants = self._bucket_variants(hyper, params, names)
+            for (i, j), name, variant in zip(members, names, variants):
+                self._variants[i][j] = variant
+                self.param_groups[i]["grad_variant"][name] = variant
+
+    def _bucket_variants(self, hyper: dict, params: List[Tensor], names: List[str]) -> List[Tensor]:
+        grads = [p.grad for p in params]
+        decay = hyper["weight_decay"]
+        if decay and hyper["variant"] != "adamw":
+            grads = torch._foreach_add(grads, params, alpha=decay)
+        if hyper["variant"] == "sgd":
+            return self._momentum(grads, names, hyper["first_momentum"], hyper["dampening"])
+        return self._adam(grads, names, hyper["first_momentum"], hyper["second_momentum"])
+
+    def _momentum(self, grads: List[Tensor], names: List[str], momentum: float, dampening: float) -> List[Tensor]:
+        if not momentum > 0:
+            return grads
+        fresh = [name not in self.first_moment_grads for name in names]
+        for name, grad, new in zip(names, grads, fresh):
+            if new:
+                self.first_moment_grads[name] = grad.detach().clone()
+        old = [(self.first_moment_grads[n], g) for n, g, new in zip(names, grads, fresh) if not new]
+        if old:
+            buffers, old_grads = map(list, zip(*old))
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, old_grads, alpha=1.0 - dampening)
+        return [self.first_moment_grads[name] for name in names]
+
+    def _adam(self, grads: List[Tensor], names: List[str], beta1: float, beta2: float) -> List[Tensor]:
+        reference = self.moment_initialization == "reference"
+        fresh = [name not in self.first_moment_grads for name in names]
+        for name, grad, new in zip(names, grads, fresh):
+            if not new:
+                continue
+            if reference:
+                self.first_moment_grads[name] = grad.detach().clone()
+                self.second_moment_grads[name] = grad.detach() * grad.detach()
+            else:
+                self.first_moment_grads[name] = torch.zeros_like(grad)
+                self.second_moment_grads[name] = torch.zeros_like(grad)
+        update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
+        if update:
+            first = [self.first_moment_grads[n] for n, _ in update]
+            second = [self.second_moment_grads[n] for n, _ in update]
+            update_grads = [g for _, g in update]
+            torch._foreach_lerp_(first, update_grads, 1.0 - beta1)
+            torch._foreach_mul_(second, beta2)
+            torch._foreach_addcmul_(second, update_grads, update_grads, value=1.0 - beta2)
+        first = [self.first_moment_grads[n] for n in names]
+        second = [self.second_moment_grads[n] for n in names]
+        step = max(self.num_steps, 1)
+        correction1 = 1.0 - beta1 ** step
+        correction2 = 1.0 - beta2 ** step
+        denominators = torch._foreach_sqrt(second)
+        torch._foreach_div_(denominators, math.sqrt(correction2) if correction2 > 0 else 1.0)
+        torch._foreach_add_(denominators, self.safe_guard)
+        directions = torch._foreach_div(first, denominators)
+        if correction1 > 0:
+            torch._foreach_div_(directions, correction1)
+        return directions
+
+    def grad_variant_of(self, group_index: int, param_index: int) -> Optional[Tensor]:
+        """The current step's gradient variant of ``param_groups[group_index]["params"][param_index]``."""
+        return self._variants[group_index][param_index]
+
+    # -- descent ----------------------------------------------------------------------------------------
+    def gradient_descent_step(self, group: dict) -> None:
+        """``p <- p - lr * g`` for every parameter of ``group`` with a gradient variant (adamw: decoupled decay)."""
+        index = self._group_index(group)
+        plan = DescentPlan()
+        plan.add(group, [(j, group["lr"]) for j in range(len(group["params"]))], self._variants[index],
+                 decay=group["variant"] == "adamw")
+        plan.run()
+
+    def _group_index(self, group: dict) -> int:
+        for index, candidate in enumerate(self.param_groups):
+            if candidate is group:
+                return index
+        raise ValueError("the group is not one of this optimizer's param_groups")
+
+
+class DescentPlan:
+    """Collects ``p <- p - lr * g`` updates (and decoupled decays) and runs them as few foreach kernels."""
+
+    def __init__(self) -> None:
+        self._steps: Dict[float, Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
+        self._decays: Dict[float, List[Tensor]] = defaultdict(list)
+
+    def add(self, group: dict, entries: Iterable[Tuple[int, float]], variants: Sequence[Optional[Tensor]],
+            decay: bool = False) -> None:
+        """Queue param ``j`` of ``group`` with learning rate ``lr`` for every ``(j, lr)`` in ``entries``."""
+        params = group["params"]
+        weight_decay = group["weight_decay"] if decay else 0.0
+        for j, lr in entries:
+            variant = variants[j]
+            if variant is None:
+                continue
+            if weight_decay and lr:
+                self._decays[1.0 - lr * weight_decay].append(params[j])
+            if lr:
+                step_params, step_variants = self._steps[lr]
+                step_params.append(params[j])
+                step_variants.append(variant)
+
+    def run(self) -> None:
+        with torch.no_grad():
+            for factor, params in self._decays.items():
+                torch._foreach_mul_(params, factor)
+            for lr, (params, variants) in self._steps.items():
+                torch._foreach_add_(params, variants, alpha=-lr)

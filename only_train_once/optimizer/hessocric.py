@@ -1,0 +1,2 @@
+"""placeholder"""
+from .hesso import HESSO as HESSOCRIC

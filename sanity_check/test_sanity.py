@@ -1,0 +1,34 @@
+"""Every registered backbone, float / weight-only / weight+activation: the compressed model is lossless."""
+
+import pytest
+
+from sanity_check.harness import MODES, run_case
+from sanity_check.registry import BACKBONES
+
+ONNX_SUBSET = ("vgg7_bn", "resnet20_cifar10", "demonet_concat_case1", "bert", "llama", "vit_tiny")
+
+
+def _check(result):
+    assert not result.error, result.error
+    assert result.passed, f"max |full - compressed| = {result.max_diff} (onnx {result.onnx_max_diff})"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_subnet_is_lossless(name, mode, tmp_path):
+    _check(run_case(BACKBONES[name], mode, str(tmp_path), visualize=mode == "float"))
+
+
+@pytest.mark.parametrize("mode", ["float", "weight_and_activation"])
+@pytest.mark.parametrize("name", ONNX_SUBSET)
+def test_onnx_compressed_model_matches_in_onnxruntime(name, mode, tmp_path):
+    _check(run_case(BACKBONES[name], mode, str(tmp_path), visualize=False, onnx=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sparsity", [None, 0.3, 0.7, 0.9])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_backbone_subnet_is_lossless_over_seeds_and_sparsities(name, mode, seed, sparsity, tmp_path):
+    _check(run_case(BACKBONES[name], mode, str(tmp_path), seed=seed, sparsity=sparsity, visualize=False))
