@@ -178,6 +178,13 @@ class OTO:
             compressed_model_dir=compressed_model_dir or out_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
 
+    def report(self, out_dir: str) -> str:
+        """Write a compression report (bit widths, kept units, group graph) to ``out_dir``; returns report.md's path."""
+        from .report import write_report
+
+        self._require_graph()
+        return write_report(self, out_dir)
+
     # -- metrics ------------------------------------------------------------------------------------
     def compute_flops(self, in_million: bool = True, in_billion: bool = False) -> dict:
         return metrics.compute_flops(self._require_graph(), in_million, in_billion)

@@ -119,7 +119,8 @@ def run(model_name: str = "cnn", epochs: int = 24, target_group_sparsity: float 
     compressed_accuracy = evaluate(model, test_loader)
     after = costs(OTO(model, dummy_input))
     files = {"full group-sparse model": oto.full_group_sparse_model_path,
-             "compressed model": oto.compressed_model_path}
+             "compressed model": oto.compressed_model_path,
+             "report": oto.report(os.path.join(out_dir, "report"))}
     return DemoResult(baseline_accuracy, full_accuracy, compressed_accuracy, before, after,
                       layer_bit_widths(model), files, group_sparsity, time.perf_counter() - start)
 

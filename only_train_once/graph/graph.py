@@ -63,6 +63,7 @@ class Graph:
         self.node_groups: "OrderedDict[str, Any]" = OrderedDict()
         self.node_group_clusters: Dict[int, list] = {}
         self.analysis = None
+        self.pruning_plan = None  # what construct_subnet removed (the graph then describes the model before it)
         self.theme = None
         if model is None:
             return

@@ -164,6 +164,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
+    graph.pruning_plan = plan
     if verify:
         difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
         logger.info("compressed model matches the full group-sparse model (max |difference| %.3g)", difference)
