@@ -317,10 +317,11 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
             param.index_copy_(axis, where, selected)
 
     def fix_pruned_groups_as_zeros(self, group: dict) -> None:
-        """Set the committed pruned units' slices of ``group``'s parameters (auxiliary ones too) to zero."""
+        """Set the committed pruned units of ``group`` to zero in every slice, auxiliary (concat) ones included."""
         index = self._group_index(group)
-        self._zero_units([where if s.group_index == index else where[:0]
-                          for s, where in zip(self.layout.slices, self._pruned_positions)])
+        if index in self.layout.group_ranges:
+            start = self.layout.group_ranges[index][0]
+            self._zero_units(self.layout.positions([start + i for i in group.get("pruned_idxes", [])]))
 
     def _first_device(self) -> torch.device:
         for group in self.param_groups:
@@ -334,7 +335,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         """Refresh and return ``opt_metrics`` (SPEC 5.8) from the current parameter values."""
         groups = self._unit_groups()
         slices = self.layout.own_slices(set(groups))
-        squares = [s.rows(s.param.detach()).to(torch.float64).pow(2).sum(dim=1) for s in slices]
+        squares = [torch.linalg.vecdot(rows, rows, dim=1) for rows in (s.rows(s.param.detach()) for s in slices)]
         norms = self.layout.reduce_rows(slices, squares).sqrt()
         eligible = self._eligible_mask()
         redundant = self.layout.mask(self.pruned_group_idxes) & eligible

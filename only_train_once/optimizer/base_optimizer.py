@@ -82,6 +82,7 @@ class BaseOptimizer(Optimizer):
         self.safe_guard = 1e-8
         self.first_moment_grads: Dict[str, Tensor] = {}
         self.second_moment_grads: Dict[str, Tensor] = {}
+        self._scratch: Dict[str, Tensor] = {}
         # Gradient variants of the current step, aligned with each group's params (None: no gradient).
         self._variants: List[List[Optional[Tensor]]] = [[None] * len(g["params"]) for g in self.param_groups]
 
@@ -120,10 +121,23 @@ class BaseOptimizer(Optimizer):
         grads = [p.grad for p in params]
         decay = hyper["weight_decay"]
         if decay and hyper["variant"] != "adamw":
-            grads = torch._foreach_add(grads, params, alpha=decay)
+            decayed = self._direction_buffers(names, grads)
+            torch._foreach_copy_(decayed, grads)
+            torch._foreach_add_(decayed, params, alpha=decay)
+            grads = decayed
         if hyper["variant"] == "sgd":
             return self._momentum(grads, names, hyper["first_momentum"], hyper["dampening"])
         return self._adam(grads, names, hyper["first_momentum"], hyper["second_momentum"])
+
+    def _direction_buffers(self, names: List[str], like: List[Tensor]) -> List[Tensor]:
+        """Per-parameter scratch tensors kept between steps: the step allocates nothing parameter-sized."""
+        buffers = self._scratch
+        for name, tensor in zip(names, like):
+            buffer = buffers.get(name)
+            if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype \
+                    or buffer.device != tensor.device:
+                buffers[name] = torch.empty_like(tensor, memory_format=torch.preserve_format)
+        return [buffers[name] for name in names]
 
     def _momentum(self, grads: List[Tensor], names: List[str], momentum: float, dampening: float) -> List[Tensor]:
         if not momentum > 0:
@@ -162,14 +176,18 @@ class BaseOptimizer(Optimizer):
         first = [self.first_moment_grads[n] for n in names]
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
+        # (m / c1) / (sqrt(v / c2) + eps) == (m * sqrt(c2) / c1) / (sqrt(v) + eps * sqrt(c2)), computed in place
+        # in scratch buffers (the second moments may share them only after this point).
+        root_correction2 = math.sqrt(1.0 - beta2 ** step)
         correction1 = 1.0 - beta1 ** step
-        correction2 = 1.0 - beta2 ** step
-        denominators = torch._foreach_sqrt(second)
-        torch._foreach_div_(denominators, math.sqrt(correction2) if correction2 > 0 else 1.0)
-        torch._foreach_add_(denominators, self.safe_guard)
-        directions = torch._foreach_div(first, denominators)
-        if correction1 > 0:
-            torch._foreach_div_(directions, correction1)
+        directions = self._direction_buffers(names, second)
+        for direction, moment in zip(directions, second):
+            torch.sqrt(moment, out=direction)
+        torch._foreach_add_(directions, self.safe_guard * root_correction2)
+        for direction, moment in zip(directions, first):
+            torch.div(moment, direction, out=direction)
+        if correction1 > 0 and root_correction2 > 0:
+            torch._foreach_mul_(directions, root_correction2 / correction1)
         return directions
 
     def grad_variant_of(self, group_index: int, param_index: int) -> Optional[Tensor]:

@@ -31,14 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.optimizer import required
 
-from ..quantization.quantizer import (
-    QuantizationType,
-    _effective_scalars,
-    _quantize,
-    bit_width,
-    fake_quantize,
-    step_size_for_bits,
-)
+from ..quantization.quantizer import MIN_MAGNITUDE, QuantizationType, bit_width, fake_quantize, step_size_for_bits
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import DescentPlan, check_choice, check_non_negative
 from .quant_groups import QuantGroup, QuantLayer, QuantLayerTable, classify_group, unit_step
@@ -47,9 +40,10 @@ from .utils import safe_open_file
 logger = logging.getLogger(__name__)
 
 #: ``forget_rate_guard`` values (SPEC 12.4 O5): the forget rate is 0 when the redundant slices' clipped values
-#: are already (near) zero. ``"absolute_mean"`` tests ``mean(|x_c|) < 1e-8``; ``"signed_mean"`` reproduces the
-#: reference's ``mean(x_c) < 1e-8``, which holds for about half of all zero-mean weight slices.
-FORGET_RATE_GUARDS = ("absolute_mean", "signed_mean")
+#: are already (near) zero. ``"magnitude"`` tests their root mean square ``sqrt(mean(x_c^2)) < 1e-8``;
+#: ``"signed_mean"`` reproduces the reference's ``mean(x_c) < 1e-8``, which holds for about half of all
+#: zero-mean weight slices.
+FORGET_RATE_GUARDS = ("magnitude", "signed_mean")
 
 #: Constants of the forget-rate and step-size rules (SPEC 5.7): ``eta`` bounds the forget step against the
 #: gradient step, ``zeta`` the quantization residual step, ``backoff`` is the factor by which ``gamma`` shrinks
@@ -60,15 +54,20 @@ PHASES = ("warmup", "projection", "fixed")
 
 
 class _RedundantPart:
-    """Redundant slices of one parameter in a joint step: values before the step, gradient variant, role."""
+    """Redundant slices of one parameter in a joint step: values before the step, gradient variant, role.
 
-    __slots__ = ("slice_index", "values", "grad", "layer")
+    ``clipped`` is ``C(W)`` of a quantized weight's slices (set by :meth:`GETA._redundant_sums`), reused to
+    requantize them with the new step.
+    """
+
+    __slots__ = ("slice_index", "values", "grad", "layer", "clipped")
 
     def __init__(self, slice_index: int, values: Tensor, grad: Tensor, layer: Optional[QuantLayer]):
         self.slice_index = slice_index
         self.values = values
         self.grad = grad
         self.layer = layer
+        self.clipped: Optional[Tensor] = None
 
 
 class GETA(BaseHybridSparseOptimizer):
@@ -92,7 +91,7 @@ class GETA(BaseHybridSparseOptimizer):
                  min_bit_wt: int = 2, max_bit_wt: int = 16, min_bit_act: int = 2, max_bit_act: int = 16,
                  grad_clip_min: float = -1.0, grad_clip_max: float = 1.0, verbose: Union[str, bool] = "False",
                  device: str = "cuda", log_dir: str = "outputs", fixed_zero_groups: bool = True,
-                 enable_grad_clipping: bool = False, forget_rate_guard: str = "absolute_mean",
+                 enable_grad_clipping: bool = False, forget_rate_guard: str = "magnitude",
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
                  moment_initialization: str = "standard"):
         check_non_negative("lr_quant", lr_quant)
@@ -270,26 +269,22 @@ class GETA(BaseHybridSparseOptimizer):
         return parts
 
     def _joint_update(self, index: int, parts: List[_RedundantPart], position: int) -> None:
+        """After the gradient step: redundant slices ``-= gamma * Q(x)`` (``x`` their values before the step)."""
         group = self.param_groups[index]
         gamma, step_size = self._gamma_and_step(index, parts, position, (self.min_bit_wt, self.max_bit_wt))
         self.gamma, self.d_quant = gamma, step_size
-        lr = group["lr"]
+        if not gamma:
+            return
+        params = group["params"]
         for part in parts:
             unit_slices = self.layout.slices[part.slice_index]
+            forgotten = part.values
             if part.layer is not None:
-                forgotten = self._quantize_layer_weight(group, part.layer, part.values)
-            else:
-                forgotten = part.values
-            updated = part.values - gamma * forgotten
-            if self._variants[index][unit_slices.param_index] is not None and lr:
-                updated.sub_(part.grad, alpha=lr)
-            unit_slices.param.index_copy_(unit_slices.axis, self._active_positions[part.slice_index], updated)
-
-    def _quantize_layer_weight(self, group: dict, layer: QuantLayer, values: Tensor) -> Tensor:
-        params = group["params"]
-        t_index = layer.index("t_quant_wt")
-        return self._quantize_helper(values, params[layer.index("d_quant_wt")], params[layer.index("q_m_wt")],
-                                     None if t_index is None else params[t_index])
+                step = _magnitude(params[part.layer.index("d_quant_wt")], part.clipped)
+                # Q(W) = d * round(C(W) / d) (round is odd-symmetric), with the new step d.
+                forgotten = part.clipped.div_(step).round_().mul_(step)
+            unit_slices.param.index_add_(unit_slices.axis, self._active_positions[part.slice_index], forgotten,
+                                         alpha=-gamma)
 
     def compute_gamma_d(self, param_group: dict, active_redundant_idxes: Optional[Sequence[int]] = None,
                         bit_range: Optional[Sequence[float]] = None) -> Tuple[float, Optional[float]]:
@@ -322,13 +317,16 @@ class GETA(BaseHybridSparseOptimizer):
         group = self.param_groups[index]
         lr = group["lr"]
         sums = self._redundant_sums(group, parts)
-        (clip_grad, clip_sq, residual_grad, residual_sq, grad_sq, clip_sum, clip_abs_sum, count) = sums
+        clip_grad, clip_sq, residual_grad, residual_sq, grad_sq, clip_sum, count = sums
         clip_norm, residual_norm, grad_norm = math.sqrt(clip_sq), math.sqrt(residual_sq), math.sqrt(grad_sq)
         cos_clip = _ratio(clip_grad, max(clip_norm, 1e-8) * grad_norm)
         cos_residual = _ratio(residual_grad, max(residual_norm, 1e-8) * grad_norm)
         schedule_rate = 1.0 / max(self.pruning_period_duration - position, 1)
-        guard = clip_abs_sum if self.forget_rate_guard == "absolute_mean" else clip_sum
-        if count == 0 or guard / count < 1e-8 or not math.isfinite(cos_clip):
+        if self.forget_rate_guard == "magnitude":
+            negligible = count == 0 or math.sqrt(clip_sq / count) < 1e-8
+        else:
+            negligible = count == 0 or clip_sum / count < 1e-8
+        if negligible or not math.isfinite(cos_clip):
             if count and not math.isfinite(cos_clip):
                 logger.debug("group %s: cos(x_c, g) is not finite; forget rate 0", group["id"])
             gamma = 0.0
@@ -373,28 +371,85 @@ class GETA(BaseHybridSparseOptimizer):
         return gamma, step_size
 
     def _redundant_sums(self, group: dict, parts: List[_RedundantPart]) -> List[float]:
-        """``<x_c,g>, |x_c|^2, <r,g>, |r|^2, |g|^2, sum x_c, sum |x_c|, count`` over the redundant slices."""
+        """``<x_c,g>, |x_c|^2, <r,g>, |r|^2, |g|^2, sum x_c, count`` over the redundant slices (``sum x_c`` only
+        for the ``"signed_mean"`` guard).
+
+        For a quantized weight ``x_c = C(W)`` and ``r = Res(W)`` (see :meth:`_clip_helper`,
+        :meth:`_residual_helper`), both derived from one computation of ``v = min(|W|, q_m)^t`` that the update
+        reuses; other tensors contribute ``x_c = x`` and ``r = 0``.
+        """
         if not parts:
-            return [0.0] * 8
+            return [0.0] * 7
         rows = []
         params = group["params"]
+        signed = self.forget_rate_guard == "signed_mean"
         for part in parts:
             grad = part.grad.reshape(-1)
+            values = part.values
+            zero = values.new_zeros(())
             if part.layer is not None:
                 layer = part.layer
                 t_index = layer.index("t_quant_wt")
-                d, q_m = params[layer.index("d_quant_wt")], params[layer.index("q_m_wt")]
-                t = None if t_index is None else params[t_index]
-                clipped = self._clip_helper(part.values, q_m, t).reshape(-1)
-                residual = self._residual_helper(part.values, d, q_m, t).reshape(-1)
+                clipped = self._clip_helper(values, params[layer.index("q_m_wt")].detach(),
+                                            None if t_index is None else params[t_index].detach())
+                part.clipped = clipped
+                scaled = torch.div(clipped, _magnitude(params[layer.index("d_quant_wt")], values))
+                residual = torch.round(scaled).sub_(scaled).reshape(-1)
                 residual_grad, residual_sq = torch.dot(residual, grad), torch.dot(residual, residual)
             else:
-                clipped = part.values.reshape(-1)
-                residual_grad = residual_sq = clipped.new_zeros(())
-            rows.append(torch.stack([torch.dot(clipped, grad), torch.dot(clipped, clipped), residual_grad,
-                                     residual_sq, torch.dot(grad, grad), clipped.sum(), clipped.abs().sum(),
-                                     clipped.new_tensor(float(clipped.numel()))]).to(torch.float64))
-        return torch.stack(rows).sum(dim=0).tolist()
+                clipped = values
+                residual_grad = residual_sq = zero
+            flat = clipped.reshape(-1)
+            rows.append(torch.stack([torch.dot(flat, grad), torch.dot(flat, flat), residual_grad, residual_sq,
+                                     torch.dot(grad, grad), flat.sum() if signed else zero,
+                                     values.new_tensor(float(values.numel()))]))
+        return torch.stack(rows).to(torch.float64).sum(dim=0).tolist()
+
+    # -- per-group steps (SPEC 5.7; step() runs the same updates for all groups at once) ---------------------
+    def quantize_weight(self, param_group: dict, name: str) -> Tuple[bool, Optional[Tensor]]:
+        """``(True, Q(weight))`` if ``name`` is the weight of a quantized layer of ``param_group``, else
+        ``(False, None)``."""
+        index = self._group_index(param_group)
+        params = param_group["params"]
+        for layer in self._quant_groups[index].layers:
+            if layer.weight is not None and layer.has_weight_quantizer and param_group["p_names"][layer.weight] == name:
+                t_index = layer.index("t_quant_wt")
+                return True, self._quantize_helper(params[layer.weight], params[layer.index("d_quant_wt")],
+                                                   params[layer.index("q_m_wt")],
+                                                   None if t_index is None else params[t_index])
+        return False, None
+
+    def _plain_group_step(self, param_group: dict) -> List[QuantLayer]:
+        index = self._group_index(param_group)
+        quant_group = self._quant_groups[index]
+        lr, lr_quant = param_group["lr"], param_group["lr_quant"]
+        plan = DescentPlan()
+        plan.add(param_group, [(j, lr_quant) for j in quant_group.weight_quant + quant_group.act_quant] +
+                 [(j, lr) for j in quant_group.plain], self._variants[index],
+                 decay=param_group["variant"] == "adamw")
+        plan.run()
+        return quant_group.layers
+
+    def partial_projected_gradient_descent_step_range_wt(self, param_group: dict) -> None:
+        """Gradient step of ``param_group``, then its weight steps projected into the weight bit range."""
+        layers = self._plain_group_step(param_group)
+        self._weight_table.clamp_bits(self._weight_table.select(layers), self.min_bit_wt, self.max_bit_wt)
+
+    def partial_projected_gradient_descent_step_range_act(self, param_group: dict) -> None:
+        """Gradient step of ``param_group``, then its activation steps projected into the activation bit range."""
+        layers = self._plain_group_step(param_group)
+        self._act_table.clamp_bits(self._act_table.select(layers), self.min_bit_act, self.max_bit_act)
+
+    def partial_projected_gradient_descent_step_fix(self, param_group: dict, bit_dict: Dict[str, dict]) -> None:
+        """Gradient step of ``param_group``, then every layer in ``bit_dict`` held at its bit widths."""
+        layers = [l for l in self._plain_group_step(param_group) if l.name in bit_dict]
+        for table, key in ((self._weight_table, "weight"), (self._act_table, "activation")):
+            rows = table.select([l for l in layers if key in bit_dict[l.name]])
+            if rows:
+                table.set_bits(rows, torch.tensor([unit_step(bit_dict[table.layers[k].name][key]) for k in rows],
+                                                  dtype=torch.float64))
+
+    safe_open_file = staticmethod(safe_open_file)
 
     # -- quantizer helpers (SPEC 4.4) -----------------------------------------------------------------------
     @staticmethod
@@ -417,20 +472,21 @@ class GETA(BaseHybridSparseOptimizer):
 
     @staticmethod
     def _clip_helper(weight: Tensor, q_m: Tensor, t_quant: Optional[Tensor] = None) -> Tensor:
-        """``C(W) = sign(W) * min(|W|, |q_m|)^t`` (0 where ``W = 0``), with ``|q_m|`` floored as in the quantizer."""
-        _, q, t = _effective_scalars(weight, torch.ones_like(q_m), q_m.detach(),
-                                     None if t_quant is None else t_quant.detach())
-        clipped = torch.clamp(weight, -q, q)
-        if t is None:
-            return clipped
-        return clipped.abs().pow(t).mul_(torch.sign(weight))
+        """``C(W) = sign(W) * min(|W|, |q_m|)^t`` (``|q_m|`` floored as in the quantizer; ~0 where ``W = 0``)."""
+        q = float(_magnitude(q_m, weight))
+        exponent = None if t_quant is None else float(t_quant.detach())
+        if exponent is None or exponent == 1.0:
+            return torch.clamp(weight, -q, q)  # Python bounds: the fast scalar kernel
+        # v = exp(t * ln|W|) with |W| floored at the smallest normal number, as the quantizer computes it
+        # (a non-integer pow is ~4x slower on CPU); the floor leaves ~1e-34 instead of 0 at W = 0.
+        magnitude = weight.abs().clamp_(torch.finfo(weight.dtype).tiny, q)
+        return magnitude.log_().mul_(exponent).exp_().copysign_(weight)
 
     @staticmethod
     def _residual_helper(weight: Tensor, d_quant: Tensor, q_m: Tensor, t_quant: Optional[Tensor] = None) -> Tensor:
-        """``Res(W) = sign(W) * (round(v/d) - v/d)`` with ``v = min(|W|, q_m)^t``."""
-        d, q, t = _effective_scalars(weight, d_quant.detach(), q_m.detach(),
-                                     None if t_quant is None else t_quant.detach())
-        return _quantize(weight, d, q, t, True, False)[1]
+        """``Res(W) = round(C(W)/d) - C(W)/d`` (``= sign(W) * (round(v/d) - v/d)``, ``v = min(|W|, q_m)^t``)."""
+        scaled = GETA._clip_helper(weight, q_m, t_quant).div_(_magnitude(d_quant, weight))
+        return torch.round(scaled).sub_(scaled)
 
     # -- bit widths ---------------------------------------------------------------------------------------
     def get_bitwidth_dict(self, param_group: dict) -> Dict[str, Dict[str, int]]:
@@ -470,8 +526,8 @@ class GETA(BaseHybridSparseOptimizer):
         bits = self._weight_table.bit_widths(rows).tolist() if rows else []
         with safe_open_file(path, "w") as handle:
             for k, layer in enumerate(self._weight_table.layers):
-                handle.write(f"{layer.name}\tq_m={float(self._weight_table.ranges[k]):.6g}\t"
-                             f"d={float(self._weight_table.steps[k]):.6g}\tbits={bits[k]:.3f}\n")
+                handle.write(f"{layer.name}\tq_m={float(self._weight_table.ranges[k].detach()):.6g}\t"
+                             f"d={float(self._weight_table.steps[k].detach()):.6g}\tbits={bits[k]:.3f}\n")
         return path
 
     def _verbose_enabled(self) -> bool:
@@ -507,6 +563,11 @@ class GETA(BaseHybridSparseOptimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
         self._frozen_steps.clear()
+
+
+def _magnitude(scalar: Tensor, like: Tensor) -> Tensor:
+    """``max(|scalar|, MIN_MAGNITUDE)`` in ``like``'s dtype and device: how the quantizer reads ``d`` and ``q_m``."""
+    return scalar.detach().to(device=like.device, dtype=like.dtype).abs().clamp_min(MIN_MAGNITUDE)
 
 
 def _check_bits(low_name: str, high_name: str, low, high) -> None:

@@ -3,7 +3,8 @@
 The rule, over the ``N`` units of the prunable groups (``total_num_groups``) and a target sparsity ``s``:
 
 1. The requested count is ``floor(N * s)``, with ``s`` taken as the decimal number it is written as (so
-   ``0.29 * 100`` is 29, not 28).
+   ``0.29 * 100`` is 29, not 28) and a ``1e-9`` allowance for fractions without a finite decimal form (so
+   ``(2 / 24) * 24`` is 2).
 2. Every group keeps at least ``q = max(1, group_divisible)`` units, and with ``q > 1`` the number of units a
    group keeps is a multiple of ``q`` unless the group is left untouched. The target ``T`` is the largest
    count ``<= floor(N * s)`` that these constraints allow (a warning is logged when ``T < floor(N * s)``).
@@ -32,8 +33,8 @@ SELECTION_ORDERS = ("score", "index")
 
 
 def requested_count(num_units: int, sparsity: float) -> int:
-    """``floor(num_units * sparsity)`` with ``sparsity`` read as its decimal representation."""
-    return int(Fraction(repr(float(sparsity))) * num_units)
+    """``floor(num_units * sparsity + 1e-9)`` with ``sparsity`` read as its decimal representation."""
+    return int(Fraction(repr(float(sparsity))) * num_units + Fraction(1, 10 ** 9))
 
 
 def allowed_counts(size: int, divisible: int) -> List[int]:

@@ -34,15 +34,17 @@ def unit_statistics(layout: UnitLayout, slices: Sequence[UnitSlices],
     param_sq, graded, grad_sq, dots = [], [], [], []
     graded_slices = []
     for unit_slices, grad in zip(slices, grads):
-        rows = unit_slices.rows(unit_slices.param.detach()).to(torch.float64)
-        param_sq.append(rows.pow(2).sum(dim=1))
+        # Row sums in the parameter's dtype (one pass each, no float64 copy of the tensors); the per-unit
+        # accumulation over parameters is float64.
+        rows = unit_slices.rows(unit_slices.param.detach())
+        param_sq.append(torch.linalg.vecdot(rows, rows, dim=1))
         if grad is None:
             continue
-        grad_rows = unit_slices.rows(grad.detach()).to(torch.float64)
+        grad_rows = unit_slices.rows(grad.detach())
         graded_slices.append(unit_slices)
         graded.append(param_sq[-1])
-        grad_sq.append(grad_rows.pow(2).sum(dim=1))
-        dots.append((rows * grad_rows).sum(dim=1))
+        grad_sq.append(torch.linalg.vecdot(grad_rows, grad_rows, dim=1))
+        dots.append(torch.linalg.vecdot(rows, grad_rows, dim=1))
     return UnitStatistics(
         param_sq_norm=layout.reduce_rows(slices, param_sq),
         num_elements=layout.unit_elements(),
