@@ -14,6 +14,7 @@ from .analysis import SpaceAnalysis
 
 logger = logging.getLogger(__name__)
 
+UNTRACED_KEY = -1  # group key of the parameters the traced forward never read
 _ACCESSORY_OPS = frozenset({"batchnorm", "instancenorm", "groupnorm", "layernorm", "rmsnorm", "prelu"})
 
 
@@ -93,6 +94,7 @@ class _GroupBuilder:
                 self._group(("space", root.uid), root.size)
         for node in self.graph.nodes.values():
             self._place_node(node)
+        self._add_untraced_parameters()
         ordered = sorted(self.groups.values(), key=lambda g: self._first_position(g))
         for group in ordered:
             self._finish(group)
@@ -133,7 +135,7 @@ class _GroupBuilder:
             if name in self.member_of or name not in self.named_tensors:
                 continue
             if owned is None:
-                owned = ("space", -1 - len(self.groups))
+                owned = ("space", -2 - len(self.groups))
                 self._group(owned, 1)
             self.groups[owned].members.append(GroupMember(name, self.named_tensors[name], None, None,
                                                           name in self.parameter_names, TensorTransform.NO_PRUNE,
@@ -141,6 +143,21 @@ class _GroupBuilder:
             self.member_of[name] = owned
         if owned is not None:
             self.groups[owned].add_node(node)
+
+    def _add_untraced_parameters(self) -> None:
+        """Parameters the traced forward never read (train-only branches...) still train, unpruned."""
+        missing = [name for name in self.graph.parameters if name not in self.member_of]
+        if not missing:
+            return
+        logger.warning("%d parameters are not used by the traced forward (e.g. %s); they are trained but never "
+                       "pruned. Trace in the configuration you train if they matter.", len(missing),
+                       ", ".join(missing[:3]))
+        group = self._group(("space", UNTRACED_KEY), 1)
+        group.label = "untraced-parameters"
+        for name in missing:
+            group.members.append(GroupMember(name, self.named_tensors[name], None, None, True,
+                                             TensorTransform.NO_PRUNE, "", ""))
+            self.member_of[name] = ("space", UNTRACED_KEY)
 
     def _transform(self, node, name: str, axis: int, ndim: int, key) -> TensorTransform:
         if axis != 0:
@@ -189,7 +206,9 @@ class _GroupBuilder:
         analysis = self.analysis
         key_space = analysis.unit_space(group.key) if group.key >= 0 else None
         group.nodes = OrderedDict(sorted(group.nodes.items(), key=lambda item: int(item[0].split("-")[1])))
-        if not group.is_unit_group:
+        if group.key == UNTRACED_KEY:
+            group.mark_unprunable("not used by the traced forward")
+        elif not group.is_unit_group:
             if key_space is not None and key_space.from_concat:
                 self._make_auxiliary(group)
             else:

@@ -62,13 +62,16 @@ class NodeGroup:
         self.dependent_node_groups: List["NodeGroup"] = []
         self.auxilary_node_groups: List[Tuple["NodeGroup", int]] = []
         self.extra_param_group_attrs: Dict[str, object] = {}
+        self.label: Optional[str] = None  # id of a group without nodes
         self.pruning_redundant_idxes: List[int] = []
         self.pruning_important_idxes: List[int] = []
 
     # -- identity -----------------------------------------------------------------------------------
     @property
     def id(self) -> str:
-        return "_".join(self.nodes) if self.nodes else f"group-{self.key}"
+        if self.nodes:
+            return "_".join(self.nodes)
+        return self.label or f"group-{self.key}"
 
     @property
     def num_groups(self) -> int:

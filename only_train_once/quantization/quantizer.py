@@ -16,7 +16,7 @@ reference's ``+1e-6`` guard on the nonlinear range, which moved the saturation l
 ``q_m``.
 """
 from enum import Enum
-from typing import Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -149,37 +149,93 @@ def _effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
     return d_eff, q_eff, t_eff
 
 
-def _quantize(
-    x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], want_rho: bool, want_tau: bool
-) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """Quantize ``x`` with effective scalars; optionally return the per-element factors of the scalar gradients.
+#: Elements per block of the CPU elementwise chains. The chains are bound by memory traffic, not arithmetic: run
+#: block by block, their temporaries stay in cache and are recycled by the allocator instead of being faulted in
+#: fresh for every operation; a block is large enough to amortise the per-operation dispatch.
+CPU_BLOCK_SIZE = 1 << 18
 
-    Returns ``(Q(x), rho, tau)`` with ``rho = sign(x) * (round(v/d) - v/d)`` (gradient factor of ``d``) and
-    ``tau = sign(x) * v * ln(min(|x|, q)) / d`` (gradient factor of ``t``, scaled by ``1/d``), where
-    ``v = min(|x|, q)^t = exp(t * ln(min(|x|, q)))``. ``t = None`` is the linear quantizer. Written as a chain of
-    in-place, vectorised operations on at most three buffers, because this runs for every weight and activation
-    at every step; ``t = 1`` skips the exponential in eager mode (at the cost of one host read of ``t``).
-    """
-    # ln|x| is taken of |x| floored at the smallest normal number: finite, and log of 0 is ~10x slower on CPU.
-    tiny = torch.finfo(x.dtype).tiny
-    if t is not None and (_is_tracing() or float(t) != 1.0):
-        log_magnitude = torch.abs(x).clamp_(torch.full_like(q, tiny), q).log_()
-        s = torch.mul(log_magnitude, t).exp_().div_(d).mul_(torch.sign(x))  # sign(0) = 0 undoes the floor
+
+def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
+    """Matching flat blocks of same-shaped ``tensors``: blocks of ``CPU_BLOCK_SIZE`` elements for contiguous CPU
+    tensors in eager mode, else the whole tensors once."""
+    blocked = (
+        not _is_tracing()
+        and tensors[0].device.type == "cpu"
+        and tensors[0].numel() > CPU_BLOCK_SIZE
+        and all(tensor.is_contiguous() for tensor in tensors)
+    )
+    if not blocked:
+        yield tensors
+        return
+    yield from zip(*(tensor.view(-1).split(CPU_BLOCK_SIZE) for tensor in tensors))
+
+
+def _exponent(t: Optional[Tensor]) -> Optional[Tensor]:
+    """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of ``t``)."""
+    return None if t is None or (not _is_tracing() and float(t) == 1.0) else t
+
+
+def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Tensor) -> None:
+    """Write ``Q(x) = sign(x) * d * round(min(|x|, q)^t / d)`` into ``out`` (effective scalars; ``t = None``: 1)."""
+    if t is None:
+        # Round-half-to-even is odd-symmetric: sign(x) * round(min(|x|, q)/d) == round(clamp(x, -q, q)/d).
+        torch.clamp(x, max=q, out=out).clamp_(min=-q).div_(d)  # two tensor bounds at once is ~4x slower on CPU
     else:
-        # t = 1: round-half-to-even is odd-symmetric, so sign(x) * round(min(|x|, q)/d) == round(clamp(x, -q, q)/d).
-        clipped = torch.clamp(x, -q, q)
-        s = torch.div(clipped, d) if want_tau else clipped.div_(d)
-        log_magnitude = clipped.abs_().clamp_(min=tiny).log_() if want_tau else None
-    if not (want_rho or want_tau):
-        return s.round_().mul_(d), None, None
-    rounded = torch.round(s)
-    tau = log_magnitude.mul_(s) if want_tau else None  # 0 where x = 0, since s is
-    rho = torch.sub(rounded, s, out=s) if want_rho else None
-    return rounded.mul_(d), rho, tau
+        # min(|x|, q)^t as exp(t * ln(.)), |x| floored at the smallest normal number (log of 0 is ~10x slower on
+        # CPU); sign(0) = 0 restores the zeros.
+        magnitude = torch.abs(x, out=out).clamp_(max=q).clamp_(min=torch.finfo(x.dtype).tiny)
+        magnitude.log_().mul_(t).exp_().div_(d).mul_(torch.sign(x))
+    out.round_().mul_(d)
+
+
+def _quantize(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor]) -> Tensor:
+    """``Q(x)`` with effective scalars (``t = None``: linear quantizer)."""
+    out = torch.empty_like(x)
+    exponent = _exponent(t)
+    for x_block, out_block in _blocks(x, out):
+        _quantize_into(x_block, d, q, exponent, out_block)
+    return out
 
 
 def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
     return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _gradient_sums(
+    grad_output: Tensor, x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], needs: Tuple[bool, bool, bool]
+) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
+    """The reductions behind the ``(d, q_m, t)`` gradients of SPEC 4.2, for the requested entries.
+
+    With ``c = clamp(x, -q, q)``, ``m = |c| = min(|x|, q)``, ``v = m^t`` and ``s = sign(x) * v / d``: ``sum(g * rho)``
+    with ``rho = round(s) - s``; ``sum(g * sign(x))`` over ``|x| > q``, where ``sign(x - c)`` is that signed mask;
+    ``sum(g * s * ln m)`` (the ``t`` gradient over ``d``). The factors are recomputed block by block in two scratch
+    buffers and reduced at once, so no tensor of the input's size is kept between forward and backward.
+    """
+    needs_d, needs_q, needs_t = needs
+    sums = [grad_output.new_zeros(()) if need else None for need in needs]
+    if not any(needs):
+        return tuple(sums)
+    exponent = _exponent(t)
+    tiny = torch.finfo(x.dtype).tiny
+    for x_block, grad_block in _blocks(x, grad_output):
+        clipped, scratch = torch.empty_like(x_block), torch.empty_like(x_block)
+        torch.clamp(x_block, max=q, out=clipped).clamp_(min=-q)
+        if needs_q:
+            sums[1] += _flat_dot(grad_block, torch.sub(x_block, clipped, out=scratch).sign_())
+        if not (needs_d or needs_t):
+            continue
+        log_magnitude = None
+        if exponent is not None or needs_t:
+            log_magnitude = torch.abs(clipped, out=scratch).clamp_(min=tiny).log_()
+        if exponent is None:
+            s = clipped.div_(d)
+        else:
+            s = torch.mul(log_magnitude, exponent, out=clipped).exp_().div_(d).mul_(torch.sign(x_block))
+        if needs_t:
+            sums[2] += _flat_dot(grad_block, log_magnitude.mul_(s))
+        if needs_d:
+            sums[0] += _flat_dot(grad_block, torch.round(s, out=scratch).sub_(s))
+    return tuple(sums)
 
 
 def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor:
@@ -189,11 +245,6 @@ def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor
     if bool((x_min > lo) & (x_max < hi)):
         return grad_output  # nothing clipped (the usual case for weights): no copy
     return torch.ops.aten.hardtanh_backward(grad_output, x, lo, hi)
-
-
-def _saturated_sum(grad_output: Tensor, x: Tensor, q: Tensor) -> Tensor:
-    """``sum(grad_output * sign(x))`` over the elements with ``|x| > q``: ``sign(x - clamp(x, -q, q))`` is that mask."""
-    return -_flat_dot(grad_output, torch.clamp(x, -q, q).sub_(x).sign_())
 
 
 def _signed_like(grad: Tensor, param: Tensor) -> Tensor:
@@ -221,24 +272,22 @@ def _check_threshold(q_s: Scalar) -> None:
 
 
 def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
-    d_eff, q_eff, t_eff = _effective_scalars(x, d, q_m, t)
-    want_tau = t is not None and ctx.needs_input_grad[3]
-    out, rho, tau = _quantize(x, d_eff, q_eff, t_eff, ctx.needs_input_grad[1], want_tau)
-    ctx.save_for_backward(x, d, q_m, t, rho, tau)
+    ctx.save_for_backward(x, d, q_m, t)
     ctx.clip_val = clip_val
-    return out
+    return _quantize(x, *_effective_scalars(x, d, q_m, t))
 
 
 def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
-    """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2) from the factors saved by :func:`_forward`."""
-    x, d, q_m, t, rho, tau = ctx.saved_tensors
+    """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2), shaped and typed like the parameters."""
+    x, d, q_m, t = ctx.saved_tensors
     d_eff, q_eff, t_eff = _effective_scalars(x, d, q_m, t)
-    grad_d = _signed_like(_flat_dot(grad_output, rho), d) if needs_d else None
+    sum_d, sum_q, sum_t = _gradient_sums(grad_output, x, d_eff, q_eff, t_eff, (needs_d, needs_q, needs_t))
+    grad_d = _signed_like(sum_d, d) if needs_d else None
     grad_q = None
     if needs_q:
         kappa = 1.0 if t_eff is None else t_eff * q_eff.pow(t_eff - 1.0)
-        grad_q = _signed_like(_saturated_sum(grad_output, x, q_eff) * kappa, q_m)
-    grad_t = (_flat_dot(grad_output, tau) * d_eff).reshape(t.shape).to(t.dtype) if needs_t else None
+        grad_q = _signed_like(sum_q * kappa, q_m)
+    grad_t = (sum_t * d_eff).reshape(t.shape).to(t.dtype) if needs_t else None
     return grad_d, grad_q, grad_t
 
 
@@ -390,7 +439,7 @@ def fake_quantize(
     clip_val = (float(clip_val[0]), float(clip_val[1]))
     needs_autograd = torch.is_grad_enabled() and any(arg.requires_grad for arg in tensor_args)
     if not (needs_autograd or torch.jit.is_tracing()):
-        return _quantize(x, *_effective_scalars(x, d, q_m, t), False, False)[0]
+        return _quantize(x, *_effective_scalars(x, d, q_m, t))
     if quant_type is QuantizationType.SYMMETRIC_LINEAR:
         return SymQuantizerLinear.apply(x, d, q_m, clip_val, 0.0)
     if quant_type is QuantizationType.SYMMETRIC_NONLINEAR:

@@ -197,3 +197,27 @@ def test_visualize_writes_the_graph(tmp_path):
 def test_skip_patterns_remove_matching_chains():
     oto = OTO(models.ConvBN().eval(), IMAGE, skip_patterns=["relu"])
     assert not any(n.op_name == "relu" for n in oto._graph.nodes.values())
+
+
+class TrainOnlyBranch(models.ConvBN):
+    """An auxiliary head used only in training: the eval-mode trace never sees it."""
+
+    def __init__(self):
+        super().__init__()
+        self.aux = nn.Linear(8, 4)
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            out = out + self.aux(F.relu(self.bn1(self.conv1(x))).mean((2, 3)))
+        return out
+
+
+def test_untraced_parameters_are_trained_but_never_pruned(caplog):
+    with caplog.at_level("WARNING"):
+        oto = OTO(TrainOnlyBranch(), IMAGE)
+    assert any("not used by the traced forward" in r.message for r in caplog.records)
+    groups = oto.get_param_groups()
+    untraced = next(g for g in groups if g["id"] == "untraced-parameters")
+    assert untraced["p_names"] == ["aux.weight", "aux.bias"] and not untraced["is_prunable"]
+    assert sorted(n for g in groups for n in g["p_names"]) == sorted(n for n, _ in oto._model.named_parameters())
