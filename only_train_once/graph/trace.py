@@ -202,9 +202,7 @@ class _Recorder(TorchFunctionMode):
 
     def _shape_result(self, args, kwargs, out):
         """Wrap the ints of ``x.shape`` / ``x.size()`` / ``x.size(d)`` so they remember their tensor axis."""
-        value_id = self._value_of.get(id(args[0]))
-        if value_id is None:
-            return out
+        value_id = self.value_id(args[0])
         if isinstance(out, int):
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
             if not isinstance(dim, int):

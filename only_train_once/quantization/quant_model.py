@@ -3,6 +3,7 @@ import logging
 from typing import Callable, Dict, Optional
 
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .quant_layers import (
     LAYER_TO_QUANTLAYER,
@@ -44,6 +45,11 @@ def quant_layer_class(module: nn.Module) -> Optional[type]:
     return None
 
 
+def has_reparametrized_weight(module: nn.Module) -> bool:
+    """Whether ``module.weight`` is computed by a hook or a parametrization instead of being a Parameter."""
+    return parametrize.is_parametrized(module) or not isinstance(module._parameters.get("weight"), nn.Parameter)
+
+
 def model_to_quantize_model(
     model: nn.Module,
     d_quant_init: float = 1e-4,
@@ -78,6 +84,11 @@ def model_to_quantize_model(
     def quantized_copy(module: nn.Module, name: str) -> Optional[nn.Module]:
         quant_cls = quant_layer_class(module)
         if quant_cls is None or not filter_fn(module, name):
+            return None
+        if has_reparametrized_weight(module):
+            logger.warning("%s (%s) computes its weight from other parameters (spectral_norm, weight_norm or a "
+                           "parametrization); it stays a float layer. Remove the re-parametrization to quantize it.",
+                           name, type(module).__name__)
             return None
         if type(module).forward is not quant_cls._FLOAT_MODULE.forward:
             logger.warning(

@@ -7,6 +7,7 @@ import re
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from only_train_once.quantization.quant_layers import (
     QuantizationMode,
@@ -201,3 +202,15 @@ def test_quant_param_and_bitwidth_dicts():
     assert isinstance(bits["head.0"]["weight"], float) and bits["head.0"]["weight"] == pytest.approx(8.0, abs=1e-6)
     weight_only = get_bitwidth_dict(get_quant_param_dict(model_to_quantize_model(make_net())))
     assert set(weight_only["head.0"]) == {"weight"}
+
+
+def test_reparametrized_weights_stay_float_with_a_warning(caplog):
+    import logging
+
+    model = nn.Sequential(nn.utils.spectral_norm(nn.Conv2d(3, 4, 3)), nn.ReLU(),
+                          nn.utils.parametrizations.weight_norm(nn.Linear(4, 4)), nn.Conv2d(4, 2, 1))
+    with caplog.at_level(logging.WARNING):
+        model_to_quantize_model(model)
+    assert type(model[0]) is nn.Conv2d and parametrize.is_parametrized(model[2])
+    assert type(model[3]).__name__ == "QuantizeConv2d"
+    assert sum("re-parametrization" in r.message for r in caplog.records) == 2
