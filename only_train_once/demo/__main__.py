@@ -1,7 +1,7 @@
-"""``python -m only_train_once.demo``: see only_train_once.demo.run."""
+"""``python -m only_train_once.demo``: see only_train_once.demo.pipeline."""
 
 import sys
 
-from .run import main
+from .pipeline import main
 
 sys.exit(main())
