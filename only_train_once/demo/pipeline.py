@@ -81,10 +81,16 @@ def layer_bit_widths(model: nn.Module) -> Dict[str, Dict[str, int]]:
 
 
 def geta_schedule(steps_per_epoch: int, epochs: int) -> dict:
-    """Projection in the first third of training, pruning in the second, fixed bits in the last."""
-    third = max(1, epochs // 3) * steps_per_epoch
-    return {"start_projection_step": 0, "projection_steps": third, "projection_periods": 4,
-            "start_pruning_step": third, "pruning_steps": third, "pruning_periods": 4}
+    """GETA's phases as fractions of training (for 24 epochs: 2 of warm-up, 4 of bit-width projection in 4
+    periods, 1 plain, 6 of pruning in 3 periods, then 11 at fixed bit widths to recover)."""
+    total = steps_per_epoch * epochs
+
+    def span(fraction: float) -> int:
+        return max(4, int(fraction * total))
+
+    warmup, projection, gap, pruning = span(1 / 12), span(1 / 6), span(1 / 24), span(1 / 4)
+    return {"start_projection_step": warmup, "projection_steps": projection, "projection_periods": 4,
+            "start_pruning_step": warmup + projection + gap, "pruning_steps": pruning, "pruning_periods": 3}
 
 
 def run(model_name: str = "cnn", epochs: int = 24, target_group_sparsity: float = 0.5, min_bit: int = 4,
