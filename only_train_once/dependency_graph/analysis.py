@@ -22,7 +22,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
-from ..graph.trace import TracedInt, ValueRef, iter_value_refs
+from ..graph.trace import TracedInt, ValueRef
 from ..operation import catalogue
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
 from .spaces import Owners, Space, SpaceSet
@@ -297,7 +297,7 @@ class SpaceAnalysis:
             self.pin(self.unit_space(uid), reason)
 
     def _zero_rule(self, node, kind: OpKind, out: str, nz) -> FrozenSet[int]:
-        refs = [r.value_id for r in _refs(node)]
+        refs = node.tensor_args
         category = kind.zero
         if node.id in self._generating:
             category = GENERATE
@@ -432,10 +432,6 @@ class SpaceAnalysis:
         if bias is not None:
             result |= nz(bias) | (self.value_units(out) - self.value_units(bias))
         return frozenset(result)
-
-
-def _refs(node) -> List[ValueRef]:
-    return list(iter_value_refs((node.call.args, node.call.kwargs)))
 
 
 def _is_nonzero_number(value) -> bool:

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
-from .trace import TracedCall, ValueRef
+from .trace import TracedCall, ValueRef, iter_value_refs
 
 
 class Node:
@@ -40,6 +40,7 @@ class Node:
         self.node_group_ids: List[str] = []
         self.pruned_status = {"out_dim": False, "in_dim": False}
         self.cfg_params: Dict[str, Any] = {}
+        self._tensor_args: Optional[List[str]] = None
         self.op = None  # operator description, attached by the graph (see operation.operator)
         self.op_kind = None  # catalogue entry, attached by the dependency analysis
 
@@ -54,6 +55,17 @@ class Node:
     @property
     def all_param_names(self) -> List[str]:
         return self.param_names + [n for n in self.quant_param_names if n not in self.param_names]
+
+    @property
+    def tensor_args(self) -> List[str]:
+        """Value ids of the call's tensor arguments (parameters included), in order, repeats kept."""
+        if self._tensor_args is None:
+            self._tensor_args = [ref.value_id for ref in iter_value_refs((self.call.args, self.call.kwargs))]
+        return self._tensor_args
+
+    def invalidate_arguments(self) -> None:
+        """Forget derived argument data after a pass rewrote ``call.args``/``call.kwargs``."""
+        self._tensor_args = None
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
         """The call's argument by position or keyword (a :class:`ValueRef` for tensors)."""

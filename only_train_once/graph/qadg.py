@@ -43,6 +43,7 @@ def fold_quantizers(graph) -> int:
             call = consumer.call
             call.args = _substitute(call.args, out, source)
             call.kwargs = _substitute(call.kwargs, out, source)
+            consumer.invalidate_arguments()
             call.inputs = [source if v == out else v for v in call.inputs]
             if source_value.kind in ("param", "buffer"):
                 consumer.inputs = [v for v in consumer.inputs if v != out]

@@ -188,9 +188,9 @@ class _Recorder(TorchFunctionMode):
             if value_id not in inputs:
                 inputs.append(value_id)
             return ValueRef(value_id)
-        if isinstance(obj, (list, tuple)) and obj and any(isinstance(o, (torch.Tensor, list, tuple)) for o in obj):
+        if type(obj) in (list, tuple):
             items = [self._template(o, inputs) for o in obj]
-            return items if isinstance(obj, list) else tuple(items)
+            return items if type(obj) is list else tuple(items)
         return obj
 
     def _outputs(self, out: Any, found: List[torch.Tensor]) -> None:
@@ -327,7 +327,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         pre_handle.remove()
         post_handle.remove()
         for module, training in modes.items():
-            module.train(training)
+            module.training = training  # train() would recurse into children once per module
         for module, name, value in traced_attributes:
             module.__dict__[name] = value
     output_tensors: List[torch.Tensor] = []

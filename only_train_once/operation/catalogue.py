@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..graph.trace import ValueRef, iter_value_refs
+from ..graph.trace import ValueRef
 
 # Zero-flow categories (see OpKind.zero).
 PRESERVE = "preserve"  # f(0) = 0 elementwise: relu, gelu, dropout, views
@@ -52,7 +52,7 @@ class OpKind:
 # helpers
 
 def _tensor_refs(node) -> List[str]:
-    return [ref.value_id for ref in iter_value_refs((node.call.args, node.call.kwargs))]
+    return node.tensor_args
 
 
 def _out(node) -> str:

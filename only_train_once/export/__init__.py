@@ -1,0 +1,26 @@
+"""Real low-bit export of quantized (compressed) models.
+
+* :func:`export_qdq_onnx`: a standard ONNX QDQ graph, integer weight initializers and QuantizeLinear /
+  DequantizeLinear, that onnxruntime runs (:mod:`.qdq_onnx`, :mod:`.qdq_markers`, :mod:`.qdq_rewrite`);
+* :func:`save_packed` / :func:`load_packed`: weights bit-packed at their learned width in safetensors, reloaded
+  into grid layers with bitwise-identical outputs (:mod:`.packed`, :mod:`.bitpack`, :mod:`.grid_layers`).
+
+Both read the integers behind each quantizer through :mod:`.integer_weights`.
+"""
+
+from .grid_layers import GRID_LAYERS, grid_weight
+from .integer_weights import (
+    ActivationGrid,
+    IntegerWeight,
+    NoQuantizedLayersError,
+    UnsupportedBitWidthError,
+    activation_grid,
+    integer_weight,
+    quantized_layers,
+)
+from .packed import PACKED_FORMAT, load_packed, save_packed
+from .qdq_onnx import export_qdq_onnx
+
+__all__ = ["export_qdq_onnx", "save_packed", "load_packed", "PACKED_FORMAT", "NoQuantizedLayersError",
+           "UnsupportedBitWidthError", "IntegerWeight", "ActivationGrid", "integer_weight", "activation_grid",
+           "quantized_layers", "GRID_LAYERS", "grid_weight"]
