@@ -165,6 +165,8 @@ class OTO:
                          ckpt_format: str = "torch", **kwargs) -> None:
         """Remove every zeroed group and save the full group-sparse and the compressed model.
 
+        ``ckpt_format``: ``"torch"`` (pickled ``.pt`` and ``.safetensors``), ``"onnx"`` (float ONNX, quantizers as
+        float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see :meth:`export_qdq_onnx`).
         The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
         in ``compressed_model_path`` and ``full_group_sparse_model_path``.
         """
@@ -177,6 +179,31 @@ class OTO:
             full_group_sparse_model_dir=full_group_sparse_model_dir or out_dir,
             compressed_model_dir=compressed_model_dir or out_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
+
+    # -- low-bit export -----------------------------------------------------------------------------
+    def export_qdq_onnx(self, path: str, dummy_input: Any = None) -> str:
+        """Write the model (the compressed one after :meth:`construct_subnet`) as an ONNX QDQ graph; returns ``path``.
+
+        Integer weight initializers at each layer's learned width, ``QuantizeLinear``/``DequantizeLinear`` for the
+        activations (see :func:`only_train_once.export.export_qdq_onnx`). ``dummy_input`` defaults to the traced one.
+        """
+        from .export import export_qdq_onnx
+
+        return export_qdq_onnx(self._model, self._dummy_input if dummy_input is None else dummy_input, path)
+
+    def save_packed(self, path: str) -> str:
+        """Write the model with its weights bit-packed at their learned widths (safetensors); returns ``path``.
+
+        After :meth:`construct_subnet` the file also describes the compressed architecture, so that
+        :func:`only_train_once.export.load_packed` rebuilds the model from a fresh instance of the original class.
+        """
+        from .export import save_packed
+        from .subnet_construction.io import load_spec
+
+        spec = None
+        if self.compressed_model_path is not None:  # construct_subnet wrote <compressed>_subnet.json next to it
+            spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json")
+        return save_packed(self._model, path, spec)
 
     def report(self, out_dir: str) -> str:
         """Write a compression report (bit widths, kept units, group graph) to ``out_dir``; returns report.md's path."""

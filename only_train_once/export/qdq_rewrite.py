@@ -4,7 +4,7 @@
   the integers ``k`` as an integer initializer of the smallest type of :data:`WEIGHT_TYPES` holding the layer's
   range, the step ``d`` as a float32 scalar scale, zero point 0. The float weight initializer goes.
 * ``QuantizedActivation`` of ``L`` -> ``[Abs, Pow(t), Sign, Mul] -> Clip(-n*d, n*d) -> QuantizeLinear ->
-  DequantizeLinear`` with scale ``d``, zero point 0 and the integer type of :data:`ACTIVATION_TYPES` holding
+  DequantizeLinear`` with scale ``d`` and the integer type and zero point of :data:`ACTIVATION_TYPES` holding
   ``n``; the bracketed nodes compute ``sign(x) * |x|^t`` for a nonlinear quantizer (``t != 1``). That is the
   quantizer exactly: ``round(min(|x|, q)^t / d)`` saturates at ``round(q^t / d) = n`` (module
   :mod:`.integer_weights`), and ``QuantizeLinear`` rounds half to even as ``torch.round`` does.
@@ -14,7 +14,7 @@ Both type tables need opset 21, the first whose QuantizeLinear/DequantizeLinear 
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Set
+from typing import Dict, List, Mapping, Set, Tuple
 
 import numpy as np
 import onnx
@@ -28,26 +28,28 @@ __all__ = ["QDQ_OPSET", "WEIGHT_TYPES", "ACTIVATION_TYPES", "onnx_type_for", "re
 
 QDQ_OPSET = 21
 
-#: ``(max bits, ONNX type)`` for weight integers, narrowest first. int4 packs two per byte.
-WEIGHT_TYPES = ((4, TensorProto.INT4), (8, TensorProto.INT8), (16, TensorProto.INT16), (32, TensorProto.INT32))
-#: ``(max bits, ONNX type)`` for quantized activations: int8, which runtimes fuse into integer kernels, down to
-#: 2 bits (int4 activations have no consumer); int16 up to 16; QuantizeLinear has no int32.
-ACTIVATION_TYPES = ((8, TensorProto.INT8), (16, TensorProto.INT16))
+#: ``(max bits, ONNX type, zero point)`` of weight integers, narrowest first. int4 packs two per byte.
+WEIGHT_TYPES = ((4, TensorProto.INT4, 0), (8, TensorProto.INT8, 0), (16, TensorProto.INT16, 0),
+                (32, TensorProto.INT32, 0))
+#: ``(max bits, ONNX type, zero point)`` of quantized activations. Up to 8 bits uint8 with zero point 128, which
+#: holds the symmetric range +-127 like int8 with zero point 0: it is onnxruntime's CPU activation type (U8S8
+#: kernels), and onnxruntime 1.32 rejects int8 activations that its MatMul+Add->Gemm fusion meets ("output_dtype
+#: INT8 does not match y_zero_point type UINT8"). int16 up to 16 bits; QuantizeLinear has no 32-bit type.
+ACTIVATION_TYPES = ((8, TensorProto.UINT8, 128), (16, TensorProto.INT16, 0))
 
 _NUMPY_TYPES = {TensorProto.INT8: np.int8, TensorProto.INT16: np.int16, TensorProto.INT32: np.int32}
 
 
-def onnx_type_for(bits: int, table=WEIGHT_TYPES) -> int:
-    """The narrowest ONNX integer type of ``table`` holding ``bits``-bit integers."""
-    for max_bits, onnx_type in table:
+def onnx_type_for(bits: int, table=WEIGHT_TYPES) -> Tuple[int, int]:
+    """``(ONNX type, zero point)`` of the narrowest entry of ``table`` holding ``bits``-bit integers."""
+    for max_bits, onnx_type, zero_point in table:
         if bits <= max_bits:
-            return onnx_type
-    widest = table[-1][0]
-    raise UnsupportedBitWidthError(f"{bits}-bit integers do not fit the widest QDQ type ({widest} bits)")
+            return onnx_type, zero_point
+    raise UnsupportedBitWidthError(f"{bits}-bit integers do not fit the widest QDQ type ({table[-1][0]} bits)")
 
 
 def _integer_tensor(name: str, codes, bits: int) -> TensorProto:
-    onnx_type = onnx_type_for(bits)
+    onnx_type, _ = onnx_type_for(bits)
     if onnx_type == TensorProto.INT4:
         raw = pack_bits(codes, 4).numpy().tobytes()  # ONNX int4: two per byte, first in the low nibble
     else:
@@ -74,17 +76,17 @@ class _Rewriter:
 
     def weight(self, marker: onnx.NodeProto, layer: str) -> List[onnx.NodeProto]:
         weight = self.weights[layer]
-        onnx_type = onnx_type_for(weight.bits)
+        onnx_type, zero_point = onnx_type_for(weight.bits)
         inputs = [
             self._initializer(f"{layer}.weight_quantized", lambda n: _integer_tensor(n, weight.codes, weight.bits)),
             self._initializer(f"{layer}.weight_scale", lambda n: _scalar(n, TensorProto.FLOAT, float(weight.scale))),
-            self._initializer(f"{layer}.weight_zero_point", lambda n: _scalar(n, onnx_type, 0)),
+            self._initializer(f"{layer}.weight_zero_point", lambda n: _scalar(n, onnx_type, zero_point)),
         ]
         return [helper.make_node("DequantizeLinear", inputs, list(marker.output), name=f"{marker.output[0]}/dq")]
 
     def activation(self, marker: onnx.NodeProto, layer: str) -> List[onnx.NodeProto]:
         grid = self.activations[layer]
-        onnx_type = onnx_type_for(grid.bits, ACTIVATION_TYPES)
+        onnx_type, zero_point = onnx_type_for(grid.bits, ACTIVATION_TYPES)
         scale, bound = float(grid.scale), float(grid.scale * grid.int_range)  # float32 products, as in torch
         prefix, x = marker.output[0], marker.input[0]
         nodes = []
@@ -100,7 +102,7 @@ class _Rewriter:
         low = self._initializer(f"{layer}.input_clip_min", lambda n: _scalar(n, TensorProto.FLOAT, -bound))
         high = self._initializer(f"{layer}.input_clip_max", lambda n: _scalar(n, TensorProto.FLOAT, bound))
         qparams = [self._initializer(f"{layer}.input_scale", lambda n: _scalar(n, TensorProto.FLOAT, scale)),
-                   self._initializer(f"{layer}.input_zero_point", lambda n: _scalar(n, onnx_type, 0))]
+                   self._initializer(f"{layer}.input_zero_point", lambda n: _scalar(n, onnx_type, zero_point))]
         nodes += [helper.make_node("Clip", [x, low, high], [f"{prefix}/clip"], name=f"{prefix}/clip"),
                   helper.make_node("QuantizeLinear", [f"{prefix}/clip"] + qparams, [f"{prefix}/q"], name=f"{prefix}/q"),
                   helper.make_node("DequantizeLinear", [f"{prefix}/q"] + qparams, list(marker.output),

@@ -18,7 +18,7 @@ from .plan import build_plan
 
 logger = logging.getLogger(__name__)
 
-CKPT_FORMATS = ("torch", "onnx")
+CKPT_FORMATS = ("torch", "onnx", "onnx_qdq")
 # Rounding flips allowed when comparing fake-quantized outputs, in activation quantization steps.
 ROUNDING_FLIP_STEPS = 16
 
@@ -110,6 +110,11 @@ def verify_subnet(full_outputs: Tuple[list, list], model: nn.Module, dummy_input
 
 
 def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
+    if ckpt_format == "onnx_qdq":
+        from ..export import export_qdq_onnx  # the export package builds on this one
+
+        export_qdq_onnx(model, dummy_input, path)
+        return
     target = copy.deepcopy(model).half() if export_float16 else model
     if ckpt_format == "onnx":
         inputs = dummy_input
@@ -119,6 +124,15 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
         return
     torch.save(target, path)
     save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
+
+
+def _check_qdq_exportable(model: nn.Module, export_float16: bool) -> None:
+    """Fail before pruning when the QDQ export would fail after it."""
+    from ..export import quantized_layers
+
+    if export_float16:
+        raise ValueError("ckpt_format='onnx_qdq' stores float32 scales and has no float16 form; drop export_float16")
+    quantized_layers(model)  # raises NoQuantizedLayersError
 
 
 def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
@@ -154,8 +168,10 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     if graph.analysis is None:
         raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
     _check_unchanged(graph, model)
+    if ckpt_format == "onnx_qdq":
+        _check_qdq_exportable(model, export_float16)
     prefix = getattr(model, "name", None) or type(model).__name__
-    suffix = ".onnx" if ckpt_format == "onnx" else ".pt"
+    suffix = ".onnx" if ckpt_format in ("onnx", "onnx_qdq") else ".pt"
     full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
     compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
 
