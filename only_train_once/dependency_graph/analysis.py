@@ -407,6 +407,8 @@ class SpaceAnalysis:
             for k in reduced:
                 self._pin_units(self.units(axes[k]) & nz(x), f"'{node.call.name}' sums pruned slices that are not zero")
             return nz(x)
+        if name == "clamp":
+            return nz(refs[0]) if _keeps_zero(node) else self.value_units(out)
         if name == "pow":
             exponent = node.arg(1, "exponent")
             base = node.arg(0, "input")
@@ -432,6 +434,23 @@ class SpaceAnalysis:
         if bias is not None:
             result |= nz(bias) | (self.value_units(out) - self.value_units(bias))
         return frozenset(result)
+
+
+def _keeps_zero(node) -> bool:
+    """Whether a clamp/threshold call maps 0 to 0."""
+    name = node.call.name.rstrip("_")
+    if name == "threshold":
+        threshold, value = node.arg(1, "threshold"), node.arg(2, "value")
+        return value == 0 or (isinstance(threshold, (int, float)) and threshold < 0)
+    if name == "clamp_min":
+        low, high = node.arg(1, "min"), None
+    elif name == "clamp_max":
+        low, high = None, node.arg(1, "max")
+    else:
+        low, high = node.arg(1, "min"), node.arg(2, "max")
+    if isinstance(low, ValueRef) or isinstance(high, ValueRef):
+        return False
+    return (low is None or low <= 0) and (high is None or high >= 0)
 
 
 def _is_nonzero_number(value) -> bool:

@@ -74,9 +74,6 @@ class SpaceSet:
             space.parent, space = root, space.parent
         return root
 
-    def same(self, a: Space, b: Space) -> bool:
-        return self.find(a) is self.find(b)
-
     # -- pins ---------------------------------------------------------------------------------------
     def pin(self, space: Space, reason: str) -> None:
         """Mark ``space`` (and everything it decomposes into) as not prunable."""
@@ -91,9 +88,6 @@ class SpaceSet:
             root.pinned = True
             stack.extend(root.factors or [])
             stack.extend(root.segments or [])
-
-    def is_pinned(self, space: Space) -> bool:
-        return self.find(space).pinned
 
     def reasons(self, space: Space) -> List[str]:
         return self.pin_reasons.get(self.find(space).uid, [])

@@ -564,17 +564,14 @@ def pool(ctx, node) -> None:
 
 
 def pad(ctx, node) -> None:
+    """``F.pad``: padded axes are pinned; a non-zero fill value makes pruned slices non-zero."""
     source = node.value_arg(0, "input")
-    pads = list(node.arg(1, "pad"))
     axes = list(ctx.axes(source))
-    in_shape, out_shape = ctx.shape(source), ctx.shape(_out(node))
-    for k, (a, b) in enumerate(zip(in_shape, out_shape)):
+    for k, (a, b) in enumerate(zip(ctx.shape(source), ctx.shape(_out(node)))):
         if a != b:
-            if not ctx.spaces.is_pinned(axes[k]):
-                ctx.pin(axes[k], "padded")
+            ctx.pin(axes[k], "padded")
             axes[k] = ctx.spaces.new(b, "pad", pinned=True)
-    value = node.arg(3, "value", 0.0)
-    if value not in (0, 0.0, None) and len(pads) > 0:
+    if node.arg(3, "value", 0.0) not in (0, 0.0, None):
         ctx.mark_generating(node)
     ctx.set_axes(_out(node), axes)
 
@@ -758,12 +755,13 @@ _UNARY_PRESERVING = ["relu", "relu_", "relu6", "gelu", "silu", "silu_", "tanh", 
                      "type_as", "detach", "detach_", "requires_grad_", "cpu", "cuda", "neg", "negative", "abs",
                      "sign", "sin", "round", "floor", "ceil", "trunc", "sqrt", "square", "threshold", "softshrink",
                      "hardshrink", "tanhshrink", "erf", "arctan", "atan", "asin", "arcsin", "sinh", "view_as_real",
-                     "data", "clamp", "clamp_", "clip", "clamp_min", "clamp_max", "masked_fill", "masked_fill_",
-                     "nan_to_num", "rrelu", "glu_half", "copy_", "fill_diagonal_", "float_power", "relu6_"]
+                     "data",
+                     "nan_to_num", "rrelu", "relu6_"]
 _UNARY_GENERATING = ["sigmoid", "sigmoid_", "exp", "exp_", "cos", "softplus", "log", "log_", "log1p", "expm1",
                      "reciprocal", "rsqrt", "hardsigmoid", "logsigmoid", "cosh", "erfc", "exp2", "logit"]
 _ELEMENTWISE_MUL = ["mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "__and__", "logical_and"]
-_ELEMENTWISE_ADD = ["add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_", "__sub__", "__rsub__",
+_ELEMENTWISE_ADD = ["masked_fill", "masked_fill_", "add", "add_", "__add__", "__radd__", "__iadd__", "sub", "sub_",
+                    "__sub__", "__rsub__",
                     "__isub__", "rsub", "subtract", "maximum", "minimum", "where", "lerp", "addcmul", "addcdiv",
                     "__or__", "logical_or", "eq", "ne", "gt", "lt", "ge", "le", "__eq__", "__ne__", "__gt__",
                     "__lt__", "__ge__", "__le__", "pow_tensor", "fmod", "remainder", "__mod__", "atan2"]
@@ -788,6 +786,8 @@ OP_KINDS.update(_kinds(["prelu"], OpKind("prelu", prelu, PRESERVE)))
 OP_KINDS.update(_kinds(_UNARY_PRESERVING, OpKind("elementwise", passthrough, PRESERVE)))
 OP_KINDS.update(_kinds(_UNARY_GENERATING, OpKind("elementwise", passthrough, GENERATE)))
 OP_KINDS.update(_kinds(["pow", "__pow__", "__rpow__"], OpKind("pow", broadcast, CUSTOM)))
+OP_KINDS.update(_kinds(["clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_",
+                        "threshold", "threshold_"], OpKind("clamp", passthrough, CUSTOM)))
 OP_KINDS.update(_kinds(_ELEMENTWISE_MUL, OpKind("mul", broadcast, MUL)))
 OP_KINDS.update(_kinds(_ELEMENTWISE_ADD, OpKind("add", broadcast, ADD)))
 OP_KINDS.update(_kinds(_ELEMENTWISE_DIV, OpKind("div", broadcast, DIV)))

@@ -323,3 +323,16 @@ class DictModel(nn.Module):
     def forward(self, input_ids, scale=1.0):
         hidden = self.out(F.relu(self.fc(self.embed(input_ids)))) * scale
         return {"logits": hidden, "hidden": None}
+
+
+class ClampedActivation(nn.Module):
+    """clamp(min=...) before a conv: min=0 keeps pruned zeros, min=0.1 turns them into 0.1."""
+
+    def __init__(self, low: float):
+        super().__init__()
+        self.low = low
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.clamp(self.conv(x), min=self.low, max=6.0))

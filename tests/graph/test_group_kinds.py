@@ -216,3 +216,9 @@ def test_every_model_has_a_prunable_group_where_expected():
     for factory, dummy_input in ZERO_INVARIANCE_CASES:
         torch.manual_seed(0)
         assert prunable_groups(OTO(factory().eval(), dummy_input))
+
+
+def test_clamp_keeps_prunability_only_when_zero_stays_zero():
+    assert group_by_param(OTO(models.ClampedActivation(0.0).eval(), IMAGE), "conv.weight").is_prunable
+    shifted = group_by_param(OTO(models.ClampedActivation(0.1).eval(), IMAGE), "conv.weight")
+    assert not shifted.is_prunable and "without being zero there" in shifted.unprunable_reasons[0]
