@@ -154,7 +154,9 @@ class _Recorder(TorchFunctionMode):
         self.param_names: Dict[str, str] = {}
         self._value_of: Dict[int, str] = {}
         self._alive: List[torch.Tensor] = []  # keep recorded tensors alive so ids are never reused
-        self.scope: List[Tuple[str, nn.Module]] = []
+        self.scope_names: Tuple[str, ...] = ()  # names of the modules whose forward is running, outermost first
+        self.scope_modules: List[nn.Module] = []
+        self._names: Dict[Any, str] = {}  # traced callable -> call_name
 
     # -- values ---------------------------------------------------------------------------------
     def _new_value(self, tensor: torch.Tensor, kind: str, producer: Optional[str] = None,
@@ -215,7 +217,9 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        name = call_name(func)
+        name = self._names.get(func)
+        if name is None:
+            name = self._names[func] = call_name(func)
         if name in _SHAPE_CALLS and args and isinstance(args[0], torch.Tensor):
             return self._shape_result(args, kwargs, out)
         if name in _IGNORED_CALLS:
@@ -233,8 +237,8 @@ class _Recorder(TorchFunctionMode):
         kwarg_template = {k: self._template(v, inputs) for k, v in kwargs.items()}
         call_id = f"node-{len(self.calls)}"
         outputs = [self._new_value(t, "activation", producer=call_id) for t in produced]
-        scope_names = tuple(n for n, _ in self.scope)
-        module = self.scope[-1][1] if self.scope else None
+        scope_names = self.scope_names
+        module = self.scope_modules[-1] if self.scope_modules else None
         self.calls.append(TracedCall(call_id, func, name, arg_template, kwarg_template, inputs, outputs,
                                      scope_names, module, inplace))
         return out
@@ -304,11 +308,13 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
     input_values = [recorder.register_input(t) for t in input_tensors]
 
     def enter(module, _inputs):
-        recorder.scope.append((module_names.get(id(module), type(module).__name__), module))
+        recorder.scope_names += (module_names.get(id(module), type(module).__name__),)
+        recorder.scope_modules.append(module)
 
     def leave(module, _inputs, _output):
-        if recorder.scope and recorder.scope[-1][1] is module:
-            recorder.scope.pop()
+        if recorder.scope_modules and recorder.scope_modules[-1] is module:
+            recorder.scope_modules.pop()
+            recorder.scope_names = recorder.scope_names[:-1]
 
     modes = {m: m.training for m in model.modules()}
     traced_attributes = _trace_int_attributes(model, module_names)
