@@ -3,7 +3,9 @@
 1. train the dense float model for ``epochs`` epochs (the baseline);
 2. from the same initialisation, quantize it (weights and activations), wrap it in ``OTO`` and train it for the
    same number of epochs with ``oto.geta(...)``: bit-width projection, then structured pruning, then fixed bits;
-3. build the compressed model with ``oto.construct_subnet`` and print a before/after table.
+3. build the compressed model with ``oto.construct_subnet``, write it also bit-packed (``oto.save_packed``) and as
+   an ONNX QDQ graph (``oto.export_qdq_onnx``), and print a before/after table with the real file sizes next to
+   the theoretical weight size.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -40,6 +42,7 @@ class DemoResult:
     files: Dict[str, str]
     group_sparsity: float
     seconds: float
+    file_sizes: Dict[str, int] = field(default_factory=dict)  # bytes of each file of the compressed model
 
     @property
     def bops_reduction(self) -> float:
@@ -78,6 +81,15 @@ def costs(oto: OTO) -> Dict[str, float]:
 def layer_bit_widths(model: nn.Module) -> Dict[str, Dict[str, int]]:
     return {name: {"weight": module.weight_bit, "activation": module.activation_bit}
             for name, module in model.named_modules() if hasattr(module, "weight_bit")}
+
+
+def compressed_files(oto: OTO) -> Dict[str, str]:
+    """Every file of the compressed model by kind: construct_subnet's pickled and float safetensors files (the
+    ``torch`` format), and the packed low-bit and QDQ ONNX files written next to them."""
+    base = oto.compressed_model_path.rsplit(".", 1)[0]
+    return {"pickled .pt": oto.compressed_model_path, "float safetensors": base + ".safetensors",
+            "packed low-bit": oto.save_packed(base + "_packed.safetensors"),
+            "QDQ ONNX": oto.export_qdq_onnx(base + "_qdq.onnx")}
 
 
 def geta_schedule(steps_per_epoch: int, epochs: int) -> dict:
@@ -124,11 +136,22 @@ def run(model_name: str = "cnn", epochs: int = 24, target_group_sparsity: float 
     oto.construct_subnet(out_dir=out_dir)
     compressed_accuracy = evaluate(model, test_loader)
     after = costs(OTO(model, dummy_input))
+    compressed = compressed_files(oto)
     files = {"full group-sparse model": oto.full_group_sparse_model_path,
              "compressed model": oto.compressed_model_path,
+             "packed low-bit model": compressed["packed low-bit"],
+             "QDQ ONNX model": compressed["QDQ ONNX"],
              "report": oto.report(os.path.join(out_dir, "report"))}
     return DemoResult(baseline_accuracy, full_accuracy, compressed_accuracy, before, after,
-                      layer_bit_widths(model), files, group_sparsity, time.perf_counter() - start)
+                      layer_bit_widths(model), files, group_sparsity, time.perf_counter() - start,
+                      {kind: os.path.getsize(path) for kind, path in compressed.items()})
+
+
+def file_size_rows(result: DemoResult) -> List[tuple]:
+    """Table rows of the compressed model's real file sizes (Mbit), as multiples of its theoretical weight size."""
+    theoretical = result.after["weight_size"]
+    return [(f"  {kind} file (Mbit)", "", f"{8e-6 * size:.3f}", f"{8e-6 * size / theoretical:.2f}x theoretical")
+            for kind, size in result.file_sizes.items()]
 
 
 def report(result: DemoResult) -> str:
@@ -144,9 +167,11 @@ def report(result: DemoResult) -> str:
             ("MACs (M)", f"{before['macs']:.3f}", f"{after['macs']:.3f}", change("macs")),
             ("BOPs (M)", f"{before['bops']:.1f}", f"{after['bops']:.1f}", change("bops")),
             ("weight size (Mbit)", f"{before['weight_size']:.3f}", f"{after['weight_size']:.3f}", change("weight_size")),
+            *file_size_rows(result),
             ("average bit width", f"{before['average_bits']:.2f}", f"{after['average_bits']:.2f}", "")]
-    lines = [f"{'':22}{'dense float':>14}{'GETA compressed':>18}   change", "-" * 72]
-    lines += [f"{name:22}{b:>14}{a:>18}   {c}" for name, b, a, c in rows]
+    width = max(22, max(len(row[0]) for row in rows) + 1)
+    lines = [f"{'':{width}}{'dense float':>14}{'GETA compressed':>18}   change", "-" * (width + 50)]
+    lines += [f"{name:{width}}{b:>14}{a:>18}   {c}" for name, b, a, c in rows]
     lines.append("")
     lines.append(f"group sparsity reached: {result.group_sparsity:.3f}; full group-sparse model accuracy "
                  f"{result.full_accuracy:.2f}% (compressed: {result.compressed_accuracy:.2f}%)")

@@ -64,7 +64,8 @@ class GridConvTranspose2d(_GridWeight, QuantizeConvTranspose2d):
 
 
 class GridEmbedding(_GridWeight, QuantizeEmbedding):
-    """:class:`QuantizeEmbedding` whose table holds its quantized values (module docstring)."""
+    """:class:`QuantizeEmbedding` whose table holds its quantized values (module docstring); no ``max_norm``
+    (renormalising the table in place would take it off the grid)."""
 
 
 #: Grid layer class for each quantized layer class, keyed by the quantized class name.
@@ -82,10 +83,13 @@ def to_grid_layer(module: nn.Module, layer_class: str, quant_type: str, quant_mo
 
     ``layer_class`` names the quantized class (``"QuantizeConv2d"``); ``quant_type``/``quant_mode`` are the
     quantized layer's. The quantizer parameters are created with placeholder values: load them afterwards.
-    Raises ``ValueError`` for an unknown ``layer_class``.
+    Raises ``ValueError`` for an unknown ``layer_class`` and for an embedding with ``max_norm``.
     """
     grid_class = GRID_LAYERS.get(layer_class)
     if grid_class is None:
         raise ValueError(f"no grid layer for {layer_class!r}; known quantized layers: {sorted(GRID_LAYERS)}")
+    if getattr(module, "max_norm", None) is not None:
+        raise ValueError("an embedding with max_norm renormalises its table in place, off the quantization grid; "
+                         "set max_norm=None on the model before saving and loading it packed")
     return grid_class.from_module(module, quant_type=quant_type, quant_mode=quant_mode, quant_init_by_module=False,
                                   share_parameters=True)

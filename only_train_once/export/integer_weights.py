@@ -151,7 +151,7 @@ def integer_weight(layer: QuantizeMixin, name: Optional[str] = None) -> IntegerW
             f"{MAX_WEIGHT_BITS} (d_quant_wt = step_size_for_bits(bits, q_m_wt, t_quant_wt))."
         )
     levels = torch.round(grid / step)
-    if not torch.equal(levels * step, grid) or bool(levels.abs().max() > int_range):
+    if not torch.equal(levels * step, grid) or bool((levels.abs() > int_range).any()):
         raise RuntimeError(f"the quantized weight of {label} is not an integer multiple of its step "
                            "within its range; its weight quantizer does not follow the symmetric quantizer.")
     if bits > layer.weight_bit:

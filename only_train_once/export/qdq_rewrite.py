@@ -14,7 +14,7 @@ Both type tables need opset 21, the first whose QuantizeLinear/DequantizeLinear 
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Set, Tuple
+from typing import Dict, List, Mapping, Sequence, Set, Tuple
 
 import numpy as np
 import onnx
@@ -40,7 +40,10 @@ ACTIVATION_TYPES = ((8, TensorProto.UINT8, 128), (16, TensorProto.INT16, 0))
 _NUMPY_TYPES = {TensorProto.INT8: np.int8, TensorProto.INT16: np.int16, TensorProto.INT32: np.int32}
 
 
-def onnx_type_for(bits: int, table=WEIGHT_TYPES) -> Tuple[int, int]:
+TypeTable = Sequence[Tuple[int, int, int]]
+
+
+def onnx_type_for(bits: int, table: TypeTable = WEIGHT_TYPES) -> Tuple[int, int]:
     """``(ONNX type, zero point)`` of the narrowest entry of ``table`` holding ``bits``-bit integers."""
     for max_bits, onnx_type, zero_point in table:
         if bits <= max_bits:
@@ -64,9 +67,8 @@ def _scalar(name: str, onnx_type: int, value) -> TensorProto:
 class _Rewriter:
     """Builds the replacement of each marker; initializers are created once per layer and reused."""
 
-    def __init__(self, graph: onnx.GraphProto, weights: Mapping[str, IntegerWeight],
-                 activations: Mapping[str, ActivationGrid]) -> None:
-        self.graph, self.weights, self.activations = graph, weights, activations
+    def __init__(self, weights: Mapping[str, IntegerWeight], activations: Mapping[str, ActivationGrid]) -> None:
+        self.weights, self.activations = weights, activations
         self.initializers: Dict[str, TensorProto] = {}
 
     def _initializer(self, tensor_name: str, build) -> str:
@@ -144,7 +146,7 @@ def replace_markers(model: onnx.ModelProto, weights: Mapping[str, IntegerWeight]
     ``weights`` / ``activations``: by layer name, the quantizers the markers name. Drops the marker domain and the
     float weights. Returns the number of markers replaced, by marker type.
     """
-    rewriter = _Rewriter(model.graph, weights, activations)
+    rewriter = _Rewriter(weights, activations)
     builders = {WEIGHT_MARKER: rewriter.weight, ACTIVATION_MARKER: rewriter.activation}
     counts = {WEIGHT_MARKER: 0, ACTIVATION_MARKER: 0}
     nodes: List[onnx.NodeProto] = []

@@ -19,3 +19,6 @@ def test_short_demo_run_builds_an_equivalent_compressed_model(tmp_path):
         assert os.path.exists(path)
     text = report(result)
     assert "top-1 accuracy" in text and "BOPs (M)" in text and "per-layer bit widths" in text
+    sizes = result.file_sizes  # real files of the compressed model, the packed one the smallest
+    assert set(sizes) == {"pickled .pt", "float safetensors", "packed low-bit", "QDQ ONNX"}
+    assert min(sizes, key=sizes.get) == "packed low-bit" and "packed low-bit file (Mbit)" in text
