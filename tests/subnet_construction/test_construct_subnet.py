@@ -59,8 +59,9 @@ def test_saved_models_reload_on_current_torch(tmp_path):
     model = models.Concat().eval()
     oto = zeroed_oto(model)
     oto.construct_subnet(out_dir=str(tmp_path))
-    with pytest.raises(Exception):
-        torch.load(oto.compressed_model_path)  # torch >= 2.6 refuses pickled modules by default
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 6):
+        with pytest.raises(Exception):
+            torch.load(oto.compressed_model_path)  # torch >= 2.6 refuses pickled modules by default
     full, compressed = load_model(oto.full_group_sparse_model_path), load_model(oto.compressed_model_path)
     assert max_difference(outputs(full, IMAGE), outputs(compressed, IMAGE)) < 1e-5
 
