@@ -36,7 +36,7 @@ from typing import Dict, Optional, Set, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..subnet_construction.apply import SubnetSpec, restore_subnet
+from ..subnet_construction.apply import SubnetSpec, restore_subnet, set_submodule
 from .bitpack import pack_bits, unpack_bits
 from .grid_layers import GRID_LAYERS, to_grid_layer
 from .integer_weights import integer_weight, quantized_layers
@@ -128,7 +128,7 @@ def _replace_module(model: nn.Module, name: str, module: nn.Module) -> nn.Module
     """Put ``module`` at ``name`` in ``model``; returns the (possibly new) root."""
     if not name:
         return module
-    model.set_submodule(name, module)
+    set_submodule(model, name, module)
     return model
 
 

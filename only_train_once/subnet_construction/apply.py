@@ -135,7 +135,8 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     return spec
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` at dotted path ``name`` (``nn.Module.set_submodule`` only exists from torch 2.5)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
 
@@ -146,7 +147,7 @@ def _replace_attention_modules(model: nn.Module, plan: PruningPlan, spec: Subnet
     for name, head_dim in head_dims.items():
         prefix = name + "." if name else ""
         if any(t.startswith(prefix + "in_proj_") or t.startswith(prefix + "out_proj.") for t in plan.keep):
-            _set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name), head_dim))
+            set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name), head_dim))
             spec.replaced_modules[name] = {"class": "PrunedMultiheadAttention", "head_dim": head_dim}
 
 
@@ -175,7 +176,7 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
     for name, description in spec.replaced_modules.items():
         if description.get("class") != "PrunedMultiheadAttention":
             raise ValueError(f"unknown replacement module {description.get('class')!r} for {name}")
-        _set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name),
+        set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name),
                                                                          int(description["head_dim"])))
     modules = dict(model.named_modules())
     for module_name, attributes in spec.attributes.items():
