@@ -17,6 +17,16 @@ logger = logging.getLogger(__name__)
 UNTRACED_KEY = -1  # group key of the parameters the traced forward never read
 _ACCESSORY_OPS = frozenset({"batchnorm", "instancenorm", "groupnorm", "layernorm", "rmsnorm", "prelu"})
 
+#: Fragments of pin reasons that mean the analyzer could not prove a group zero-invariant (a layout it does not
+#: follow, or a size the model hard-codes), as opposed to groups that pruning would really change (model outputs,
+#: normalised or mixed axes). Groups pinned for these are reported, since a model edit or a report may free them.
+_CONSERVATIVE_REASONS = (
+    "a concatenated space is reshaped", "a product space is split", "a space is both a product and a concatenation",
+    "incompatible factorizations", "incompatible concatenations", "only one factor of a product space",
+    "splits with fixed sizes", "uses the fixed size", "computes size", "size mismatch", "more dims than the result",
+    "written by __setitem__",
+)
+
 
 def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
     """Run the space analysis on ``graph`` and fill ``graph.node_groups`` (id -> :class:`NodeGroup`).
@@ -33,6 +43,7 @@ def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
             if group.id not in node.node_group_ids:
                 node.node_group_ids.append(group.id)
     _report_unknown_operators(graph, analysis)
+    _report_conservative_groups(groups)
     return graph.node_groups
 
 
@@ -55,6 +66,37 @@ def _report_unknown_operators(graph, analysis: SpaceAnalysis) -> None:
             "operator '%s'%s is not understood by the dependency analyzer; the channels it touches are left "
             "unprunable. If this operator should be prunable through, please report it with this message.%s",
             unknown.call_name, where, f" Detail: {unknown.detail}" if unknown.detail else "")
+
+
+def _conservative_reason(group: NodeGroup) -> Optional[str]:
+    """The group's conservative pin reason, if it is pinned for nothing else."""
+    reasons = [part for reason in group.unprunable_reasons for part in reason.split("; ")]
+    conservative = [r for r in reasons if any(fragment in r for fragment in _CONSERVATIVE_REASONS)]
+    others = [r for r in reasons if r not in conservative and not r.endswith("of a pinned space")
+              and r != "joined with a pinned space"]
+    return conservative[0] if conservative and not others else None
+
+
+def _report_conservative_groups(groups: List[NodeGroup]) -> None:
+    by_reason: "OrderedDict[str, List[NodeGroup]]" = OrderedDict()
+    for group in groups:
+        if group.is_prunable or not group.trainable_members():
+            continue
+        reason = _conservative_reason(group)
+        if reason is not None:
+            by_reason.setdefault(reason, []).append(group)
+    if not by_reason:
+        return
+    shown = list(by_reason.items())[:3]
+    details = "; ".join(f"{len(pinned)} (e.g. {pinned[0].trainable_members()[0].name}): {reason}"
+                        for reason, pinned in shown)
+    if len(by_reason) > len(shown):
+        details += f"; and {len(by_reason) - len(shown)} more reasons"
+    logger.warning(
+        "%d pruning groups are left unprunable because the dependency analyzer cannot prove them zero-invariant: "
+        "%s. The compressed model stays exact; each group's `unprunable_reasons` lists why. A size hard-coded in "
+        "the model can be read from a module attribute or the tensor's shape instead; for a layout the analyzer "
+        "does not follow, please report it with this message.", sum(map(len, by_reason.values())), details)
 
 
 class _GroupBuilder:

@@ -188,6 +188,23 @@ def test_unknown_operator_is_reported_and_its_channels_left_unprunable(caplog):
     assert group_by_param(oto, "mid.weight").is_prunable
 
 
+def test_groups_pinned_by_an_analyzer_limitation_are_reported(caplog):
+    from sanity_check.backends import DemoNetGroupNormCase3  # GroupNorm over concatenated channels
+
+    with caplog.at_level(logging.WARNING):
+        oto = OTO(DemoNetGroupNormCase3(), IMAGE)
+    assert not prunable_groups(oto)
+    reports = [r.message for r in caplog.records if "cannot prove them zero-invariant" in r.message]
+    assert len(reports) == 1 and "5 pruning groups" in reports[0] and "a concatenated space is reshaped" in reports[0]
+
+
+def test_structurally_pinned_groups_are_not_reported(caplog):
+    with caplog.at_level(logging.WARNING):
+        build(models.LayerNormStream, torch.randn(2, 6))
+        build(models.ShiftedActivation, IMAGE)
+    assert not any("cannot prove them zero-invariant" in r.message for r in caplog.records)
+
+
 ZERO_INVARIANCE_CASES = [
     (models.ConvBN, IMAGE), (models.Residual, IMAGE), (models.Concat, IMAGE), (models.Depthwise, IMAGE),
     (models.GroupedConv, IMAGE), (models.ConvTranspose, IMAGE), (models.EmbeddingMLP, torch.randint(0, 20, (2, 5))),
