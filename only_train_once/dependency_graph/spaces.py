@@ -183,6 +183,9 @@ class SpaceSet:
             if regrouped is not None:
                 return regrouped
         if root.segments is not None:
+            factors = self._factor_segments(root, sizes, origin)
+            if factors is not None:
+                return factors
             self.pin(root, "a concatenated space is reshaped")
             return [self.new(s, origin, pinned=True) for s in sizes]
         factors = [self.new(s, origin) for s in sizes]
@@ -191,6 +194,24 @@ class SpaceSet:
             for f in factors:
                 self.pin(f, "factor of a pinned space")
         return factors
+
+    def _factor_segments(self, root: Space, sizes: List[int], origin: str) -> Optional[List[Space]]:
+        """Factor a concatenation whose segments each cover whole outer blocks (GroupNorm or a grouped conv over
+        concatenated channels): every segment is factored alike, the inner factors of all segments are one
+        space, and the outer factor is the concatenation of the segments' outer factors. The root keeps its
+        segments (each now a product), so resolution through them gives the same owners. None if a segment
+        boundary falls inside a block."""
+        block = math.prod(sizes[1:])
+        if len(sizes) < 2 or any(segment.size % block for segment in root.segments):
+            return None
+        per_segment = [self.factor(segment, [segment.size // block] + sizes[1:], origin)
+                       for segment in list(root.segments)]
+        first = per_segment[0]
+        for factors in per_segment[1:]:
+            for shared, other in zip(first[1:], factors[1:]):
+                self.union(shared, other)
+        outer = self.concat([factors[0] for factors in per_segment], origin, from_concat=root.from_concat)
+        return [outer] + first[1:]
 
     def _regroup(self, flat: List[Space], sizes: List[int]) -> Optional[List[Space]]:
         """Group consecutive flat factors into products of ``sizes`` (e.g. [3, H, D] as [3, H*D])."""

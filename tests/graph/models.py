@@ -231,6 +231,24 @@ class GroupNormNet(nn.Module):
         return self.head(F.silu(self.norm(self.conv(x))))
 
 
+class GroupNormOverConcat(nn.Module):
+    """GroupNorm (groups of 4 channels) over cat([a, b]); ``a`` also feeds a conv of its own. With 16 + 8
+    channels every group lies in one branch: ``a`` has 4 units of 4 channels, ``b`` 2. With 6 + 6 a group
+    straddles the boundary, and everything is kept."""
+
+    def __init__(self, channels_a=16, channels_b=8):
+        super().__init__()
+        self.conv_a = nn.Conv2d(3, channels_a, 3, padding=1)
+        self.conv_b = nn.Conv2d(3, channels_b, 3, padding=1)
+        self.norm = nn.GroupNorm((channels_a + channels_b) // 4, channels_a + channels_b)
+        self.side = nn.Conv2d(channels_a, 2, 1)
+        self.head = nn.Conv2d(channels_a + channels_b, 2, 1)
+
+    def forward(self, x):
+        a, b = F.relu(self.conv_a(x)), F.relu(self.conv_b(x))
+        return self.head(F.silu(self.norm(torch.cat([a, b], 1)))) + self.side(a)
+
+
 class LayerNormStream(nn.Module):
     """LayerNorm over the channels of a Linear: those channels are pinned (normalised together)."""
 

@@ -188,14 +188,28 @@ def test_unknown_operator_is_reported_and_its_channels_left_unprunable(caplog):
     assert group_by_param(oto, "mid.weight").is_prunable
 
 
-def test_groups_pinned_by_an_analyzer_limitation_are_reported(caplog):
-    from sanity_check.backends import DemoNetGroupNormCase3  # GroupNorm over concatenated channels
+def test_groupnorm_over_concatenated_channels_prunes_whole_groups_per_branch(tmp_path):
+    _, oto = build(models.GroupNormOverConcat, IMAGE)
+    conv_a, conv_b = group_by_param(oto, "conv_a.weight"), group_by_param(oto, "conv_b.weight")
+    assert conv_a.is_prunable and conv_a.num_groups == 4
+    assert conv_b.is_prunable and conv_b.num_groups == 2 and conv_b is not conv_a
+    norm = group_by_param(oto, "norm.weight")
+    assert norm.is_auxiliary and {g.id for g in norm.dependent_node_groups} == {conv_a.id, conv_b.id}
+    assert check_zero_invariance(models.GroupNormOverConcat, IMAGE) == 2
+    oto = assert_lossless_subnet(models.GroupNormOverConcat().eval(), IMAGE, str(tmp_path), sparsity=0.5)
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    # 2 of a's 4 units go (b keeps both: random_set_zero_groups zeroes pairs of units)
+    assert compressed.norm.num_channels == 16 and compressed.norm.num_groups == 4
+    assert compressed.side.in_channels == compressed.conv_a.out_channels == 8  # a consumer of a alone
 
+
+def test_groupnorm_straddling_a_concat_boundary_is_kept_and_reported(caplog):
     with caplog.at_level(logging.WARNING):
-        oto = OTO(DemoNetGroupNormCase3(), IMAGE)
-    assert not prunable_groups(oto)
+        _, oto = build(lambda: models.GroupNormOverConcat(6, 6), IMAGE)
+    assert not group_by_param(oto, "conv_a.weight").is_prunable
+    assert not group_by_param(oto, "conv_b.weight").is_prunable
     reports = [r.message for r in caplog.records if "cannot prove them zero-invariant" in r.message]
-    assert len(reports) == 1 and "5 pruning groups" in reports[0] and "a concatenated space is reshaped" in reports[0]
+    assert len(reports) == 1 and "a concatenated space is reshaped" in reports[0]
 
 
 def test_structurally_pinned_groups_are_not_reported(caplog):
