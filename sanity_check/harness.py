@@ -94,14 +94,18 @@ def _onnx_diff(path: str, expected: List[torch.Tensor], dummy_input: Any) -> flo
 
 
 def run_case(backbone, mode: str, out_dir: str, seed: int = 0, sparsity: Optional[float] = None,
-             visualize: bool = True, onnx: bool = False) -> CaseResult:
-    """Run one case; never raises (failures are recorded in the result)."""
+             visualize: bool = True, onnx: bool = False, reference_marks: bool = True) -> CaseResult:
+    """Run one case; never raises (failures are recorded in the result).
+
+    ``reference_marks=False`` skips the backbone's ``unprunable_param_*`` lists (the reference tests' own marks),
+    so that everything the analyzer finds prunable is pruned and checked.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     result = CaseResult(backbone.name, mode, tolerance=backbone.tolerance)
     start = time.perf_counter()
     try:
-        _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, result)
+        _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, reference_marks, result)
         result.passed = result.max_diff <= backbone.tolerance and (
             result.onnx_max_diff is None or result.onnx_max_diff <= result.onnx_bound)
     except Exception as error:  # a sanity runner reports every failure instead of stopping at the first
@@ -110,7 +114,7 @@ def run_case(backbone, mode: str, out_dir: str, seed: int = 0, sparsity: Optiona
     return result
 
 
-def _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, result: CaseResult) -> None:
+def _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, reference_marks, result: CaseResult) -> None:
     case_dir = os.path.join(out_dir, f"{backbone.name}_{mode}")
     os.makedirs(case_dir, exist_ok=True)
     model = backbone.build(seed).eval()
@@ -118,7 +122,7 @@ def _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, result: CaseR
         model_to_quantize_model(model, quant_mode=mode)
     dummy_input = backbone.example_input(seed)
     oto = OTO(model, dummy_input)
-    unprunable = backbone.unprunable_names(model)
+    unprunable = backbone.unprunable_names(model) if reference_marks else []
     if unprunable:
         oto.mark_unprunable_by_param_names(unprunable)
     groups = list(oto._graph.node_groups.values())

@@ -6,6 +6,8 @@ from sanity_check.harness import MODES, run_case
 from sanity_check.registry import BACKBONES
 
 ONNX_SUBSET = ("vgg7_bn", "resnet20_cifar10", "demonet_concat_case1", "bert", "llama", "vit_tiny")
+MARKED = [name for name, backbone in BACKBONES.items()
+          if backbone.unprunable_param_names or backbone.unprunable_param_pattern]
 
 
 def _check(result):
@@ -17,6 +19,14 @@ def _check(result):
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_backbone_subnet_is_lossless(name, mode, tmp_path):
     _check(run_case(BACKBONES[name], mode, str(tmp_path), visualize=mode == "float"))
+
+
+@pytest.mark.parametrize("mode", ["float", "weight_and_activation"])
+@pytest.mark.parametrize("name", MARKED)
+def test_backbone_without_the_reference_marks_is_lossless(name, mode, tmp_path):
+    """The reference tests mark some groups unprunable by hand; without those marks the analyzer must still only
+    find groups that can really be removed."""
+    _check(run_case(BACKBONES[name], mode, str(tmp_path), visualize=False, reference_marks=False))
 
 
 @pytest.mark.parametrize("mode", ["float", "weight_and_activation"])

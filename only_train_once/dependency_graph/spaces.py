@@ -128,15 +128,25 @@ class SpaceSet:
         return ra
 
     def _unify_factors(self, root: Space, fa: List[Space], fb: List[Space]) -> None:
-        if [f.size for f in fa] == [f.size for f in fb]:
-            root.factors = fa
-            for x, y in zip(fa, fb):
-                self.union(x, y)
-        else:
-            root.factors = fa
+        root.factors = fa
+        pairs = list(zip(fa, fb)) if [f.size for f in fa] == [f.size for f in fb] else self._refined_pairs(fa, fb)
+        if pairs is None:
             self.pin(root, f"incompatible factorizations {[f.size for f in fa]} vs {[f.size for f in fb]}")
             for f in fb:
                 self.pin(f, "incompatible factorizations")
+            return
+        for x, y in pairs:
+            self.union(x, y)
+
+    def _refined_pairs(self, fa: List[Space], fb: List[Space]) -> Optional[List[Tuple[Space, Space]]]:
+        """Both factorizations split to their common refinement, piece by piece (None if there is none)."""
+        strides = _common_strides([f.size for f in fa], [f.size for f in fb])
+        if strides is None:
+            return None
+        pieces_a, pieces_b = self._split_to(fa, strides, "refine"), self._split_to(fb, strides, "refine")
+        if [p.size for p in pieces_a] != [p.size for p in pieces_b]:
+            return None
+        return list(zip(pieces_a, pieces_b))
 
     def _unify_segments(self, root: Space, sa: List[Space], sb: List[Space]) -> None:
         bounds = sorted(set(_boundaries(sa)) | set(_boundaries(sb)))
@@ -182,6 +192,11 @@ class SpaceSet:
             regrouped = self._regroup(current, sizes)
             if regrouped is not None:
                 return regrouped
+            refined = self._refine_factors(current, sizes, origin)
+            if refined is not None:
+                return refined
+            self.pin(root, f"incompatible factorizations {[f.size for f in current]} vs {sizes}")
+            return [self.new(s, origin, pinned=True) for s in sizes]
         if root.segments is not None:
             factors = self._factor_segments(root, sizes, origin)
             if factors is not None:
@@ -194,6 +209,28 @@ class SpaceSet:
             for f in factors:
                 self.pin(f, "factor of a pinned space")
         return factors
+
+    def _refine_factors(self, current: List[Space], sizes: List[int], origin: str) -> Optional[List[Space]]:
+        """Reconcile a second factorization with the existing one (GroupNorm(2) and GroupNorm(4) over the same
+        channels): split the existing factors down to the common refinement of both, then group it as ``sizes``
+        asks. None when the two have no common refinement."""
+        strides = _common_strides([f.size for f in current], sizes)
+        if strides is None:
+            return None
+        return self._regroup(self._split_to(current, strides, origin), sizes)
+
+    def _split_to(self, factors: List[Space], strides: List[int], origin: str) -> List[Space]:
+        """``factors`` split at every stride of ``strides`` (descending, a refinement of theirs); size-1 spaces,
+        which own no unit, are left out."""
+        pieces: List[Space] = []
+        stride = math.prod(f.size for f in factors)
+        for factor in factors:
+            inner = stride // factor.size
+            bounds = [t for t in strides if inner <= t <= stride]
+            sizes = [outer // next_inner for outer, next_inner in zip(bounds, bounds[1:])]
+            pieces.extend(self.factor(factor, sizes, origin) if len(sizes) > 1 else [factor])
+            stride = inner
+        return [piece for piece in pieces if piece.size > 1]
 
     def _factor_segments(self, root: Space, sizes: List[int], origin: str) -> Optional[List[Space]]:
         """Factor a concatenation whose segments each cover whole outer blocks (GroupNorm or a grouped conv over
@@ -413,6 +450,23 @@ def _cumulative(sizes: Sequence[int]) -> List[int]:
         total += s
         bounds.append(total)
     return bounds
+
+
+def _inner_products(sizes: Sequence[int]) -> List[int]:
+    """The stride of every factor of a mixed-radix product of ``sizes`` (outermost first), and the total."""
+    strides = [math.prod(sizes)]
+    for size in sizes:
+        strides.append(strides[-1] // size)
+    return strides
+
+
+def _common_strides(a: Sequence[int], b: Sequence[int]) -> Optional[List[int]]:
+    """Strides (descending) of the common refinement of two factorizations of one size, or None if a stride of
+    one does not divide the next (2 x 3 and 3 x 2 have none)."""
+    strides = sorted(set(_inner_products(a)) | set(_inner_products(b)), reverse=True)
+    if any(outer % inner for outer, inner in zip(strides, strides[1:])):
+        return None
+    return strides
 
 
 def _boundaries(segments: Sequence[Space]) -> List[int]:

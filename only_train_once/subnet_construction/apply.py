@@ -63,9 +63,19 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> N
                     store[key] = replacements[id(tensor)]
 
 
+def _stored_weight(module) -> torch.Tensor:
+    """The weight as stored. Hook-based spectral and weight normalisation keep it in ``weight_orig`` /
+    ``weight_v`` and recompute ``weight`` before each forward, so right after pruning ``weight`` is stale."""
+    for name in ("weight_orig", "weight_v"):
+        stored = module._parameters.get(name)
+        if stored is not None:
+            return stored
+    return module.weight
+
+
 # Module attribute updates, by node op name: (module type, updater(module, node, input channels after pruning)).
 def _update_conv(module, node, kept_in: int) -> Dict[str, Any]:
-    weight = module.weight
+    weight = _stored_weight(module)
     if module.transposed:
         return {"in_channels": weight.shape[0], "out_channels": weight.shape[1] * module.groups}
     groups = kept_in // weight.shape[1]
@@ -73,7 +83,8 @@ def _update_conv(module, node, kept_in: int) -> Dict[str, Any]:
 
 
 def _update_linear(module, node, kept_in: int) -> Dict[str, Any]:
-    return {"in_features": module.weight.shape[1], "out_features": module.weight.shape[0]}
+    weight = _stored_weight(module)
+    return {"in_features": weight.shape[1], "out_features": weight.shape[0]}
 
 
 def _update_norm(module, node, kept_in: int) -> Dict[str, Any]:

@@ -249,6 +249,21 @@ class GroupNormOverConcat(nn.Module):
         return self.head(F.silu(self.norm(torch.cat([a, b], 1)))) + self.side(a)
 
 
+class TwoGroupNorms(nn.Module):
+    """GroupNorm(``first``) then GroupNorm(``second``) over the same 64 channels: a unit must be whole groups of
+    both, i.e. groups of the coarser one."""
+
+    def __init__(self, first=2, second=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 64, 3, padding=1)
+        self.norm_1 = nn.GroupNorm(first, 64)
+        self.norm_2 = nn.GroupNorm(second, 64)
+        self.head = nn.Conv2d(64, 2, 1)
+
+    def forward(self, x):
+        return self.head(F.relu(self.norm_2(F.relu(self.norm_1(self.conv(x))))))
+
+
 class LayerNormStream(nn.Module):
     """LayerNorm over the channels of a Linear: those channels are pinned (normalised together)."""
 

@@ -203,6 +203,20 @@ def test_groupnorm_over_concatenated_channels_prunes_whole_groups_per_branch(tmp
     assert compressed.side.in_channels == compressed.conv_a.out_channels == 8  # a consumer of a alone
 
 
+@pytest.mark.parametrize("first, second, units", [(4, 8, 4), (8, 4, 4), (8, 16, 8), (16, 8, 8), (8, 8, 8)])
+def test_two_groupnorms_over_the_same_channels_prune_whole_groups_of_both(first, second, units, tmp_path):
+    factory = lambda: models.TwoGroupNorms(first, second)  # noqa: E731
+    _, oto = build(factory, IMAGE)
+    group = group_by_param(oto, "conv.weight")
+    assert group.is_prunable and group.num_groups == units
+    for seed in range(3):
+        oto = assert_lossless_subnet(factory().eval(), IMAGE, str(tmp_path / str(seed)), sparsity=0.5, seed=seed)
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    pruned_units = units // 2  # random_set_zero_groups at 0.5 (an even count here)
+    assert compressed.conv.out_channels == 64 - pruned_units * (64 // units)
+    assert compressed.norm_1.num_groups == first - pruned_units * first // units
+
+
 def test_groupnorm_straddling_a_concat_boundary_is_kept_and_reported(caplog):
     with caplog.at_level(logging.WARNING):
         _, oto = build(lambda: models.GroupNormOverConcat(6, 6), IMAGE)
