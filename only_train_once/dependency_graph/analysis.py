@@ -22,7 +22,7 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 
 import numpy as np
 
-from ..graph.trace import TracedInt, ValueRef
+from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation import catalogue
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
 from .spaces import Owners, Space, SpaceSet
@@ -135,6 +135,7 @@ class SpaceAnalysis:
         self._refresh()
         self._check_splits()
         self._check_literal_shapes()
+        self._check_size_scalars()
         self._refresh()
         self._zero_flow()
         self._refresh()
@@ -264,6 +265,22 @@ class SpaceAnalysis:
         if len(units) != 1 or not same_units:
             self.pin(out_axes[axis], f"{where} computes size {int(literal)} from module attributes that pruning "
                                      "does not rewrite")
+
+    def _check_size_scalars(self) -> None:
+        """A number computed from a size and used as a value (``attn * c ** -0.5`` with ``c = x.shape[1]``,
+        ``x.sum(1) / c``) changes when that size is pruned, so the size is pinned."""
+        rewritten = {(u.module_name, u.attribute): u for u in self.literal_updates}
+        for node in self.graph.nodes.values():
+            arithmetic = node.op_kind is not None and node.op_kind.op_name in _ARITHMETIC_OPS
+            for scalar in _size_scalars((node.call.args, node.call.kwargs), arithmetic):
+                reason = (f"'{node.call.name}' in {node.scope or 'the model'} uses {float(scalar):.4g}, computed "
+                          "from a size that pruning changes")
+                for kind, where, axis in scalar.sources:
+                    if kind == "shape" and where in self._axes:
+                        self.pin(self.axes(where)[axis], reason)
+                    elif kind == "attr" and (where, axis) in rewritten:
+                        update = rewritten[(where, axis)]
+                        self.pin(self.axes(update.value_id)[update.axis], reason)
 
     # -- zero flow ------------------------------------------------------------------------------------
     def _zero_flow(self) -> None:
@@ -496,6 +513,22 @@ def _exact_attribute(literal) -> Optional[Tuple[str, str]]:
         if kind == "attr":
             return module_name, attribute
     return None
+
+
+_ARITHMETIC_OPS = frozenset({"mul", "div", "add", "pow"})
+
+
+def _size_scalars(template, arithmetic: bool):
+    """The traced numbers among a call's arguments used as values: every :class:`TracedFloat`, and the
+    :class:`TracedInt` operands of arithmetic calls (elsewhere ints are sizes and dims, checked on their own)."""
+    if isinstance(template, TracedFloat) or (arithmetic and isinstance(template, TracedInt)):
+        yield template
+    elif isinstance(template, (list, tuple)):
+        for item in template:
+            yield from _size_scalars(item, arithmetic)
+    elif isinstance(template, dict):
+        for item in template.values():
+            yield from _size_scalars(item, arithmetic)
 
 
 def _has_shape_source(literal) -> bool:

@@ -56,21 +56,63 @@ class TracedInt(int):
         return obj
 
     def _derived(self, value, other):
+        sources = self.sources | getattr(other, "sources", frozenset())
+        if isinstance(value, float):
+            return TracedFloat(value, sources)
         if not isinstance(value, int) or isinstance(value, bool):
             return value
-        return TracedInt(value, self.sources | getattr(other, "sources", frozenset()))
+        return TracedInt(value, sources)
 
-    def __add__(self, other): return self._derived(int.__add__(self, other), other)
-    def __radd__(self, other): return self._derived(int.__radd__(self, other), other)
-    def __sub__(self, other): return self._derived(int.__sub__(self, other), other)
-    def __rsub__(self, other): return self._derived(int.__rsub__(self, other), other)
-    def __mul__(self, other): return self._derived(int.__mul__(self, other), other)
-    def __rmul__(self, other): return self._derived(int.__rmul__(self, other), other)
-    def __floordiv__(self, other): return self._derived(int.__floordiv__(self, other), other)
-    def __rfloordiv__(self, other): return self._derived(int.__rfloordiv__(self, other), other)
-    def __mod__(self, other): return self._derived(int.__mod__(self, other), other)
+    def _apply(self, name: str, other):
+        value = getattr(int, name)(self, other)
+        if value is NotImplemented and isinstance(other, float):  # c * 0.5: the float's reflected op would drop us
+            value = getattr(float, name)(float(self), other)
+        return self._derived(value, other)
+
+    def __add__(self, other): return self._apply("__add__", other)
+    def __radd__(self, other): return self._apply("__radd__", other)
+    def __sub__(self, other): return self._apply("__sub__", other)
+    def __rsub__(self, other): return self._apply("__rsub__", other)
+    def __mul__(self, other): return self._apply("__mul__", other)
+    def __rmul__(self, other): return self._apply("__rmul__", other)
+    def __floordiv__(self, other): return self._apply("__floordiv__", other)
+    def __rfloordiv__(self, other): return self._apply("__rfloordiv__", other)
+    def __mod__(self, other): return self._apply("__mod__", other)
+    def __truediv__(self, other): return self._apply("__truediv__", other)
+    def __rtruediv__(self, other): return self._apply("__rtruediv__", other)
+    def __pow__(self, other, modulo=None):
+        return self._apply("__pow__", other) if modulo is None else int.__pow__(self, other, modulo)
+    def __rpow__(self, other): return self._apply("__rpow__", other)
     def __neg__(self): return TracedInt(-int(self), self.sources)
     def __reduce__(self): return (int, (int(self),))
+
+
+class TracedFloat(float):
+    """A ``float`` computed from traced ints (``c ** -0.5`` with ``c = x.shape[1]``): a scale that changes when
+    those sizes are pruned. ``sources`` as :class:`TracedInt`'s."""
+
+    def __new__(cls, value: float, sources: frozenset):
+        obj = float.__new__(cls, value)
+        obj.sources = sources
+        return obj
+
+    def _derived(self, value, other):
+        if not isinstance(value, float):
+            return value
+        return TracedFloat(value, self.sources | getattr(other, "sources", frozenset()))
+
+    def __add__(self, other): return self._derived(float.__add__(self, other), other)
+    def __radd__(self, other): return self._derived(float.__radd__(self, other), other)
+    def __sub__(self, other): return self._derived(float.__sub__(self, other), other)
+    def __rsub__(self, other): return self._derived(float.__rsub__(self, other), other)
+    def __mul__(self, other): return self._derived(float.__mul__(self, other), other)
+    def __rmul__(self, other): return self._derived(float.__rmul__(self, other), other)
+    def __truediv__(self, other): return self._derived(float.__truediv__(self, other), other)
+    def __rtruediv__(self, other): return self._derived(float.__rtruediv__(self, other), other)
+    def __pow__(self, other, modulo=None): return self._derived(float.__pow__(self, other, modulo), other)
+    def __rpow__(self, other): return self._derived(float.__rpow__(self, other), other)
+    def __neg__(self): return TracedFloat(-float(self), self.sources)
+    def __reduce__(self): return (float, (float(self),))
 
 
 @dataclass

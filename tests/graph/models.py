@@ -264,6 +264,27 @@ class TwoGroupNorms(nn.Module):
         return self.head(F.relu(self.norm_2(F.relu(self.norm_1(self.conv(x))))))
 
 
+class SpatialAttention(nn.Module):
+    """Single-head attention over pixels with 1x1 q/k/v (a diffusion UNet's AttnBlock). The scale is
+    ``c ** -0.5`` from the input's channel count (``scale_from_size``), or the constant for 16 channels."""
+
+    def __init__(self, scale_from_size=True):
+        super().__init__()
+        self.scale_from_size = scale_from_size
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.q, self.k, self.v = nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 1)
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        b, c, h, w = x.shape
+        q = self.q(x).reshape(b, c, h * w).transpose(1, 2)
+        k, v = self.k(x).reshape(b, c, h * w), self.v(x).reshape(b, c, h * w)
+        scale = c ** -0.5 if self.scale_from_size else 0.25
+        out = torch.bmm(v, torch.softmax(torch.bmm(q, k) * scale, dim=-1).transpose(1, 2)).reshape(b, c, h, w)
+        return self.head(x + out)
+
+
 class LayerNormStream(nn.Module):
     """LayerNorm over the channels of a Linear: those channels are pinned (normalised together)."""
 

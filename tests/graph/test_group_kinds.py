@@ -217,6 +217,15 @@ def test_two_groupnorms_over_the_same_channels_prune_whole_groups_of_both(first,
     assert compressed.norm_1.num_groups == first - pruned_units * first // units
 
 
+def test_a_scale_computed_from_a_channel_count_pins_those_channels(tmp_path):
+    _, oto = build(models.SpatialAttention, IMAGE)
+    stem = group_by_param(oto, "stem.weight")
+    assert not stem.is_prunable and "computed from a size that pruning changes" in stem.unprunable_reasons[0]
+    _, oto = build(lambda: models.SpatialAttention(scale_from_size=False), IMAGE)
+    assert group_by_param(oto, "stem.weight").is_prunable
+    assert_lossless_subnet(models.SpatialAttention(scale_from_size=False).eval(), IMAGE, str(tmp_path), sparsity=0.5)
+
+
 def test_groupnorm_straddling_a_concat_boundary_is_kept_and_reported(caplog):
     with caplog.at_level(logging.WARNING):
         _, oto = build(lambda: models.GroupNormOverConcat(6, 6), IMAGE)
