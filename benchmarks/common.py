@@ -6,6 +6,7 @@ same run, because these machines are noisy.
 
 from __future__ import annotations
 
+import gc
 import os
 import statistics
 import sys
@@ -66,13 +67,18 @@ def elapsed(fn: Callable[[], object]) -> float:
 
 
 def interleaved(functions: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Dict[str, float]:
-    """Median seconds of each function, measured round-robin so that machine noise hits all of them alike."""
+    """Median seconds of each function, measured round-robin so that machine noise hits all of them alike.
+
+    Garbage left by the previous sample is collected before each one, outside the timing: a full collection
+    (100+ ms with torch loaded) would otherwise land on whichever function happens to trigger it.
+    """
     for _ in range(warmup):
         for fn in functions.values():
             fn()
     samples: Dict[str, List[float]] = {name: [] for name in functions}
     for _ in range(repeats):
         for name, fn in functions.items():
+            gc.collect()
             samples[name].append(elapsed(fn))
     return {name: statistics.median(values) for name, values in samples.items()}
 

@@ -55,7 +55,7 @@ def measure(factory, dummy_input, quantized: bool, repeats: int) -> tuple:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--quick", action="store_true", help="skip the decoder cases")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
