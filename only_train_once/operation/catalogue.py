@@ -755,8 +755,7 @@ _UNARY_PRESERVING = ["relu", "relu_", "relu6", "gelu", "silu", "silu_", "tanh", 
                      "type_as", "detach", "detach_", "requires_grad_", "cpu", "cuda", "neg", "negative", "abs",
                      "sign", "sin", "round", "floor", "ceil", "trunc", "sqrt", "square", "threshold", "softshrink",
                      "hardshrink", "tanhshrink", "erf", "arctan", "atan", "asin", "arcsin", "sinh", "view_as_real",
-                     "data",
-                     "nan_to_num", "rrelu", "relu6_"]
+                     "data", "nan_to_num", "rrelu", "relu6_"]
 _UNARY_GENERATING = ["sigmoid", "sigmoid_", "exp", "exp_", "cos", "softplus", "log", "log_", "log1p", "expm1",
                      "reciprocal", "rsqrt", "hardsigmoid", "logsigmoid", "cosh", "erfc", "exp2", "logit"]
 _ELEMENTWISE_MUL = ["mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply", "__and__", "logical_and"]

@@ -393,8 +393,7 @@ class GETA(BaseHybridSparseOptimizer):
                 clipped = self._clip_helper(values, params[layer.index("q_m_wt")].detach(),
                                             None if t_index is None else params[t_index].detach())
                 part.clipped = clipped
-                scaled = torch.div(clipped, _magnitude(params[layer.index("d_quant_wt")], values))
-                residual = torch.round(scaled).sub_(scaled).reshape(-1)
+                residual = _residual_of_clipped(clipped, params[layer.index("d_quant_wt")]).reshape(-1)
                 residual_grad, residual_sq = torch.dot(residual, grad), torch.dot(residual, residual)
             else:
                 clipped = values
@@ -485,8 +484,7 @@ class GETA(BaseHybridSparseOptimizer):
     @staticmethod
     def _residual_helper(weight: Tensor, d_quant: Tensor, q_m: Tensor, t_quant: Optional[Tensor] = None) -> Tensor:
         """``Res(W) = round(C(W)/d) - C(W)/d`` (``= sign(W) * (round(v/d) - v/d)``, ``v = min(|W|, q_m)^t``)."""
-        scaled = GETA._clip_helper(weight, q_m, t_quant).div_(_magnitude(d_quant, weight))
-        return torch.round(scaled).sub_(scaled)
+        return _residual_of_clipped(GETA._clip_helper(weight, q_m, t_quant), d_quant)
 
     # -- bit widths ---------------------------------------------------------------------------------------
     def get_bitwidth_dict(self, param_group: dict) -> Dict[str, Dict[str, int]]:
@@ -568,6 +566,12 @@ class GETA(BaseHybridSparseOptimizer):
 def _magnitude(scalar: Tensor, like: Tensor) -> Tensor:
     """``max(|scalar|, MIN_MAGNITUDE)`` in ``like``'s dtype and device: how the quantizer reads ``d`` and ``q_m``."""
     return scalar.detach().to(device=like.device, dtype=like.dtype).abs().clamp_min(MIN_MAGNITUDE)
+
+
+def _residual_of_clipped(clipped: Tensor, d_quant: Tensor) -> Tensor:
+    """``round(C/d) - C/d`` for clipped values ``C`` (a new tensor; ``clipped`` is left as it is)."""
+    scaled = torch.div(clipped, _magnitude(d_quant, clipped))
+    return torch.round(scaled).sub_(scaled)
 
 
 def _check_bits(low_name: str, high_name: str, low, high) -> None:

@@ -37,45 +37,45 @@ def layer_bit_widths(model) -> Dict[str, Tuple[int, int]]:
             if hasattr(m, "weight_bit") and hasattr(m, "activation_bit")}
 
 
-def _plot_bits(bits: Dict[str, Tuple[int, int]], path: str) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(bits)
-    positions = np.arange(len(names))
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.2))
-    axis.bar(positions - 0.2, [bits[n][0] for n in names], 0.4, label="weights")
-    axis.bar(positions + 0.2, [min(bits[n][1], 32) for n in names], 0.4, label="activations")
-    axis.set_xticks(positions, names, rotation=60, ha="right", fontsize=7)
-    axis.set_ylabel("bits")
-    axis.set_title("Bit width per layer")
+    return plt
+
+
+def _save_bar_chart(plt, figure, axis, positions, labels: List[str], ylabel: str, title: str, path: str) -> None:
+    axis.set_xticks(positions, labels, rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
+def _plot_bits(bits: Dict[str, Tuple[int, int]], path: str) -> None:
+    plt = _pyplot()
+    names = list(bits)
+    positions = np.arange(len(names))
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 2), 3.2))
+    axis.bar(positions - 0.2, [bits[n][0] for n in names], 0.4, label="weights")
+    axis.bar(positions + 0.2, [min(bits[n][1], 32) for n in names], 0.4, label="activations")
+    _save_bar_chart(plt, figure, axis, positions, names, "bits", "Bit width per layer", path)
+
+
 def _plot_units(rows: List[Tuple[str, int, int]], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     positions = np.arange(len(rows))
     kept = [r[2] for r in rows]
     pruned = [r[1] - r[2] for r in rows]
     figure, axis = plt.subplots(figsize=(max(4.0, 0.35 * len(rows) + 2), 3.2))
     axis.bar(positions, kept, 0.7, label="kept")
     axis.bar(positions, pruned, 0.7, bottom=kept, label="pruned", color="#d9d9d9")
-    axis.set_xticks(positions, [r[0] for r in rows], rotation=60, ha="right", fontsize=7)
-    axis.set_ylabel("units (channels, heads, ...)")
-    axis.set_title("Kept units per pruning group")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save_bar_chart(plt, figure, axis, positions, [r[0] for r in rows], "units (channels, heads, ...)",
+                    "Kept units per pruning group", path)
 
 
 def _graph_picture(oto, out_dir: str) -> str:
