@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# The CPU wheel first, so that nothing pulls a multi-GB CUDA build.
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,demo]"
+	# timm and torchvision without their dependencies (torchvision would replace the CPU torch; see tests/thirdparty.py)
+	$(PY) -m pip install --quiet --no-deps timm==1.0.31 torchvision==0.28.0
 	touch $(STAMP)
 
 demo: $(STAMP)
