@@ -387,6 +387,10 @@ class SpaceAnalysis:
         channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
         produced = self.units(out_axes[channel_axis])
         passed = nz(x) if name != "embedding" else frozenset()
+        if name in ("conv", "convtranspose", "linear") and node.value_arg(2, "bias") is not None:
+            # The bias reaches every position of the other axes: a Linear over the token axis (MLP-Mixer) makes
+            # the pruned channels it carries equal to its bias.
+            passed = passed | (self.value_units(out) - produced)
         if weight is not None and self.graph.values[weight].requires_grad:
             return passed - produced
         return passed | produced

@@ -179,6 +179,14 @@ def call_name(func: Callable) -> str:
     return name or type(func).__name__
 
 
+def write_through_view(base: torch.Tensor, written_view: torch.Tensor) -> torch.Tensor:
+    """Marker call recorded after an in-place write into a view of ``base``: ``base`` now holds the write."""
+    return base
+
+
+WRITE_THROUGH_VIEW = "write_through_view"
+
+
 def _is_inplace(name: str, kwargs: dict) -> bool:
     if "out" in kwargs and kwargs["out"] is not None:
         return True
@@ -283,7 +291,22 @@ class _Recorder(TorchFunctionMode):
         module = self.scope_modules[-1] if self.scope_modules else None
         self.calls.append(TracedCall(call_id, func, name, arg_template, kwarg_template, inputs, outputs,
                                      scope_names, module, inplace))
+        if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
+            self._record_view_write(args[0]._base, outputs[0])
         return out
+
+    def _record_view_write(self, base: torch.Tensor, written: str) -> None:
+        """``y.select(1, 3).add_(1)`` changes ``y``: later reads of ``y`` must see the write, so the base gets a
+        new version produced by a :func:`write_through_view` call reading the written view."""
+        old = self._value_of.get(id(base))
+        if old is None or self.values[old].kind in ("param", "buffer"):
+            return
+        call_id = f"node-{len(self.calls)}"
+        new = self._new_value(base, "activation", producer=call_id)
+        module = self.scope_modules[-1] if self.scope_modules else None
+        self.calls.append(TracedCall(call_id, write_through_view, WRITE_THROUGH_VIEW,
+                                     (ValueRef(old), ValueRef(written)), {}, [old, written], [new],
+                                     self.scope_names, module, True))
 
 
 def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0) -> None:

@@ -520,6 +520,34 @@ def setitem(ctx, node) -> None:
     ctx.set_axes(_out(node), axes)
 
 
+def select(ctx, node) -> None:
+    """``x.select(dim, i)``: one constant index of ``dim`` (pinned); the other axes pass through."""
+    source = node.value_arg(0, "input")
+    axes = list(ctx.axes(source))
+    dim = _norm_dim(int(node.arg(1, "dim")), len(axes))
+    ctx.pin(axes[dim], "indexed by a constant")
+    ctx.set_axes(_out(node), axes[:dim] + axes[dim + 1:])
+
+
+def narrow(ctx, node) -> None:
+    """``x.narrow(dim, start, length)``: a constant slice of ``dim`` (pinned unless it keeps everything)."""
+    source = node.value_arg(0, "input")
+    axes = list(ctx.axes(source))
+    dim = _norm_dim(int(node.arg(1, "dim")), len(axes))
+    out = _out(node)
+    if ctx.shape(out)[dim] != ctx.shape(source)[dim]:
+        ctx.pin(axes[dim], "sliced by constants")
+        axes[dim] = ctx.spaces.new(ctx.shape(out)[dim], "narrow", pinned=True)
+    ctx.set_axes(out, axes)
+
+
+def view_write(ctx, node) -> None:
+    """The base of a view written in place (:func:`~only_train_once.graph.trace.write_through_view`): the base
+    keeps its spaces; the view's axes are related to them by the view calls that made it, and the write's
+    zeros flow as a union (a pruned slice stays zero only if both the old base and the written view keep it)."""
+    ctx.set_axes(_out(node), ctx.axes(node.value_arg(0, "base")))
+
+
 def expand(ctx, node) -> None:
     source = node.value_arg(0, "input")
     in_shape, out_shape = ctx.shape(source), ctx.shape(_out(node))
@@ -549,18 +577,31 @@ def repeat(ctx, node) -> None:
 
 
 def pool(ctx, node) -> None:
-    """Pooling and resizing: channel-wise, spatial axes replaced."""
+    """Pooling and resizing: the trailing window axes (1, 2 or 3 by the call's name; all but two for resizes) are
+    mixed, so they are pinned and replaced; the leading axes pass through. ``avg_pool1d`` over a (B, L, D)
+    feature axis or ``avg_pool3d`` over (B, 1, C, H, W) pins those channels."""
     source = node.value_arg(0, "input")
     axes = ctx.axes(source)
+    window = _window_rank(node.call.name, len(axes))
+    for axis in axes[len(axes) - window:]:
+        ctx.pin(axis, f"{node.call.name} pools over it")
     for out in node.outputs:
         shape = ctx.shape(out)
-        spatial = [ctx.spaces.new(s, node.op_name, pinned=True) for s in shape[2:]]
-        ctx.set_axes(out, list(axes[:2]) + spatial)
+        kept = list(axes[:len(axes) - window])
+        spatial = [ctx.spaces.new(s, node.op_name, pinned=True) for s in shape[len(kept):]]
+        ctx.set_axes(out, kept + spatial)
     name = node.call.name
     if "adaptive" in name:
         out_spatial = ctx.shape(_out(node))[2:]
         if all(s == 1 for s in out_spatial):
             node.op_name = "globalaveragepool" if "avg" in name else "globalmaxpool"
+
+
+def _window_rank(call_name: str, ndim: int) -> int:
+    for rank in (1, 2, 3):
+        if f"pool{rank}d" in call_name:
+            return min(rank, ndim)
+    return max(ndim - 2, 0)
 
 
 def pad(ctx, node) -> None:
@@ -800,6 +841,11 @@ OP_KINDS.update(_kinds(["chunk", "split", "tensor_split", "split_with_sizes"], O
 OP_KINDS.update(_kinds(["unbind"], OpKind("unbind", unbind, PRESERVE)))
 OP_KINDS.update(_kinds(["__getitem__"], OpKind("slice", getitem, PRESERVE)))
 OP_KINDS.update(_kinds(["__setitem__"], OpKind("setitem", setitem, GENERATE)))
+OP_KINDS.update(_kinds(["select"], OpKind("slice", select, PRESERVE)))
+OP_KINDS.update(_kinds(["narrow"], OpKind("slice", narrow, PRESERVE)))
+OP_KINDS.update(_kinds(["write_through_view"], OpKind("viewwrite", view_write, CONCAT)))
+OP_KINDS.update(_kinds(["fill_", "fill"], OpKind("fill", passthrough, GENERATE)))
+OP_KINDS.update(_kinds(["zero_"], OpKind("elementwise", passthrough, PRESERVE)))
 OP_KINDS.update(_kinds(["expand", "expand_as", "broadcast_to"], OpKind("expand", expand, PRESERVE)))
 OP_KINDS.update(_kinds(["repeat", "tile", "repeat_interleave"], OpKind("repeat", repeat, PRESERVE)))
 OP_KINDS.update(_kinds(["max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices",
