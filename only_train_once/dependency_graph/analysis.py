@@ -309,6 +309,10 @@ class SpaceAnalysis:
             return units - self.units(self.axes(value_id)[self.owner_axis[value_id]])
         return units
 
+    def pin_units(self, units, reason: str) -> None:
+        """Pin the prunable unit spaces ``units`` (uids), for zero rules."""
+        self._pin_units(units, reason)
+
     def _pin_units(self, units, reason: str) -> None:
         for uid in sorted(units):
             self.pin(self.unit_space(uid), reason)
@@ -318,6 +322,8 @@ class SpaceAnalysis:
         category = kind.zero
         if node.id in self._generating:
             category = GENERATE
+        elif kind.zero_rule is not None:
+            return kind.zero_rule(self, node, out, nz)
         if category == PRESERVE:
             return nz(refs[0]) if refs else self.value_units(out)
         if category == GENERATE:

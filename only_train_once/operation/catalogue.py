@@ -260,8 +260,14 @@ def matvec(ctx, node) -> None:
 
 
 def batch_norm(ctx, node) -> None:
+    """batch_norm / instance_norm: per-channel statistics. With batch statistics (``training=True``, as in
+    weight-standardised convolutions: ``batch_norm(w.reshape(1, out, -1), training=True)``) or per instance,
+    every other axis is averaged over, so it is pinned: a standardised conv pins its input channels."""
     x = node.value_arg(0, "input")
     axes = ctx.axes(x)
+    if node.call.name == "instance_norm" or node.arg(5, "training", False):
+        for axis in axes[2:]:
+            ctx.pin(axis, f"{node.call.name} computes statistics over it")
     for index, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
         ref = node.value_arg(index, name)
         if ref is not None:
@@ -440,6 +446,8 @@ def split(ctx, node) -> None:
     ndim = len(axes)
     dim = _norm_dim(int(node.arg(2, "dim", 0) or 0), ndim)
     sizes = [ctx.shape(o)[dim] for o in node.outputs]
+    if node.call.name == "chunk" and len(sizes) > 1 and len(set(sizes)) == 1:
+        return _equal_chunks(ctx, node, axes, dim, len(sizes))
     parts = ctx.spaces.split(axes[dim], sizes, node.call.name)
     if parts is None:
         ctx.pin(axes[dim], f"{node.call.name} does not align with earlier splits")
@@ -449,6 +457,17 @@ def split(ctx, node) -> None:
         out_axes[dim] = part
         ctx.set_axes(out, out_axes)
     ctx.record_split(node, parts)
+
+
+def _equal_chunks(ctx, node, axes, dim: int, count: int) -> None:
+    """``chunk`` re-splits into equal parts after pruning, so index i of every part is pruned together: the axis
+    is the product (chunk, index in chunk), the chunk factor pinned and the index shared by all outputs."""
+    chunks, inner = ctx.spaces.factor(axes[dim], [count, ctx.shape(node.outputs[0])[dim]], "chunk")
+    ctx.pin(chunks, "chunk count")
+    for out in node.outputs:
+        out_axes = list(axes)
+        out_axes[dim] = inner
+        ctx.set_axes(out, out_axes)
 
 
 def unbind(ctx, node) -> None:
@@ -622,11 +641,12 @@ def reduction(ctx, node) -> None:
     source = node.value_arg(0, "input")
     axes = ctx.axes(source)
     ndim = len(axes)
-    dim = node.arg(1, "dim")
+    first = 2 if node.call.name in P_NORMS else 1  # norms take their order before dim
+    dim = node.arg(first, "dim")
     reduced = _dims_arg(dim, ndim) if not isinstance(dim, ValueRef) else list(range(ndim))
     node.cfg_params["reduced_axes"] = reduced
-    keepdim = bool(node.arg(2, "keepdim", False))
-    if node.call.name not in SUM_LIKE:
+    keepdim = bool(node.arg(first + 1, "keepdim", False))
+    if not _blind_to_zero_slices(node):
         for k in reduced:
             ctx.pin(axes[k], f"{node.call.name} over it depends on how many channels there are")
     for out in node.outputs:
@@ -641,6 +661,35 @@ def reduction(ctx, node) -> None:
 
 
 SUM_LIKE = frozenset({"sum", "nansum"})
+P_NORMS = frozenset({"norm", "linalg_vector_norm", "vector_norm"})
+
+
+def _blind_to_zero_slices(node) -> bool:
+    """Whether removing all-zero slices along the reduced axes leaves the result unchanged: sums, and p-norms
+    with p >= 0 (``x.norm(dim=1)``; a negative p, or -inf, is driven by the zeros)."""
+    name = node.call.name
+    if name in SUM_LIKE:
+        return True
+    if name in P_NORMS:
+        return _nonnegative_order(node.arg(1, "p" if name == "norm" else "ord", 2))
+    return False
+
+
+def _nonnegative_order(order) -> bool:
+    if order is None or order == "fro":
+        return True
+    return isinstance(order, (int, float)) and not isinstance(order, bool) and order >= 0
+
+
+def normalize(ctx, node) -> None:
+    """``F.normalize(x, p, dim)``: x / ||x||_p along ``dim``. Zero slices neither change the norm (p >= 0) nor
+    stop being zero, so the axis stays prunable; a negative p pins it."""
+    source = node.value_arg(0, "input")
+    axes = ctx.axes(source)
+    if not _nonnegative_order(node.arg(1, "p", 2.0)):
+        dim = node.arg(2, "dim", 1)
+        ctx.pin(axes[_norm_dim(int(dim), len(axes))], "normalize with a negative order")
+    ctx.set_axes(_out(node), axes)
 
 
 def along_axis(ctx, node) -> None:
@@ -725,6 +774,80 @@ def multi_head_attention(ctx, node) -> None:
         if ref is not None:
             ctx.pin_value(ref, "attention mask")
     node.cfg_params.update({"num_heads": num_heads, "head_dim": head_dim})
+
+
+def _einsum_operands(node) -> List[str]:
+    items = list(node.call.args[1:])
+    if len(items) == 1 and isinstance(items[0], (list, tuple)):
+        items = list(items[0])
+    return [item.value_id for item in items if isinstance(item, ValueRef)]
+
+
+def _einsum_letters(equation: str, ndims: Sequence[int]) -> Optional[tuple]:
+    """Per-operand and output subscripts, ``...`` expanded to numbered batch letters; None if malformed."""
+    equation = equation.replace(" ", "")
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(ndims):
+        return None
+    widest = max((n - len(t.replace("...", "")) for t, n in zip(terms, ndims) if "..." in t), default=0)
+    ellipsis = [f"...{k}" for k in range(widest)]
+
+    def expand(term: str, ndim: Optional[int]) -> List[str]:
+        head, dots, tail = term.partition("...")
+        if not dots:
+            return list(term)
+        span = (ndim - len(head) - len(tail)) if ndim is not None else widest
+        return list(head) + ellipsis[widest - span:] + list(tail)
+
+    operands = [expand(t, n) for t, n in zip(terms, ndims)]
+    if any(len(letters) != n for letters, n in zip(operands, ndims)):
+        return None
+    if arrow:
+        result = expand(output, None)
+    else:
+        counts: Dict[str, int] = {}
+        for letters in operands:
+            for letter in letters:
+                counts[letter] = counts.get(letter, 0) + 1
+        result = ellipsis + sorted(k for k, c in counts.items() if c == 1 and not k.startswith("..."))
+    return operands, result
+
+
+def einsum(ctx, node) -> None:
+    """``einsum`` read from its equation: axes sharing a letter are one space; the output takes its letters'
+    spaces. Contracted letters are checked by the zero rule (:func:`einsum_zero`)."""
+    refs = _einsum_operands(node)
+    parsed = _einsum_letters(str(node.call.args[0]), [len(ctx.shape(r)) for r in refs])
+    if parsed is None:
+        return unknown(ctx, node)
+    operands, result = parsed
+    spaces: Dict[str, object] = {}
+    for ref, letters in zip(refs, operands):
+        for letter, axis, size in zip(letters, ctx.axes(ref), ctx.shape(ref)):
+            if size == 1:
+                continue
+            spaces[letter] = axis if letter not in spaces else ctx.spaces.union(spaces[letter], axis)
+    out = _out(node)
+    ctx.set_axes(out, [spaces[letter] if letter in spaces and size > 1 else ctx.spaces.new(size, "einsum", True)
+                       for letter, size in zip(result, ctx.shape(out))])
+    node.cfg_params["einsum_contracted"] = [spaces[k] for k in spaces if k not in result]
+
+
+def einsum_zero(ctx, node, out: str, nz) -> frozenset:
+    """A product of its operands: an output unit is zero where an operand holding it is zero; a contracted unit
+    must be zero in some operand, else removing it would change the sum."""
+    refs = _einsum_operands(node)
+    for space in node.cfg_params.get("einsum_contracted", []):
+        units = ctx.units(space)
+        live = units.intersection(*[nz(r) | (units - ctx.value_units(r)) for r in refs]) if refs else units
+        ctx.pin_units(live, f"'einsum' in {node.scope or 'the model'} contracts pruned slices that are not zero")
+    result = set()
+    for uid in ctx.value_units(out):
+        holders = [r for r in refs if uid in ctx.value_units(r)]
+        if all(uid in nz(r) for r in holders):
+            result.add(uid)
+    return frozenset(result)
 
 
 def quantize(ctx, node) -> None:
@@ -815,6 +938,7 @@ OP_KINDS.update(_kinds(["conv_transpose1d", "conv_transpose2d", "conv_transpose3
 OP_KINDS.update(_kinds(["linear"], OpKind("linear", linear, STEM, True, linear_macs)))
 OP_KINDS.update(_kinds(["matmul", "__matmul__", "bmm", "mm", "addmm", "__rmatmul__"],
                        OpKind("matmul", matmul, CUSTOM, False, matmul_macs)))
+OP_KINDS.update(_kinds(["einsum"], OpKind("einsum", einsum, CUSTOM, zero_rule=einsum_zero)))
 OP_KINDS.update(_kinds(["mv", "dot", "vdot", "inner"], OpKind("matvec", matvec, CUSTOM)))
 OP_KINDS.update(_kinds(["batch_norm"], OpKind("batchnorm", batch_norm, AFFINE_NORM)))
 OP_KINDS.update(_kinds(["instance_norm"], OpKind("instancenorm", batch_norm, AFFINE_NORM)))
@@ -857,9 +981,11 @@ OP_KINDS.update(_kinds(["interpolate", "upsample", "upsample_nearest", "upsample
                        OpKind("resize", pool, PRESERVE)))
 OP_KINDS.update(_kinds(["pad"], OpKind("pad", pad, PRESERVE)))
 OP_KINDS.update(_kinds(["mean", "sum", "nansum", "amax", "amin", "max", "min", "std", "var", "prod", "norm",
+                        "linalg_vector_norm", "vector_norm",
                         "logsumexp", "argmax", "argmin", "all", "any"], OpKind("reduce", reduction, CUSTOM)))
 OP_KINDS.update(_kinds(["softmax", "log_softmax", "softmin", "cumsum", "cumprod", "sort", "argsort", "topk",
-                        "normalize", "flip", "roll", "cummax"], OpKind("softmax", along_axis, GENERATE)))
+                        "flip", "roll", "cummax"], OpKind("softmax", along_axis, GENERATE)))
+OP_KINDS.update(_kinds(["normalize"], OpKind("normalize", normalize, PRESERVE)))
 OP_KINDS.update(_kinds(["pixel_shuffle", "pixel_unshuffle"], OpKind("depthtospace", pixel_shuffle, PRESERVE)))
 OP_KINDS.update(_kinds(["scaled_dot_product_attention"], OpKind("attention", sdpa, CUSTOM, False, sdpa_macs)))
 OP_KINDS.update(_kinds(["multi_head_attention_forward"],

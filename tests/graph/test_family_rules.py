@@ -1,0 +1,131 @@
+"""Operator rules that third-party families need (issue 14): each layout compresses losslessly where pruning keeps
+the function, and pins exactly the channels it must. Outputs are scaled by 1e-4 and compared relatively."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from only_train_once import OTO
+from tests.compression_check import compress_and_compare
+
+SMALL = 1e-4
+IMAGE = (2, 3, 5, 5)
+TOKENS = (2, 4, 8)
+
+
+class ChunkThenConcat(nn.Module):
+    """Half the channels go through a conv, half pass (CSP / GhostNet / HGNet style)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        kept, processed = self.a(x).chunk(2, 1)
+        return self.c(torch.cat([kept, F.relu(self.b(processed))], 1)) * SMALL
+
+
+class L2Normalised(nn.Module):
+    def __init__(self, how: str):
+        super().__init__()
+        self.how, self.a, self.c = how, nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.a(x)
+        if self.how == "normalize":
+            y = F.normalize(y, dim=1)
+        elif self.how == "norm":
+            y = y / y.norm(dim=1, keepdim=True)
+        else:
+            y = y / torch.linalg.vector_norm(y, 2, 1, True)
+        return self.c(y) * SMALL
+
+
+class EinsumAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        q, k = self.q(x), self.k(x)
+        weights = torch.einsum("bnd,bmd->bnm", q, k).softmax(-1)
+        return self.out(torch.einsum("...nm,...md->...nd", weights, q)) * SMALL
+
+
+class EinsumNonzeroContraction(nn.Module):
+    """The contracted channels meet a constant-one operand: pruned zeros would be summed away only in one
+    operand's slices, which is fine; here both operands are nonzero there, so the channels are pinned."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.c = nn.Linear(8, 8), nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = torch.sigmoid(self.a(x))  # sigmoid(0) = 0.5: pruned channels are not zero here
+        return self.c(torch.einsum("bnd,bmd->bnm", y, y)) * SMALL
+
+
+class StdConv(nn.Conv2d):
+    """A weight-standardised conv (timm's StdConv2d / ScaledStdConv2d)."""
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                              momentum=0.0, eps=1e-6).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias)
+
+
+class WeightStandardised(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), StdConv(8, 8, 3), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return self.c(F.relu(self.b(F.relu(self.a(x))))) * SMALL
+
+
+def _prunable_prefixes(model, shape):
+    torch.manual_seed(0)
+    oto = OTO(model.eval(), torch.randn(shape))
+    return {name.split(".")[0] for group in oto.get_param_groups() if group["is_prunable"]
+            for name in group["p_names"]}
+
+
+def _compress(model, shape, tmp_path):
+    torch.manual_seed(1)
+    return compress_and_compare(model.eval(), torch.randn(shape), str(tmp_path), torch.randn(shape))
+
+
+@pytest.mark.parametrize("model, shape, prunable", [
+    (ChunkThenConcat, IMAGE, {"a", "b"}),
+    (lambda: L2Normalised("normalize"), IMAGE, {"a"}),
+    (lambda: L2Normalised("norm"), IMAGE, {"a"}),
+    (lambda: L2Normalised("vector_norm"), IMAGE, {"a"}),
+    (EinsumAttention, TOKENS, {"q", "k"}),
+    (WeightStandardised, IMAGE, {"b"}),
+], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised"])
+def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
+    torch.manual_seed(0)
+    assert _prunable_prefixes(model(), shape) == prunable
+    torch.manual_seed(0)
+    result = _compress(model(), shape, tmp_path)
+    assert result.lossless and result.smaller, result
+
+
+def test_einsum_contraction_over_nonzero_pruned_slices_is_pinned(tmp_path):
+    torch.manual_seed(0)
+    assert _prunable_prefixes(EinsumNonzeroContraction(), TOKENS) == set()
+    result = _compress(EinsumNonzeroContraction(), TOKENS, tmp_path)
+    assert result.lossless, result
+
+
+def test_normalize_with_a_negative_order_pins_the_axis():
+    class NegativeOrder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            return self.c(F.normalize(self.a(x), p=-1.0, dim=1))
+
+    assert _prunable_prefixes(NegativeOrder(), IMAGE) == set()
