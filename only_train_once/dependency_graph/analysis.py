@@ -405,8 +405,8 @@ class SpaceAnalysis:
         x = refs[0]
         channel_units = self.units(self.axes(x)[1])
         name = node.op_kind.op_name
-        weight_index = {"batchnorm": 3, "instancenorm": 3, "groupnorm": 2}[name]
-        weight = node.value_arg(weight_index, "weight")
+        weight_index = node.op_kind.weight_index
+        weight = node.value_arg(weight_index if weight_index is not None else -1, "weight")
         zeroed = weight is not None and self.graph.values[weight].requires_grad
         if name == "batchnorm" and not zeroed:
             return nz(x) | channel_units

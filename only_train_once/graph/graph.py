@@ -12,6 +12,7 @@ from torch import nn
 
 from ..operation import catalogue
 from ..operation.operator import Operator
+from ..operation.registry import opaque_call_name
 from .node import Node
 from .qadg import fold_quantizers
 from .trace import CaptureResult, capture
@@ -68,7 +69,7 @@ class Graph:
         if model is None:
             return
         self._index_model(model)
-        result = capture(model, dummy_input, self.module_names, self.tensor_names)
+        result = capture(model, dummy_input, self.module_names, self.tensor_names, opaque_call_name)
         self._build(result)
         fold_quantizers(self)
         self._remove_dead_nodes()

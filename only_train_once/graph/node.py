@@ -68,10 +68,11 @@ class Node:
         self._tensor_args = None
 
     def arg(self, index: int, name: str, default: Any = None) -> Any:
-        """The call's argument by position or keyword (a :class:`ValueRef` for tensors)."""
+        """The call's argument by position or keyword (a :class:`ValueRef` for tensors); a negative ``index``
+        looks up the keyword only."""
         if name in self.call.kwargs:
             return self.call.kwargs[name]
-        if index < len(self.call.args):
+        if 0 <= index < len(self.call.args):
             return self.call.args[index]
         return default
 

@@ -207,6 +207,7 @@ class _Recorder(TorchFunctionMode):
         self.scope_names: Tuple[str, ...] = ()  # names of the modules whose forward is running, outermost first
         self.scope_modules: List[nn.Module] = []
         self._names: Dict[Any, str] = {}  # traced callable -> call_name
+        self._paused = 0  # inside a module traced as one call (see record_module_call)
 
     # -- values ---------------------------------------------------------------------------------
     def _new_value(self, tensor: torch.Tensor, kind: str, producer: Optional[str] = None,
@@ -267,6 +268,8 @@ class _Recorder(TorchFunctionMode):
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        if self._paused:
+            return out
         name = self._names.get(func)
         if name is None:
             name = self._names[func] = call_name(func)
@@ -293,6 +296,29 @@ class _Recorder(TorchFunctionMode):
                                      scope_names, module, inplace))
         if inplace and isinstance(args[0], torch.Tensor) and args[0]._base is not None:
             self._record_view_write(args[0]._base, outputs[0])
+        return out
+
+    def run_as_one_call(self, module: nn.Module, call_name: str, forward: Callable, args: tuple,
+                        kwargs: dict) -> Any:
+        """Run a registered module's forward without recording its inner calls, then record it as one call whose
+        keyword arguments also hold the module's own parameters and buffers (by attribute name)."""
+        self._paused += 1
+        try:
+            out = forward(*args, **kwargs)
+        finally:
+            self._paused -= 1
+        produced: List[torch.Tensor] = []
+        self._outputs(out, produced)
+        if not produced or self._paused:
+            return out
+        tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+        inputs: List[str] = []
+        arg_template = self._template(tuple(args), inputs)
+        kwarg_template = {k: self._template(v, inputs) for k, v in {**kwargs, **tensors}.items()}
+        call_id = f"node-{len(self.calls)}"
+        outputs = [self._new_value(t, "activation", producer=call_id) for t in produced]
+        self.calls.append(TracedCall(call_id, forward, call_name, arg_template, kwarg_template, inputs, outputs,
+                                     self.scope_names, module))
         return out
 
     def _record_view_write(self, base: torch.Tensor, written: str) -> None:
@@ -356,12 +382,34 @@ def _trace_int_attributes(model: nn.Module, module_names: Dict[int, str]) -> Lis
     return swapped
 
 
+def _record_as_one_call(model: nn.Module, recorder: _Recorder,
+                        opaque_call_name: Callable[[nn.Module], Optional[str]]) -> List[Tuple[nn.Module, Any]]:
+    """Give every module whose class was registered (:func:`only_train_once.register_module`) an instance
+    ``forward`` that records it as one call; returns the patched modules with their own instance ``forward``
+    (None if they had none) to restore."""
+    patched = []
+    for module in model.modules():
+        call_name = opaque_call_name(module)
+        if call_name is None:
+            continue
+        forward = module.forward
+
+        def one_call(*args, _module=module, _name=call_name, _forward=forward, **kwargs):
+            return recorder.run_as_one_call(_module, _name, _forward, args, kwargs)
+
+        patched.append((module, module.__dict__.get("forward")))
+        module.forward = one_call
+    return patched
+
+
 def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
-            tensor_names: Dict[int, Tuple[str, str]]) -> CaptureResult:
+            tensor_names: Dict[int, Tuple[str, str]],
+            opaque_call_name: Optional[Callable[[nn.Module], Optional[str]]] = None) -> CaptureResult:
     """Run ``model`` once on ``dummy_input`` and record the computation.
 
     ``module_names`` maps ``id(module)`` to its name; ``tensor_names`` maps ``id(tensor)`` to
-    ``(name, "param" | "buffer")`` for the model's parameters and buffers.
+    ``(name, "param" | "buffer")`` for the model's parameters and buffers. ``opaque_call_name(module)`` names
+    the modules to record as one call each (None for the others).
     The model is put in eval mode for the capture and restored to its previous train/eval state.
     Raises :class:`GraphCaptureError` if the forward fails or returns no tensor.
     """
@@ -383,6 +431,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
 
     modes = {m: m.training for m in model.modules()}
     traced_attributes = _trace_int_attributes(model, module_names)
+    opaque = _record_as_one_call(model, recorder, opaque_call_name) if opaque_call_name is not None else []
     pre_handle = nn.modules.module.register_module_forward_pre_hook(enter)
     post_handle = nn.modules.module.register_module_forward_hook(leave)
     model.eval()
@@ -401,6 +450,11 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
             module.training = training  # train() would recurse into children once per module
         for module, name, value in traced_attributes:
             module.__dict__[name] = value
+        for module, own_forward in opaque:
+            if own_forward is None:
+                del module.forward
+            else:
+                module.forward = own_forward
     output_tensors: List[torch.Tensor] = []
     _flatten_structure(output, output_tensors, set())
     if not output_tensors:

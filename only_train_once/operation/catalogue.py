@@ -12,7 +12,9 @@ One :class:`OpKind` per operator family, looked up by the traced call's name (``
 * ``macs(node, ctx)``: multiply-accumulates of one call (FLOPs are reported as multiplications, as the
   reference does, so they equal MACs).
 
-Adding an operator means adding one entry to :data:`OP_KINDS`. A call that is not in the catalogue is
+Adding an operator means adding one entry to :data:`OP_KINDS` (users do it with
+:func:`only_train_once.register_operator` / :func:`only_train_once.register_module`, see
+:mod:`only_train_once.operation.registry`). A call that is not in the catalogue is
 reported and every space it touches is pinned, so it can never produce a wrong subnet.
 """
 
@@ -45,7 +47,8 @@ class OpKind:
     zero: str = PRESERVE
     is_stem: bool = False
     macs: Optional[Callable] = None
-    zero_rule: Optional[Callable] = None
+    zero_rule: Optional[Callable] = None  # zero_rule(ctx, node, output, nonzero) -> units that may be nonzero
+    weight_index: Optional[int] = None  # AFFINE_NORM: position of the affine weight (also found as ``weight=``)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -940,9 +943,9 @@ OP_KINDS.update(_kinds(["matmul", "__matmul__", "bmm", "mm", "addmm", "__rmatmul
                        OpKind("matmul", matmul, CUSTOM, False, matmul_macs)))
 OP_KINDS.update(_kinds(["einsum"], OpKind("einsum", einsum, CUSTOM, zero_rule=einsum_zero)))
 OP_KINDS.update(_kinds(["mv", "dot", "vdot", "inner"], OpKind("matvec", matvec, CUSTOM)))
-OP_KINDS.update(_kinds(["batch_norm"], OpKind("batchnorm", batch_norm, AFFINE_NORM)))
-OP_KINDS.update(_kinds(["instance_norm"], OpKind("instancenorm", batch_norm, AFFINE_NORM)))
-OP_KINDS.update(_kinds(["group_norm"], OpKind("groupnorm", group_norm, AFFINE_NORM)))
+OP_KINDS.update(_kinds(["batch_norm"], OpKind("batchnorm", batch_norm, AFFINE_NORM, weight_index=3)))
+OP_KINDS.update(_kinds(["instance_norm"], OpKind("instancenorm", batch_norm, AFFINE_NORM, weight_index=3)))
+OP_KINDS.update(_kinds(["group_norm"], OpKind("groupnorm", group_norm, AFFINE_NORM, weight_index=2)))
 OP_KINDS.update(_kinds(["layer_norm"], OpKind("layernorm", layer_norm, PRESERVE)))
 OP_KINDS.update(_kinds(["rms_norm"], OpKind("rmsnorm", layer_norm, PRESERVE)))
 OP_KINDS.update(_kinds(["embedding"], OpKind("embedding", embedding, STEM, False)))

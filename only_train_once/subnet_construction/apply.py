@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List
 import torch
 from torch import nn
 
+from ..operation.registry import MODULE_SHRINKS, ModuleShrink
 from .modules import PrunedMultiheadAttention
 from .plan import PruningPlan, kept_size
 
@@ -73,7 +74,7 @@ def _stored_weight(module) -> torch.Tensor:
     return module.weight
 
 
-# Module attribute updates, by node op name: (module type, updater(module, node, input channels after pruning)).
+# Module attribute updates of the built-in layers, by node op name (see operation.registry.ModuleShrink).
 def _update_conv(module, node, kept_in: int) -> Dict[str, Any]:
     weight = _stored_weight(module)
     if module.transposed:
@@ -103,16 +104,17 @@ def _update_prelu(module, node, kept_in: int) -> Dict[str, Any]:
     return {"num_parameters": module.weight.numel()}
 
 
-_UPDATERS: Dict[str, tuple] = {
-    "conv": (nn.modules.conv._ConvNd, _update_conv),
-    "convtranspose": (nn.modules.conv._ConvNd, _update_conv),
-    "linear": (nn.Linear, _update_linear),
-    "batchnorm": (nn.modules.batchnorm._NormBase, _update_norm),
-    "instancenorm": (nn.modules.batchnorm._NormBase, _update_norm),
-    "groupnorm": (nn.GroupNorm, _update_group_norm),
-    "embedding": (nn.Embedding, _update_embedding),
-    "prelu": (nn.PReLU, _update_prelu),
-}
+for _op_name, _shrink in {
+    "conv": ModuleShrink(nn.modules.conv._ConvNd, _update_conv),
+    "convtranspose": ModuleShrink(nn.modules.conv._ConvNd, _update_conv),
+    "linear": ModuleShrink(nn.Linear, _update_linear, input_channel_axis=-1),
+    "batchnorm": ModuleShrink(nn.modules.batchnorm._NormBase, _update_norm),
+    "instancenorm": ModuleShrink(nn.modules.batchnorm._NormBase, _update_norm),
+    "groupnorm": ModuleShrink(nn.GroupNorm, _update_group_norm),
+    "embedding": ModuleShrink(nn.Embedding, _update_embedding, input_channel_axis=-1),
+    "prelu": ModuleShrink(nn.PReLU, _update_prelu),
+}.items():
+    MODULE_SHRINKS.setdefault(_op_name, _shrink)
 
 
 def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
@@ -125,15 +127,15 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
                            if isinstance(m, nn.MultiheadAttention)}
     old_attributes = {}
     for node in graph.nodes.values():
-        entry = _UPDATERS.get(node.op_name)
+        shrink = MODULE_SHRINKS.get(node.op_name)
         module = node.call.module
-        if entry is None or not isinstance(module, entry[0]) or not node.inputs:
+        if shrink is None or not isinstance(module, shrink.module_type) or not node.inputs:
             continue
-        channel_axis = 1 if node.op_name not in ("linear", "embedding") else len(graph.shape(node.inputs[0])) - 1
+        channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
         old_attributes[id(module)] = (node, module, kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
     _replace_tensors(model, plan, spec)
     for node, module, kept_in in old_attributes.values():
-        updater: Callable = _UPDATERS[node.op_name][1]
+        updater: Callable = MODULE_SHRINKS[node.op_name].update
         for name, value in updater(module, node, kept_in).items():
             _set_attribute(spec, module_names[id(module)], module, name, value)
     _replace_attention_modules(model, plan, spec, attention_head_dims)
