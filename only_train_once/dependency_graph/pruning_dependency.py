@@ -44,6 +44,7 @@ def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
                 node.node_group_ids.append(group.id)
     _report_unknown_operators(graph, analysis)
     _report_conservative_groups(groups)
+    _report_nothing_prunable(groups)
     return graph.node_groups
 
 
@@ -97,6 +98,25 @@ def _report_conservative_groups(groups: List[NodeGroup]) -> None:
         "%s. The compressed model stays exact; each group's `unprunable_reasons` lists why. A size hard-coded in "
         "the model can be read from a module attribute or the tensor's shape instead; for a layout the analyzer "
         "does not follow, please report it with this message.", sum(map(len, by_reason.values())), details)
+
+
+def _report_nothing_prunable(groups: List[NodeGroup]) -> None:
+    """One warning at build time when no group can be pruned, naming the commonest reasons, so a model the
+    analyzer cannot compress is known before training rather than after."""
+    trainable = [g for g in groups if g.trainable_members()]
+    if not trainable or any(g.is_prunable for g in trainable):
+        return
+    counts: "OrderedDict[str, int]" = OrderedDict()
+    for group in trainable:
+        for reason in group.unprunable_reasons:
+            for part in reason.split("; "):
+                if part != "joined with a pinned space" and not part.endswith("of a pinned space"):
+                    counts[part] = counts.get(part, 0) + 1
+    common = sorted(counts.items(), key=lambda item: -item[1])[:3]
+    logger.warning(
+        "no pruning group of this model is prunable: training will quantize (if asked) but cannot remove "
+        "structures. Commonest reasons: %s. Each group's `unprunable_reasons` lists why; please report the model if "
+        "a layer should be prunable.", "; ".join(f"{reason} ({count} groups)" for reason, count in common) or "none")
 
 
 class _GroupBuilder:

@@ -120,8 +120,13 @@ class SpaceSet:
         if segments_a and segments_b:
             self._unify_segments(ra, segments_a, segments_b)
         if (ra.factors and ra.segments):
+            # Neither structure can be kept, so the parts of both are pinned too: a head factor of an attention
+            # output tied to a concatenated residual (EdgeNeXt's cross-covariance attention) must not stay prunable.
+            parts = ra.factors + ra.segments
             ra.factors, ra.segments = None, None
             self.pin(ra, "a space is both a product and a concatenation")
+            for part in parts:
+                self.pin(part, "a space is both a product and a concatenation")
         if pinned:
             ra.pinned = False
             self.pin(ra, "joined with a pinned space")

@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
+import torch
+
 from ..graph.trace import ValueRef
 
 # Zero-flow categories (see OpKind.zero).
@@ -488,8 +490,10 @@ def getitem(ctx, node) -> None:
     axes = list(ctx.axes(source))
     in_shape = ctx.shape(source)
     items = list(index) if isinstance(index, (tuple, list)) and not _is_int_list(index) else [index]
-    if any(isinstance(i, ValueRef) and ctx.shape(i.value_id) and len(ctx.shape(i.value_id)) > 0 for i in items) \
-            and len(items) > 1:
+    advanced = [i for i in items if isinstance(i, ValueRef) and len(ctx.shape(i.value_id)) > 0]
+    masks = [i for i in advanced if ctx.graph.values[i.value_id].dtype == torch.bool]
+    if len(advanced) > 1 or (advanced and any(isinstance(i, int) or i is None for i in items)) \
+            or any(len(ctx.shape(m.value_id)) > 1 for m in masks):
         return unknown(ctx, node)
     out_axes: List = []
     k = 0
@@ -512,8 +516,9 @@ def getitem(ctx, node) -> None:
                 out_axes.append(None)
             k += 1
         else:
+            # One tensor index (``table[:, idx]``): its own axes replace the indexed one, in place.
             ctx.pin(axes[k], "indexed by a tensor or list")
-            out_axes.append(None)
+            out_axes.extend([None] * _index_rank(ctx, item))
             k += 1
     out_axes.extend(axes[k:])
     out = _out(node)
@@ -522,6 +527,15 @@ def getitem(ctx, node) -> None:
         return unknown(ctx, node)
     ctx.set_axes(out, [a if a is not None else ctx.spaces.new(s, "getitem", pinned=True)
                        for a, s in zip(out_axes, out_shape)])
+
+
+def _index_rank(ctx, item) -> int:
+    """Output axes produced by one index item: a long index tensor's own axes; a boolean mask, one."""
+    if not isinstance(item, ValueRef):
+        return 1
+    if ctx.graph.values[item.value_id].dtype == torch.bool:
+        return 1
+    return len(ctx.shape(item.value_id))
 
 
 def _is_int_list(index) -> bool:
@@ -731,9 +745,24 @@ def sdpa(ctx, node) -> None:
     ctx.spaces.union(ka[-2], va[-2])
     mask = node.value_arg(3, "attn_mask")
     if mask is not None:
-        ctx.pin_value(mask, "attention mask")
+        _relate_attention_bias(ctx, mask, batch + [qa[-2], ka[-2]])
     ctx.set_axes(_out(node), batch + [qa[-2], va[-1]])
     ctx.pin(va[-1], "attention value head dimension")
+
+
+def _relate_attention_bias(ctx, mask: str, score_axes: List) -> None:
+    """An additive mask or bias broadcast onto the scores (batch..., heads, queries, keys): its full-size axes are
+    the scores' spaces, so a per-head bias (Swin's relative-position table, T5's relative_attention_bias) is pruned
+    with its heads; a broadcast or mismatched axis is pinned. Whatever a pruned head's bias is, its output is its
+    softmax times zero values, so the bias needs no zero check."""
+    axes, shape = ctx.axes(mask), ctx.shape(mask)
+    offset = len(score_axes) - len(shape)
+    for k, (axis, size) in enumerate(zip(axes, shape)):
+        target = score_axes[k + offset] if k + offset >= 0 else None
+        if target is not None and size == target.size and size > 1:
+            ctx.spaces.union(axis, target)
+        else:
+            ctx.pin(axis, "attention mask")
 
 
 def multi_head_attention(ctx, node) -> None:

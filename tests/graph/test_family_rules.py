@@ -129,3 +129,44 @@ def test_normalize_with_a_negative_order_pins_the_axis():
             return self.c(F.normalize(self.a(x), p=-1.0, dim=1))
 
     assert _prunable_prefixes(NegativeOrder(), IMAGE) == set()
+
+
+class HeadBiasAttention(nn.Module):
+    """Per-head relative-position bias gathered from a table and passed as the attention mask (Swin, MaxViT)."""
+
+    def __init__(self, tokens=4, heads=4, head_dim=2):
+        super().__init__()
+        self.heads, self.head_dim = heads, head_dim
+        self.qkv, self.proj = nn.Linear(8, 3 * heads * head_dim), nn.Linear(heads * head_dim, 2)
+        self.table = nn.Parameter(torch.randn(2 * tokens - 1, heads))
+        positions = torch.arange(tokens)
+        self.register_buffer("index", (positions[:, None] - positions[None, :] + tokens - 1).flatten())
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.table[self.index].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)) * SMALL
+
+
+def test_per_head_bias_table_is_pruned_with_its_heads(tmp_path):
+    torch.manual_seed(0)
+    oto = OTO(HeadBiasAttention().eval(), torch.randn(TOKENS))
+    heads = [g for g in oto.get_param_groups() if g["is_prunable"] and "table" in g["p_names"]]
+    assert len(heads) == 1 and heads[0]["num_groups"] == 4
+    assert heads[0]["p_axes"][heads[0]["p_names"].index("table")] == 1
+    torch.manual_seed(0)
+    result = _compress(HeadBiasAttention(), TOKENS, tmp_path)
+    assert result.lossless and result.smaller, result
+
+
+def test_a_space_both_product_and_concatenation_pins_the_factors():
+    from only_train_once.dependency_graph.spaces import SpaceSet
+
+    spaces = SpaceSet()
+    heads, head_dim = spaces.new(4, "heads"), spaces.new(12, "head dim", pinned=True)
+    merged = spaces.product([heads, head_dim], "attention output")
+    residual = spaces.concat([spaces.new(24, "a"), spaces.new(24, "b")])
+    spaces.union(residual, merged)
+    assert spaces.find(heads).pinned

@@ -42,12 +42,22 @@ def _timm(name: str, family: str, size: int = 64, default: bool = False, **kwarg
     return ZooModel(name, family, "timm", build, _image(kwargs.get("img_size", size)), default, kwargs)
 
 
+def _timm_class(name: str, family: str, module: str, cls: str, size: int = 32, **kwargs) -> ZooModel:
+    """A timm architecture built from its class, for entry points that fix the sizes we shrink."""
+    def build() -> nn.Module:
+        library = import_module(f"timm.models.{module}")
+        arguments = {key: getattr(library, value[1:]) if isinstance(value, str) and value.startswith("@") else value
+                     for key, value in kwargs.items()}
+        return getattr(library, cls)(num_classes=10, **arguments)
+    return ZooModel(name, family, "timm", build, _image(size), False, kwargs)
+
+
 def _transformers() -> Any:
     import_module("torchvision")  # transformers imports torchvision when it is installed
     return import_module("transformers")
 
 
-_TEXT = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+_TEXT = dict(vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
              max_position_embeddings=64)
 
 
@@ -139,34 +149,37 @@ _TIMM: List[ZooModel] = [
     _timm("fasternet_t0", "fasternet"),
     _timm("poolformer_s12", "metaformer"),
     _timm("poolformerv2_s12", "metaformer"),
-    _timm("convmixer_768_32", "convmixer", depth=2),
+    _timm_class("convmixer", "convmixer", "convmixer", "ConvMixer", dim=64, depth=2, kernel_size=3, patch_size=4),
     _timm("vit_tiny_patch16_224", "vit", patch_size=8, default=True, **_VISION_TRANSFORMER),
     _timm("deit_tiny_patch16_224", "vit", patch_size=8, **_VISION_TRANSFORMER),
     _timm("deit3_small_patch16_224", "vit", patch_size=8, **_VISION_TRANSFORMER),
     _timm("beit_base_patch16_224", "vit", patch_size=8, embed_dim=64, num_heads=4, **_VISION_TRANSFORMER),
     _timm("eva02_tiny_patch14_224", "vit", img_size=28, patch_size=7, depth=2),
     _timm("cait_xxs24_224", "vit", patch_size=8, **_VISION_TRANSFORMER),
-    _timm("mixer_s16_224", "mlp-mixer", img_size=32, patch_size=8, num_blocks=2),
-    _timm("resmlp_12_224", "mlp-mixer", img_size=32, patch_size=8, num_blocks=2),
-    _timm("gmlp_ti16_224", "mlp-mixer", img_size=32, patch_size=8, num_blocks=2),
+    _timm_class("mlp_mixer", "mlp-mixer", "mlp_mixer", "MlpMixer", img_size=32, patch_size=8, num_blocks=2,
+                embed_dim=64),
+    _timm_class("resmlp", "mlp-mixer", "mlp_mixer", "MlpMixer", img_size=32, patch_size=8, num_blocks=2,
+                embed_dim=64, mlp_ratio=4, block_layer="@ResBlock", norm_layer="@Affine"),
+    _timm_class("gmlp", "mlp-mixer", "mlp_mixer", "MlpMixer", img_size=32, patch_size=8, num_blocks=2, embed_dim=64,
+                mlp_ratio=6, block_layer="@SpatialGatingBlock", mlp_layer="@GatedMlp"),
     _timm("swin_tiny_patch4_window7_224", "swin", img_size=56, window_size=7, depths=(1, 1, 1, 1)),
     _timm("crossvit_tiny_240", "vit", size=240),
     _timm("pvt_v2_b0", "pvt"),
     _timm("twins_svt_small", "pvt", depths=(1, 1, 1, 1)),
-    _timm("coat_lite_tiny", "coat"),
+    _timm("coat_lite_tiny", "coat", img_size=64),
     _timm("levit_128s", "levit", img_size=64),
     _timm("mobilevit_xxs", "mobilevit"),
     _timm("mobilevitv2_050", "mobilevit"),
     _timm("efficientvit_b0", "efficientvit"),
     _timm("efficientvit_m0", "efficientvit", img_size=64),
     _timm("fastvit_t8", "fastvit"),
-    _timm("focalnet_tiny_srf", "focalnet", depths=(1, 1, 1, 1)),
+    _timm("focalnet_tiny_srf", "focalnet"),
     _timm("davit_tiny", "davit", depths=(1, 1, 1, 1)),
     _timm("hiera_tiny_224", "hiera", img_size=64),
     _timm("maxvit_nano_rw_256", "maxvit", img_size=64),
     _timm("coatnet_nano_rw_224", "maxvit", img_size=64),
-    _timm("tiny_vit_5m_224", "tinyvit", img_size=64),
-    _timm("efficientformer_l1", "efficientformer", size=64),
+    _timm("tiny_vit_5m_224", "tinyvit", size=64),
+    _timm("efficientformer_l1", "efficientformer", size=224),
     _timm("efficientformerv2_s0", "efficientformer", img_size=64),
     _timm("edgenext_xx_small", "edgenext"),
     _timm("xcit_nano_12_p16_224", "xcit", img_size=32, patch_size=8, depth=2),
@@ -198,7 +211,8 @@ _TRANSFORMERS: List[ZooModel] = [
                          intermediate_size=64, max_position_embeddings=16),
         vision_config=dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                            intermediate_size=64), projection_dim=16),
-    _hf("whisper", "whisper", "WhisperConfig", "WhisperModel", _whisper_input, vocab_size=128, num_mel_bins=16,
+    _hf("whisper", "whisper", "WhisperConfig", "WhisperModel", _whisper_input, vocab_size=128, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, num_mel_bins=16,
         d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=16, max_target_positions=16),
     _hf("wav2vec2", "wav2vec2", "Wav2Vec2Config", "Wav2Vec2Model", _audio, hidden_size=32, num_hidden_layers=2,
@@ -219,7 +233,7 @@ _TRANSFORMERS: List[ZooModel] = [
         depths=[1, 1], layer_type="bottleneck"),
     _hf("mobilevit", "mobilevit", "MobileViTConfig", "MobileViTModel", _pixels(64), hidden_sizes=[32, 48, 64],
         neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 80]),
-    _hf("gpt2", "gpt2", "GPT2Config", "GPT2Model", _tokens(), default=True, vocab_size=128, n_embd=32, n_layer=2,
+    _hf("gpt2", "gpt2", "GPT2Config", "GPT2Model", _tokens(), default=True, vocab_size=128, bos_token_id=1, eos_token_id=2, n_embd=32, n_layer=2,
         n_head=4, n_positions=64),
     _hf("opt", "opt", "OPTConfig", "OPTModel", _tokens(), vocab_size=128, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64),

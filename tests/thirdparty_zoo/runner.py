@@ -70,6 +70,8 @@ def _run_entry(entry: ZooModel, mode: str, seed: int) -> ZooResult:
     outcome = ZooResult(entry.name, entry.family, mode)
     collector = _WarningCollector()
     library_logger = logging.getLogger("only_train_once")
+    level = library_logger.level
+    library_logger.setLevel(logging.WARNING)  # collected even when the application logs errors only
     library_logger.addHandler(collector)
     start = time.perf_counter()
 
@@ -87,5 +89,6 @@ def _run_entry(entry: ZooModel, mode: str, seed: int) -> ZooResult:
         outcome.error = f"{type(error).__name__}: {str(error)[:300]}"
     finally:
         library_logger.removeHandler(collector)
+        library_logger.setLevel(level)
     outcome.seconds = time.perf_counter() - start
     return outcome
