@@ -109,7 +109,7 @@ def _audio(seed: int) -> Dict[str, torch.Tensor]:
 
 _VISION_TRANSFORMER = dict(img_size=32, depth=2)
 _TIMM: List[ZooModel] = [
-    _timm("resnet18", "resnet", default=True),
+    _timm("resnet18", "resnet"),
     _timm("resnet50", "resnet"),
     _timm("resnext26ts", "resnet"),
     _timm("res2net50_26w_4s", "resnet"),
@@ -128,8 +128,8 @@ _TIMM: List[ZooModel] = [
     _timm("ese_vovnet19b_dw", "vovnet"),
     _timm("hrnet_w18_small", "hrnet"),
     _timm("inception_v3", "inception", size=96),
-    _timm("mobilenetv2_050", "mobilenet", default=True),
-    _timm("mobilenetv3_small_050", "mobilenet"),
+    _timm("mobilenetv2_050", "mobilenet"),
+    _timm("mobilenetv3_small_050", "mobilenet", default=True),
     _timm("mobilenetv4_conv_small", "mobilenet"),
     _timm("mnasnet_050", "mobilenet"),
     _timm("lcnet_050", "mobilenet"),
@@ -222,7 +222,7 @@ _TRANSFORMERS: List[ZooModel] = [
         num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
     _hf("dinov2", "vit", "Dinov2Config", "Dinov2Model", _pixels(32), image_size=32, patch_size=8, hidden_size=32,
         num_hidden_layers=2, num_attention_heads=4, mlp_ratio=2),
-    _hf("swin", "swin", "SwinConfig", "SwinModel", _pixels(32), image_size=32, patch_size=2, embed_dim=16,
+    _hf("swin", "swin", "SwinConfig", "SwinModel", _pixels(32), default=True, image_size=32, patch_size=2, embed_dim=16,
         depths=[1, 1], num_heads=[2, 4], window_size=4),
     _hf("segformer", "segformer", "SegformerConfig", "SegformerModel", _pixels(32), num_encoder_blocks=2,
         depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], patch_sizes=[7, 3], strides=[4, 2],
