@@ -57,8 +57,8 @@ def _transformers() -> Any:
     return import_module("transformers")
 
 
-_TEXT = dict(vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-             max_position_embeddings=64)
+_TEXT = dict(vocab_size=128, pad_token_id=0, bos_token_id=1, eos_token_id=2, hidden_size=32, num_hidden_layers=2,
+             num_attention_heads=4, intermediate_size=64, max_position_embeddings=64)
 
 
 def _tokens(length: int = 8, vocab: int = 128, **extra: Callable[[torch.Generator], torch.Tensor]):
@@ -233,8 +233,8 @@ _TRANSFORMERS: List[ZooModel] = [
         depths=[1, 1], layer_type="bottleneck"),
     _hf("mobilevit", "mobilevit", "MobileViTConfig", "MobileViTModel", _pixels(64), hidden_sizes=[32, 48, 64],
         neck_hidden_sizes=[8, 16, 24, 32, 48, 64, 80]),
-    _hf("gpt2", "gpt2", "GPT2Config", "GPT2Model", _tokens(), default=True, vocab_size=128, bos_token_id=1, eos_token_id=2, n_embd=32, n_layer=2,
-        n_head=4, n_positions=64),
+    _hf("gpt2", "gpt2", "GPT2Config", "GPT2Model", _tokens(), default=True, vocab_size=128, bos_token_id=1,
+        eos_token_id=2, n_embd=32, n_layer=2, n_head=4, n_positions=64),
     _hf("opt", "opt", "OPTConfig", "OPTModel", _tokens(), vocab_size=128, hidden_size=32, num_hidden_layers=2,
         num_attention_heads=4, ffn_dim=64, word_embed_proj_dim=32, max_position_embeddings=64),
     _hf("llama", "llama", "LlamaConfig", "LlamaModel", _tokens(), num_key_value_heads=4, **_TEXT),

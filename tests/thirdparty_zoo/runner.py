@@ -82,9 +82,9 @@ def _run_entry(entry: ZooModel, mode: str, seed: int) -> ZooResult:
         torch.manual_seed(seed)
         model = entry.build()
         with tempfile.TemporaryDirectory() as out_dir:
-            outcome.result = compress_and_compare(model, entry.example_input(seed), out_dir, entry.example_input(seed + 1),
-                                                  quantize=mode != "float", seed=seed,
-                                                  before_zeroing=remember_build_warnings)
+            outcome.result = compress_and_compare(model, entry.example_input(seed), out_dir,
+                                                  entry.example_input(seed + 1), quantize=mode != "float",
+                                                  seed=seed, before_zeroing=remember_build_warnings)
     except Exception as error:  # the zoo reports every failure instead of stopping at the first
         outcome.error = f"{type(error).__name__}: {str(error)[:300]}"
     finally:
