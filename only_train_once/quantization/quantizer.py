@@ -23,6 +23,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function
 
+from . import fused
+
 __all__ = [
     "MIN_MAGNITUDE",
     "DEFAULT_CLIP_VAL",
@@ -271,10 +273,28 @@ def _check_threshold(q_s: Scalar) -> None:
         raise ValueError(f"Only the zero threshold q_s = 0 is supported, got q_s={q_s!r}.")
 
 
+def _quantize_raw(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]) -> Tensor:
+    """``Q(x)`` from the raw parameters: the fused kernel where enabled, else the eager one."""
+    fused_value = fused.quantize(x, d, q_m, _exponent(t), MIN_MAGNITUDE)
+    return fused_value if fused_value is not None else _quantize(x, *_effective_scalars(x, d, q_m, t))
+
+
 def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
     ctx.save_for_backward(x, d, q_m, t)
     ctx.clip_val = clip_val
-    return _quantize(x, *_effective_scalars(x, d, q_m, t))
+    return _quantize_raw(x, d, q_m, t)
+
+
+def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None) -> Optional[Tuple]:
+    """``(grad_x, grad_d, grad_q_m, grad_t)`` from the fused kernel (unrequested entries ``None``), or ``None``
+    where it does not apply or found a NaN (the eager path then raises the detailed error)."""
+    x, d, q_m, t = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3] + (t is not None and ctx.needs_input_grad[3],)
+    result = fused.gradients(grad_output, x, d, q_m, t, t is not None and _exponent(t) is None, needs[3],
+                             ctx.clip_val, MIN_MAGNITUDE, dge_bits)
+    if result is None or bool(result[-1]):
+        return None
+    return tuple(grad if need else None for grad, need in zip(result[:4], needs))
 
 
 def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
@@ -325,6 +345,9 @@ class SymQuantizerLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output)
+        if fused_grads is not None:
+            return (*fused_grads[:3], None, None)
         needs = ctx.needs_input_grad
         grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
@@ -352,6 +375,9 @@ class SymQuantizerNonLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output)
+        if fused_grads is not None:
+            return (*fused_grads, None, None)
         needs = ctx.needs_input_grad
         grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, grad_t = _scalar_grads(ctx, grad_output, needs[1], needs[2], needs[3])
@@ -380,6 +406,9 @@ class DGEQuantizer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output, DGEQuantizer._bits(ctx))
+        if fused_grads is not None:
+            return (*fused_grads[:3], None, None, None)
         needs = ctx.needs_input_grad
         grad_x = DGEQuantizer._input_grad(ctx, grad_output) if needs[0] else None
         grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
@@ -387,11 +416,18 @@ class DGEQuantizer(torch.autograd.Function):
         return grad_x, grad_d, grad_q, None, None, None
 
     @staticmethod
-    def _input_grad(ctx, grad_output: Tensor) -> Tensor:
+    def _bits(ctx) -> Tensor:
+        """The bit width of the input gradient: ``num_bits``, or the current rounded one (a 0-dim tensor)."""
         x, d, q_m = ctx.saved_tensors[:3]
-        d_eff, q_eff, _ = _effective_scalars(x, d, q_m, None)
-        num_bits = ctx.num_bits if ctx.num_bits is not None else round(float(bit_width(d_eff, q_eff)))
-        inv_k = num_bits / 20.0  # 1/k with k = 5 * (4 / num_bits)
+        if ctx.num_bits is not None:
+            return torch.tensor(float(ctx.num_bits), device=x.device)
+        return torch.round(bit_width(*_effective_scalars(x, d, q_m, None)[:2])).reshape(())
+
+    @staticmethod
+    def _input_grad(ctx, grad_output: Tensor) -> Tensor:
+        x = ctx.saved_tensors[0]
+        d_eff = _effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
+        inv_k = float(DGEQuantizer._bits(ctx)) / 20.0  # 1/k with k = 5 * (4 / num_bits)
         slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
         return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)
 
@@ -439,7 +475,7 @@ def fake_quantize(
     clip_val = (float(clip_val[0]), float(clip_val[1]))
     needs_autograd = torch.is_grad_enabled() and any(arg.requires_grad for arg in tensor_args)
     if not (needs_autograd or torch.jit.is_tracing()):
-        return _quantize(x, *_effective_scalars(x, d, q_m, t))
+        return _quantize_raw(x, d, q_m, t)
     if quant_type is QuantizationType.SYMMETRIC_LINEAR:
         return SymQuantizerLinear.apply(x, d, q_m, clip_val, 0.0)
     if quant_type is QuantizationType.SYMMETRIC_NONLINEAR:

@@ -1,9 +1,14 @@
-"""Quantizer mathematics: forward levels, bit-width formulas, closed-form gradients (SPEC section 4)."""
+"""Quantizer mathematics: forward levels, bit-width formulas, closed-form gradients (SPEC section 4).
+
+Every test runs against the eager kernels and, in the slow suite (compilation takes minutes on a cold cache),
+against the fused compiled ones.
+"""
 import math
 
 import pytest
 import torch
 
+from only_train_once.quantization import fused
 from only_train_once.quantization.quant_layers import (
     DGEQuantizer,
     NanInGradientError,
@@ -14,6 +19,14 @@ from only_train_once.quantization.quant_layers import (
 from only_train_once.quantization.quantizer import bit_width, fake_quantize, step_size_for_bits
 
 CLIP = (-2.0, 2.0)
+
+
+@pytest.fixture(autouse=True, params=["eager", pytest.param("fused", marks=pytest.mark.slow)])
+def kernels(request):
+    fused.set_fused_kernels(request.param == "fused")
+    yield request.param
+    assert fused.fused_kernels_enabled() == (request.param == "fused"), "the fused kernels fell back to eager"
+    fused.set_fused_kernels(False)
 
 
 def scalar(value, dtype=torch.float64):
