@@ -19,9 +19,10 @@ from enum import Enum
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function
+from torch.utils.weak import WeakIdKeyDictionary
 
 from . import fused
 
@@ -437,6 +438,63 @@ class DGEQuantizer(torch.autograd.Function):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Weights under a frozen quantizer: quantized once per change, not once per forward
+# ---------------------------------------------------------------------------------------------------------------
+#: Parameter -> (key, quantized value, whether every element lies strictly inside the clip values). The key holds
+#: the storage and version counter of the weight and of each quantizer parameter: an optimizer step, a
+#: ``load_state_dict`` or any in-place write under ``no_grad`` bumps a version and so invalidates the entry.
+_frozen_weight_cache = WeakIdKeyDictionary()
+
+
+class _FrozenQuantizer(torch.autograd.Function):
+    """Hands out a cached ``Q(x)``; backward is the straight-through input gradient (the quantizer is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, value, inside_clip, clip_val):
+        ctx.inside_clip, ctx.clip_val = inside_clip, clip_val
+        ctx.save_for_backward(None if inside_clip else x)
+        return value.view_as(value)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.inside_clip:
+            return grad_output, None, None, None
+        return torch.ops.aten.hardtanh_backward(grad_output, ctx.saved_tensors[0], *ctx.clip_val), None, None, None
+
+
+def _version_key(tensors: Sequence[Tensor]) -> Tuple:
+    return tuple((tensor.data_ptr(), tensor._version, tensor.shape, tensor.dtype) for tensor in tensors)
+
+
+def _frozen_weight_quantize(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal,
+                            quant_type: QuantizationType) -> Optional[Tensor]:
+    """``Q(x)`` from the cache where ``x`` is a Parameter whose quantizer cannot change the result between two of
+    its writes (its ``d``, ``q_m``, ``t`` do not require grad; straight-through quantizers); ``None`` otherwise.
+
+    Gradient accumulation and repeated evaluation then quantize each weight once per optimizer step. Writes that
+    bypass the version counter (through ``.data``) are not seen: use ``torch.no_grad()`` and in-place operations
+    on the Parameter itself, as torch optimizers do.
+    """
+    params = (d, q_m) if t is None else (d, q_m, t)
+    if (not isinstance(x, nn.Parameter) or quant_type is QuantizationType.DGE or _is_tracing()
+            or any(param.requires_grad for param in params)):
+        return None
+    key = _version_key((x, *params))
+    entry = _frozen_weight_cache.get(x)
+    if entry is None or entry[0] != key:
+        with torch.no_grad():
+            value = _quantize_raw(x, d, q_m, t)
+            x_min, x_max = torch.aminmax(x)
+            entry = (key, value, bool((x_min > clip_val[0]) & (x_max < clip_val[1])))
+        _frozen_weight_cache[x] = entry
+    _, value, inside_clip = entry
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FrozenQuantizer.apply(x, value, inside_clip, clip_val)
+    return value.view_as(value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # The traced unit
 # ---------------------------------------------------------------------------------------------------------------
 def fake_quantize(
@@ -473,6 +531,9 @@ def fake_quantize(
     if (t is None) == (quant_type is QuantizationType.SYMMETRIC_NONLINEAR):
         raise ValueError(f"The {quant_type.value} quantizer {'needs' if t is None else 'takes no'} exponent t.")
     clip_val = (float(clip_val[0]), float(clip_val[1]))
+    cached = _frozen_weight_quantize(x, d, q_m, t, clip_val, quant_type)
+    if cached is not None:
+        return cached
     needs_autograd = torch.is_grad_enabled() and any(arg.requires_grad for arg in tensor_args)
     if not (needs_autograd or torch.jit.is_tracing()):
         return _quantize_raw(x, d, q_m, t)
