@@ -10,7 +10,9 @@ float step are printed, with the ratio of the minima. The exponents ``t`` leave 
 general power path is what is measured.
 
 ``llama7b_layer`` is one Llama decoder layer at 7B width (hidden 4096, intermediate 11008, 16 tokens, ~0.8 GB of
-fp32 weights shared by all its variants): forward only, under ``torch.no_grad()``.
+fp32 weights shared by all its variants): forward only, under ``torch.no_grad()``, with every exponent set to
+``t = 1.1`` (a trained quantizer), plus a variant whose quantizer parameters are frozen (``requires_grad=False``):
+its weights are quantized once and served from the cache while they do not change.
 
     python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick]
 
@@ -35,7 +37,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from only_train_once import OTO  # noqa: E402
-from only_train_once.quantization import model_to_quantize_model, set_fused_kernels  # noqa: E402
+from only_train_once.quantization import QuantizeMixin, model_to_quantize_model, set_fused_kernels  # noqa: E402
 from tests.thirdparty import import_module  # noqa: E402
 
 
@@ -104,22 +106,31 @@ class LogitsOnly(nn.Module):
         return self.model(input_ids, return_dict=False)[0]
 
 
+def hf_transformers():
+    """transformers, after making torchvision importable beside the CPU torch (transformers imports it)."""
+    try:
+        import_module("torchvision")
+    except ImportError:
+        pass
+    return import_module("transformers")
+
+
 def bert() -> nn.Module:
-    transformers = import_module("transformers")
+    transformers = hf_transformers()
     config = transformers.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                                      intermediate_size=1024, num_labels=2)
     return LogitsOnly(transformers.BertForSequenceClassification(config))
 
 
 def llama() -> nn.Module:
-    transformers = import_module("transformers")
+    transformers = hf_transformers()
     config = transformers.LlamaConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                                       num_attention_heads=4, num_key_value_heads=2)
     return LogitsOnly(transformers.LlamaForCausalLM(config))
 
 
 def llama7b_layer() -> nn.Module:
-    transformers = import_module("transformers")
+    transformers = hf_transformers()
     config = transformers.LlamaConfig(vocab_size=32, hidden_size=4096, intermediate_size=11008, num_hidden_layers=1,
                                       num_attention_heads=32, num_key_value_heads=32)
     return LogitsOnly(transformers.LlamaModel(config))
@@ -148,20 +159,31 @@ def loss_of(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Variants: (name, quantization mode or None for float, fused kernels)
+# Variants: (name, quantization mode or None for float, fused kernels, frozen quantizer)
 # ---------------------------------------------------------------------------------------------------------------
 VARIANTS = (
-    ("float", None, False),
-    ("weight-only, eager", "weight_only", False),
-    ("weight-only, fused", "weight_only", True),
-    ("weight+activation, eager", "weight_and_activation", False),
-    ("weight+activation, fused", "weight_and_activation", True),
+    ("float", None, False, False),
+    ("weight-only, eager", "weight_only", False, False),
+    ("weight-only, fused", "weight_only", True, False),
+    ("weight+activation, eager", "weight_and_activation", False, False),
+    ("weight+activation, fused", "weight_and_activation", True, False),
 )
+FORWARD_ONLY_VARIANTS = (("weight-only, frozen quantizer", "weight_only", False, True),)
 
 
 def quantized_copy(model: nn.Module, mode: str, share_weights: bool) -> nn.Module:
     memo = {id(p): p for p in model.parameters()} if share_weights else {}
     return model_to_quantize_model(copy.deepcopy(model, memo), quant_mode=mode)
+
+
+def set_quantizers(model: nn.Module, exponent: float, frozen: bool) -> None:
+    """Every exponent ``t`` to ``exponent``; quantizer parameters frozen if ``frozen``."""
+    for layer in (m for m in model.modules() if isinstance(m, QuantizeMixin)):
+        for name, param in layer.named_quant_parameters():
+            if name.startswith("t_quant"):
+                with torch.no_grad():
+                    param.fill_(exponent)
+            param.requires_grad_(not frozen)
 
 
 def training_step(model: nn.Module, optimizer, inputs, targets) -> None:
@@ -195,8 +217,10 @@ def build_steps(name: str, quick: bool) -> Dict[str, Callable[[], None]]:
     base = case.build().train(case.training)
     inputs, targets = case.batch(quick)
     steps = {}
-    for variant, mode, fused in VARIANTS:
+    for variant, mode, fused, frozen in VARIANTS + (() if case.training else FORWARD_ONLY_VARIANTS):
         model = base if mode is None else quantized_copy(base, mode, share_weights=not case.training)
+        if mode is not None and not case.training:
+            set_quantizers(model, 1.1, frozen)
         optimizer = None
         if case.training:
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if mode is None else geta_for(model, inputs)
