@@ -13,9 +13,10 @@ Switch: off by default (see :func:`set_fused_kernels` for the measured reasons);
 or fails, a warning is logged once and the eager kernels are used from then on; nothing raises.
 
 Shapes: every kernel sees the flattened tensor and is compiled with dynamic sizes, so a new layer shape does not
-recompile. What does specialise a graph is the dtype and the variant (linear, power, with or without the ``t``
-sum, DGE input gradient); each variant is its own function, so its cache holds at most one graph per dtype, and a
-change of bit width changes tensor values only, never a graph.
+recompile (except once, for the backward, between tensors of at most and of more than 4096 elements: inductor
+plans such reductions differently). What does specialise a graph is the dtype and the variant (linear, power,
+with or without the ``t`` sum, DGE input gradient); each variant is its own function, so its cache holds a few
+graphs per dtype at most, and a change of bit width changes tensor values only, never a graph.
 """
 import logging
 import os

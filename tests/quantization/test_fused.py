@@ -59,3 +59,24 @@ def test_fused_path_is_not_used_under_tracing(monkeypatch, restore_switch):
     traced = torch.jit.trace(lambda x: fake_quantize(x, d, q_m), torch.randn(5), check_trace=False)
     assert compiled == []
     assert torch.equal(traced(torch.full((5,), 0.26)), torch.full((5,), 0.3))
+
+
+@pytest.mark.slow
+def test_new_bits_shapes_and_clip_values_do_not_recompile(restore_switch):
+    counters = pytest.importorskip("torch._dynamo.utils").counters
+    fused.set_fused_kernels(True)
+    q_m, t = torch.tensor([1.0]), torch.tensor([1.1])
+
+    def step(n, bits, clip):
+        x = torch.randn(n, requires_grad=True)
+        d = torch.tensor([2.0 ** -bits], requires_grad=True)
+        fake_quantize(x, d, q_m, t, clip_val=clip, quant_type="symmetric+nonlinear").sum().backward()
+
+    step(1000, 8, (-2.0, 2.0))
+    step(3000, 4, (-1.0, 1.0))  # a second clip value may turn the first graph's floats dynamic
+    step(100000, 4, (-1.0, 1.0))  # inductor plans reductions of more than 4096 elements apart: one more graph
+    graphs = counters["stats"]["unique_graphs"]
+    for n, bits, clip in ((4000, 2, (-3.0, 3.0)), (77, 16, (-2.0, 2.0)), (123457, 5, (-0.5, 0.5))):
+        step(n, bits, clip)
+    assert counters["stats"]["unique_graphs"] == graphs, dict(counters["recompiles"])
+    assert fused.fused_kernels_enabled()
