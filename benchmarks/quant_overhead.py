@@ -14,7 +14,7 @@ fp32 weights shared by all its variants): forward only, under ``torch.no_grad()`
 ``t = 1.1`` (a trained quantizer), plus a variant whose quantizer parameters are frozen (``requires_grad=False``):
 its weights are quantized once and served from the cache while they do not change.
 
-    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick]
+    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick] [--kernels]
 
 Targets (issue 17): whole step <= 1.3x float on every model, weight-only <= 1.15x; 7B-width layer forward <= 1.5x.
 """
@@ -37,7 +37,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from only_train_once import OTO  # noqa: E402
-from only_train_once.quantization import QuantizeMixin, model_to_quantize_model, set_fused_kernels  # noqa: E402
+from only_train_once.quantization import QuantizeMixin, fake_quantize, model_to_quantize_model, set_fused_kernels  # noqa: E402
 from tests.thirdparty import import_module  # noqa: E402
 
 
@@ -246,6 +246,24 @@ def measure(steps: Dict[str, Callable[[], None]], rounds: int, warmup: int = 2) 
     return times
 
 
+def kernel_steps(shape: Tuple[int, ...] = (3072, 768)) -> Dict[str, Callable[[], None]]:
+    """One quantizer alone, forward + backward with every gradient (``t = 1.1``): eager against fused; the row
+    "float" is a plain copy of the tensor with its gradient (``x * 1``), the floor any quantizer pays."""
+    x = torch.randn(shape, requires_grad=True)
+    d, q_m, t = (torch.tensor([v], requires_grad=True) for v in (1e-4, 3.0, 1.1))
+    grad = torch.randn(shape)
+
+    def run(fused: Optional[bool]) -> Callable[[], None]:
+        def step() -> None:
+            if fused is None:
+                (x * 1).backward(grad)
+                return
+            set_fused_kernels(fused)
+            fake_quantize(x, d, q_m, t, quant_type="symmetric+nonlinear").backward(grad)
+        return step
+    return {"float": run(None), "quantizer, eager": run(False), "quantizer, fused": run(True)}
+
+
 def report(name: str, threads: int, times: Dict[str, List[float]]) -> List[str]:
     median, fastest = statistics.median(times["float"]), min(times["float"])
     rows = []
@@ -258,15 +276,19 @@ def report(name: str, threads: int, times: Dict[str, List[float]]) -> List[str]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="smaller batches and images, 3 rounds")
+    parser.add_argument("--kernels", action="store_true", help="first time one quantizer alone, eager and fused")
     args = parser.parse_args(argv)
     rounds = 3 if args.quick else args.rounds
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {rounds} interleaved rounds, "
           f"{'quick sizes' if args.quick else 'full sizes'}")
     print("| model | threads | variant | median ms | x float | x float (min) |\n|---|---|---|---|---|---|")
+    for threads in args.threads if args.kernels else ():
+        torch.set_num_threads(threads)
+        report("quantizer 3072x768", threads, measure(kernel_steps(), max(rounds, 7)))
     for name in args.models:
         steps = build_steps(name, args.quick)
         for threads in args.threads:

@@ -14,6 +14,12 @@ with respect to the magnitude and carried back to the raw parameter with its sig
 straight through, so a parameter sitting at the floor can still move away from it. For ``q_m`` this replaces the
 reference's ``+1e-6`` guard on the nonlinear range, which moved the saturation level by up to one step for small
 ``q_m``.
+
+Speed: the forward and backward kernels come in two implementations with equal results, the eager ones below
+and the fused compiled ones of :mod:`.fused` (``set_fused_kernels(True)``, off by default). A weight whose
+quantizer parameters are all frozen (``requires_grad=False``) is quantized once per change of the weight or of
+those parameters (their version counters) and served from a cache in between, e.g. across the forwards of
+gradient accumulation or of an evaluation loop.
 """
 from enum import Enum
 from typing import Iterator, Optional, Sequence, Tuple, Union
