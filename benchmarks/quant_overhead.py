@@ -139,6 +139,7 @@ def llama7b_layer() -> nn.Module:
 CASES: Dict[str, Case] = {
     "vgg7_bn": Case(vgg7_bn, images(10, 32, 32, 32, 16)),
     "mlp": Case(mlp, images(10, 32, 32, 32, 32)),
+    "mlp_small": Case(lambda: mlp((3072, 64, 32, 10)), images(10, 32, 32, 32, 32)),  # per-call overheads dominate
     "resnet50": Case(timm_model("resnet50"), images(1000, 160, 112, 8, 4)),
     "efficientnet_b0": Case(timm_model("efficientnet_b0"), images(1000, 160, 112, 8, 4)),
     "mobilenetv3_large_100": Case(timm_model("mobilenetv3_large_100"), images(1000, 160, 112, 8, 4)),
