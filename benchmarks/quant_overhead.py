@@ -37,7 +37,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from only_train_once import OTO  # noqa: E402
-from only_train_once.quantization import QuantizeMixin, fake_quantize, model_to_quantize_model, set_fused_kernels  # noqa: E402
+from only_train_once.quantization import (  # noqa: E402
+    QuantizeMixin, fake_quantize, model_to_quantize_model, set_fused_kernels)
 from tests.thirdparty import import_module  # noqa: E402
 
 
