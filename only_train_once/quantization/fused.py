@@ -178,16 +178,25 @@ def _floors(dtype: torch.dtype, floor: float) -> Tuple[float, float]:
     return max(floor, torch.finfo(dtype).tiny), torch.finfo(dtype).tiny
 
 
+def _plain(tensor: Optional[Tensor], flat: bool = False) -> Optional[Tensor]:
+    """``tensor`` (flattened if ``flat``) as a detached non-view alias. A compiled function guards on the base
+    of a view argument (its shape and strides), which would recompile for every new layer shape, and on
+    ``requires_grad``, which would recompile when a quantizer is frozen."""
+    if tensor is None:
+        return None
+    return (tensor.reshape(-1) if flat else tensor).detach()
+
+
 def quantize(x: Tensor, d: Tensor, q_m: Tensor, exponent: Optional[Tensor], floor: float) -> Optional[Tensor]:
     """``Q(x)`` in one pass (``exponent`` ``None``: linear), or ``None`` where the fused kernels do not apply."""
     if not usable_for(x):
         return None
     magnitude_floor, tiny = _floors(x.dtype, floor)
-    flat = x.reshape(-1)
+    flat, d, q_m = _plain(x, flat=True), _plain(d), _plain(q_m)
     if exponent is None:
         out = _run("forward_linear", flat, d, q_m, magnitude_floor)
     else:
-        out = _run("forward_power", flat, d, q_m, exponent, magnitude_floor, tiny)
+        out = _run("forward_power", flat, d, q_m, _plain(exponent), magnitude_floor, tiny)
     return None if out is None else out.view(x.shape)
 
 
@@ -203,15 +212,15 @@ def gradients(grad_output: Tensor, x: Tensor, d: Tensor, q_m: Tensor, t: Optiona
     if not usable_for(x):
         return None
     magnitude_floor, tiny = _floors(x.dtype, floor)
-    args = (grad_output.reshape(-1), x.reshape(-1), d, q_m)
+    args = (_plain(grad_output, flat=True), _plain(x, flat=True), _plain(d), _plain(q_m))
     scalars = (magnitude_floor, tiny, float(clip_val[0]), float(clip_val[1]))
     if dge_bits is not None:
-        result = _run("backward_dge", *args, dge_bits, *scalars)
+        result = _run("backward_dge", *args, _plain(dge_bits), *scalars)
     elif t is None or (exponent_is_one and not needs_t):
         result = _run("backward_linear", *args, *scalars)
     else:
         variant = ("backward_linear" if exponent_is_one else "backward_power") + ("_t_sum" if needs_t else "")
-        result = _run(variant, *args, t, *scalars)
+        result = _run(variant, *args, _plain(t), *scalars)
     if result is None:
         return None
     grad_x, grad_d, grad_q, grad_t, any_nan = result

@@ -65,18 +65,24 @@ def test_fused_path_is_not_used_under_tracing(monkeypatch, restore_switch):
 def test_new_bits_shapes_and_clip_values_do_not_recompile(restore_switch):
     counters = pytest.importorskip("torch._dynamo.utils").counters
     fused.set_fused_kernels(True)
-    q_m, t = torch.tensor([1.0]), torch.tensor([1.1])
 
-    def step(n, bits, clip):
-        x = torch.randn(n, requires_grad=True)
+    def step(shape, bits, clip, trainable=True, transpose=False):
+        x = torch.randn(shape)
+        x = (x.transpose(0, 1) if transpose else x).requires_grad_()
         d = torch.tensor([2.0 ** -bits], requires_grad=True)
+        q_m, t = torch.tensor([1.0], requires_grad=trainable), torch.tensor([1.1], requires_grad=trainable)
         fake_quantize(x, d, q_m, t, clip_val=clip, quant_type="symmetric+nonlinear").sum().backward()
 
-    step(1000, 8, (-2.0, 2.0))
-    step(3000, 4, (-1.0, 1.0))  # a second clip value may turn the first graph's floats dynamic
-    step(100000, 4, (-1.0, 1.0))  # inductor plans reductions of more than 4096 elements apart: one more graph
+    step((1000,), 8, (-2.0, 2.0))
+    step((3000,), 4, (-1.0, 1.0))  # a second clip value may turn the first graph's floats dynamic
+    step((100000,), 4, (-1.0, 1.0))  # inductor plans reductions of more than 4096 elements apart: one more graph
+    step((1000,), 4, (-1.0, 1.0), trainable=False)  # no t gradient: its own kernel variant, both size ranges
+    step((100000,), 4, (-1.0, 1.0), trainable=False)
     graphs = counters["stats"]["unique_graphs"]
-    for n, bits, clip in ((4000, 2, (-3.0, 3.0)), (77, 16, (-2.0, 2.0)), (123457, 5, (-0.5, 0.5))):
-        step(n, bits, clip)
+    for shape, bits, clip, trainable, transpose in (
+            ((40, 100), 2, (-3.0, 3.0), True, False), ((7, 11), 16, (-2.0, 2.0), True, True),
+            ((64, 32, 3, 3), 5, (-0.5, 0.5), True, False), ((123457,), 6, (-2.0, 2.0), True, False),
+            ((300, 200), 8, (-2.0, 2.0), False, True), ((16, 8, 5, 5), 3, (-1.0, 1.0), False, False)):
+        step(shape, bits, clip, trainable, transpose)
     assert counters["stats"]["unique_graphs"] == graphs, dict(counters["recompiles"])
     assert fused.fused_kernels_enabled()
