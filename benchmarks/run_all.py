@@ -26,7 +26,8 @@ BENCHMARKS = [
     ("Optimizer step (GETA phases vs AdamW)", ["optimizer_step.py"]),
     ("Low-bit export latency (onnxruntime)", ["lowbit_latency.py"]),
 ]
-QUICK_ARGUMENTS = {"graph_build.py": ["--quick", "--repeats", "3"], "optimizer_step.py": ["--steps", "8"]}
+QUICK_ARGUMENTS = {"graph_build.py": ["--quick", "--repeats", "3"], "optimizer_step.py": ["--steps", "8"],
+                   "quant_overhead.py": ["--quick", "--threads", "1", "--models", "vgg7_bn", "mlp", "deit_tiny"]}
 NUMERICS = ("Optimizer numerics (digits accuracy per numerics fix)", ["optimizer_numerics.py", "--seeds", "0", "1", "2"])
 
 

@@ -1,4 +1,5 @@
 """Quantization: learned-step fake quantizers, quantized layers and model conversion (SPEC sections 3 and 4)."""
+from .fused import fused_kernels_enabled, set_fused_kernels
 from .quant_layers import (
     LAYER_TO_QUANTLAYER,
     QUANT_PARAMETER_NAMES,
@@ -57,4 +58,6 @@ __all__ = [
     "quant_layer_class",
     "get_quant_param_dict",
     "get_bitwidth_dict",
+    "set_fused_kernels",
+    "fused_kernels_enabled",
 ]

@@ -14,14 +14,23 @@ with respect to the magnitude and carried back to the raw parameter with its sig
 straight through, so a parameter sitting at the floor can still move away from it. For ``q_m`` this replaces the
 reference's ``+1e-6`` guard on the nonlinear range, which moved the saturation level by up to one step for small
 ``q_m``.
+
+Speed: the forward and backward kernels come in two implementations with equal results, the eager ones below
+and the fused compiled ones of :mod:`.fused` (``set_fused_kernels(True)``, off by default). A weight whose
+quantizer parameters are all frozen (``requires_grad=False``) is quantized once per change of the weight or of
+those parameters (their version counters) and served from a cache in between, e.g. across the forwards of
+gradient accumulation or of an evaluation loop.
 """
 from enum import Enum
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function
+from torch.utils.weak import WeakIdKeyDictionary
+
+from . import fused
 
 __all__ = [
     "MIN_MAGNITUDE",
@@ -271,10 +280,28 @@ def _check_threshold(q_s: Scalar) -> None:
         raise ValueError(f"Only the zero threshold q_s = 0 is supported, got q_s={q_s!r}.")
 
 
+def _quantize_raw(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]) -> Tensor:
+    """``Q(x)`` from the raw parameters: the fused kernel where enabled, else the eager one."""
+    fused_value = fused.quantize(x, d, q_m, _exponent(t), MIN_MAGNITUDE)
+    return fused_value if fused_value is not None else _quantize(x, *_effective_scalars(x, d, q_m, t))
+
+
 def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
     ctx.save_for_backward(x, d, q_m, t)
     ctx.clip_val = clip_val
-    return _quantize(x, *_effective_scalars(x, d, q_m, t))
+    return _quantize_raw(x, d, q_m, t)
+
+
+def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None) -> Optional[Tuple]:
+    """``(grad_x, grad_d, grad_q_m, grad_t)`` from the fused kernel (unrequested entries ``None``), or ``None``
+    where it does not apply or found a NaN (the eager path then raises the detailed error)."""
+    x, d, q_m, t = ctx.saved_tensors
+    needs = ctx.needs_input_grad[:3] + (t is not None and ctx.needs_input_grad[3],)
+    result = fused.gradients(grad_output, x, d, q_m, t, t is not None and _exponent(t) is None, needs[3],
+                             ctx.clip_val, MIN_MAGNITUDE, dge_bits)
+    if result is None or bool(result[-1]):
+        return None
+    return tuple(grad if need else None for grad, need in zip(result[:4], needs))
 
 
 def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
@@ -325,6 +352,9 @@ class SymQuantizerLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output)
+        if fused_grads is not None:
+            return (*fused_grads[:3], None, None)
         needs = ctx.needs_input_grad
         grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
@@ -352,6 +382,9 @@ class SymQuantizerNonLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output)
+        if fused_grads is not None:
+            return (*fused_grads, None, None)
         needs = ctx.needs_input_grad
         grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, grad_t = _scalar_grads(ctx, grad_output, needs[1], needs[2], needs[3])
@@ -380,6 +413,9 @@ class DGEQuantizer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
+        fused_grads = _fused_backward(ctx, grad_output, DGEQuantizer._bits(ctx))
+        if fused_grads is not None:
+            return (*fused_grads[:3], None, None, None)
         needs = ctx.needs_input_grad
         grad_x = DGEQuantizer._input_grad(ctx, grad_output) if needs[0] else None
         grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
@@ -387,17 +423,81 @@ class DGEQuantizer(torch.autograd.Function):
         return grad_x, grad_d, grad_q, None, None, None
 
     @staticmethod
-    def _input_grad(ctx, grad_output: Tensor) -> Tensor:
+    def _bits(ctx) -> Tensor:
+        """The bit width of the input gradient: ``num_bits``, or the current rounded one (a 0-dim tensor)."""
         x, d, q_m = ctx.saved_tensors[:3]
-        d_eff, q_eff, _ = _effective_scalars(x, d, q_m, None)
-        num_bits = ctx.num_bits if ctx.num_bits is not None else round(float(bit_width(d_eff, q_eff)))
-        inv_k = num_bits / 20.0  # 1/k with k = 5 * (4 / num_bits)
+        if ctx.num_bits is not None:
+            return torch.tensor(float(ctx.num_bits), device=x.device)
+        return torch.round(bit_width(*_effective_scalars(x, d, q_m, None)[:2])).reshape(())
+
+    @staticmethod
+    def _input_grad(ctx, grad_output: Tensor) -> Tensor:
+        x = ctx.saved_tensors[0]
+        d_eff = _effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
+        inv_k = float(DGEQuantizer._bits(ctx)) / 20.0  # 1/k with k = 5 * (4 / num_bits)
         slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
         return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)
 
     @staticmethod
     def symbolic(g, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0, num_bits=None):
         return _onnx_quantize(g, x, d, q_m)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weights under a frozen quantizer: quantized once per change, not once per forward
+# ---------------------------------------------------------------------------------------------------------------
+#: Parameter -> (key, quantized value, whether every element lies strictly inside the clip values). The key holds
+#: the storage and version counter of the weight and of each quantizer parameter: an optimizer step, a
+#: ``load_state_dict`` or any in-place write under ``no_grad`` bumps a version and so invalidates the entry.
+_frozen_weight_cache = WeakIdKeyDictionary()
+
+
+class _FrozenQuantizer(torch.autograd.Function):
+    """Hands out a cached ``Q(x)``; backward is the straight-through input gradient (the quantizer is frozen)."""
+
+    @staticmethod
+    def forward(ctx, x, value, inside_clip, clip_val):
+        ctx.inside_clip, ctx.clip_val = inside_clip, clip_val
+        ctx.save_for_backward(None if inside_clip else x)
+        return value.view_as(value)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):
+        if ctx.inside_clip:
+            return grad_output, None, None, None
+        return torch.ops.aten.hardtanh_backward(grad_output, ctx.saved_tensors[0], *ctx.clip_val), None, None, None
+
+
+def _version_key(tensors: Sequence[Tensor]) -> Tuple:
+    return tuple((tensor.data_ptr(), tensor._version, tensor.shape, tensor.dtype) for tensor in tensors)
+
+
+def _frozen_weight_quantize(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal,
+                            quant_type: QuantizationType) -> Optional[Tensor]:
+    """``Q(x)`` from the cache where ``x`` is a Parameter whose quantizer cannot change the result between two of
+    its writes (its ``d``, ``q_m``, ``t`` do not require grad; straight-through quantizers); ``None`` otherwise.
+
+    Gradient accumulation and repeated evaluation then quantize each weight once per optimizer step. Writes that
+    bypass the version counter (through ``.data``) are not seen: use ``torch.no_grad()`` and in-place operations
+    on the Parameter itself, as torch optimizers do.
+    """
+    params = (d, q_m) if t is None else (d, q_m, t)
+    if (not isinstance(x, nn.Parameter) or quant_type is QuantizationType.DGE or _is_tracing()
+            or any(param.requires_grad for param in params)):
+        return None
+    key = _version_key((x, *params))
+    entry = _frozen_weight_cache.get(x)
+    if entry is None or entry[0] != key:
+        with torch.no_grad():
+            value = _quantize_raw(x, d, q_m, t)
+            x_min, x_max = torch.aminmax(x)
+            entry = (key, value, bool((x_min > clip_val[0]) & (x_max < clip_val[1])))
+        _frozen_weight_cache[x] = entry
+    _, value, inside_clip = entry
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FrozenQuantizer.apply(x, value, inside_clip, clip_val)
+    return value.view_as(value)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -437,9 +537,12 @@ def fake_quantize(
     if (t is None) == (quant_type is QuantizationType.SYMMETRIC_NONLINEAR):
         raise ValueError(f"The {quant_type.value} quantizer {'needs' if t is None else 'takes no'} exponent t.")
     clip_val = (float(clip_val[0]), float(clip_val[1]))
+    cached = _frozen_weight_quantize(x, d, q_m, t, clip_val, quant_type)
+    if cached is not None:
+        return cached
     needs_autograd = torch.is_grad_enabled() and any(arg.requires_grad for arg in tensor_args)
     if not (needs_autograd or torch.jit.is_tracing()):
-        return _quantize(x, *_effective_scalars(x, d, q_m, t))
+        return _quantize_raw(x, d, q_m, t)
     if quant_type is QuantizationType.SYMMETRIC_LINEAR:
         return SymQuantizerLinear.apply(x, d, q_m, clip_val, 0.0)
     if quant_type is QuantizationType.SYMMETRIC_NONLINEAR:

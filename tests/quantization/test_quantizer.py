@@ -1,9 +1,15 @@
-"""Quantizer mathematics: forward levels, bit-width formulas, closed-form gradients (SPEC section 4)."""
+"""Quantizer mathematics: forward levels, bit-width formulas, closed-form gradients (SPEC section 4).
+
+Every test runs against the eager kernels and, in the slow suite (compilation takes minutes on a cold cache),
+against the fused compiled ones.
+"""
 import math
 
 import pytest
 import torch
 
+from only_train_once.quantization import fused
+from only_train_once.quantization import quantizer as quantizer_module
 from only_train_once.quantization.quant_layers import (
     DGEQuantizer,
     NanInGradientError,
@@ -14,6 +20,14 @@ from only_train_once.quantization.quant_layers import (
 from only_train_once.quantization.quantizer import bit_width, fake_quantize, step_size_for_bits
 
 CLIP = (-2.0, 2.0)
+
+
+@pytest.fixture(autouse=True, params=["eager", pytest.param("fused", marks=pytest.mark.slow)])
+def kernels(request):
+    fused.set_fused_kernels(request.param == "fused")
+    yield request.param
+    assert fused.fused_kernels_enabled() == (request.param == "fused"), "the fused kernels fell back to eager"
+    fused.set_fused_kernels(False)
 
 
 def scalar(value, dtype=torch.float64):
@@ -220,3 +234,51 @@ def test_dge_through_fake_quantize_uses_current_bit_width():
     fake_quantize(x, d, q_m, clip_val=(-1.0, 1.0), quant_type="dge").sum().backward()
     expected = (0.2 * (x.detach() - d / 2).abs() ** -0.8).clamp(-3, 3)
     torch.testing.assert_close(x.grad, expected)
+
+
+def frozen_layer_weight(t=None):
+    weight = torch.nn.Parameter(random_input(seed=7).detach().reshape(40, 100))
+    params = [torch.tensor([v], dtype=torch.float64) for v in ((0.05, 1.0) if t is None else (0.05, 1.0, t))]
+    quant_type = "symmetric+linear" if t is None else "symmetric+nonlinear"
+    return weight, params, quant_type
+
+
+@pytest.mark.parametrize("t", [None, 1.3])
+def test_frozen_quantizer_quantizes_a_weight_once_per_change(t, monkeypatch):
+    weight, params, quant_type = frozen_layer_weight(t)
+    calls = []
+    quantize = quantizer_module._quantize_raw
+    monkeypatch.setattr(quantizer_module, "_quantize_raw", lambda *args: calls.append(1) or quantize(*args))
+    first = fake_quantize(weight, *params, quant_type=quant_type)
+    second = fake_quantize(weight, *params, quant_type=quant_type)
+    assert len(calls) == 1 and torch.equal(first, second)
+    with torch.no_grad():
+        weight.mul_(0.5)  # an optimizer step: the version counter moves
+    third = fake_quantize(weight, *params, quant_type=quant_type)
+    assert len(calls) == 2 and torch.equal(third, quantize(weight.detach(), *params[:2], t_of(params)))
+    with torch.no_grad():
+        params[0].fill_(0.1)  # the step changes (e.g. GETA fixing the bit width)
+    fourth = fake_quantize(weight, *params, quant_type=quant_type)
+    assert len(calls) == 3 and torch.equal(fourth, quantize(weight.detach(), *params[:2], t_of(params)))
+
+
+def t_of(params):
+    return params[2] if len(params) == 3 else None
+
+
+def test_frozen_quantizer_gradient_is_straight_through_and_accumulates():
+    weight, params, quant_type = frozen_layer_weight()
+    grad_out = torch.randn(weight.shape, generator=torch.Generator().manual_seed(8), dtype=weight.dtype)
+    for _ in range(2):  # two forwards of one optimizer step (gradient accumulation)
+        fake_quantize(weight, *params, clip_val=CLIP, quant_type=quant_type).backward(grad_out)
+    expected = closed_form_grads(weight, grad_out, *params)["x"]
+    assert torch.equal(weight.grad, 2 * expected)
+    assert not torch.equal(expected, grad_out)  # the input holds values beyond the clip values
+
+
+def test_trainable_quantizer_is_not_cached():
+    weight, params, quant_type = frozen_layer_weight()
+    params[0].requires_grad_()
+    out = fake_quantize(weight, *params, quant_type=quant_type)
+    out.sum().backward()
+    assert params[0].grad is not None and weight not in quantizer_module._frozen_weight_cache
