@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,7 +35,9 @@ from torch.optim.optimizer import required
 from ..quantization.quantizer import MIN_MAGNITUDE, QuantizationType, bit_width, fake_quantize, step_size_for_bits
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import DescentPlan, check_choice, check_non_negative
+from .metrics import SparseOptimizerMetrics
 from .quant_groups import QuantGroup, QuantLayer, QuantLayerTable, classify_group, unit_step
+from .training_health import HealthThresholds, QuantizerSnapshot, TrainingCollapseWarning, TrainingHealth
 from .utils import safe_open_file
 
 logger = logging.getLogger(__name__)
@@ -77,7 +80,9 @@ class GETA(BaseHybridSparseOptimizer):
     ``enable_grad_clipping`` (clamp every ``.grad`` into ``[grad_clip_min, grad_clip_max]`` before each step;
     the reference defines the bounds but never clips, so the default is False); ``forget_rate_guard`` (O5,
     :data:`FORGET_RATE_GUARDS`) and the switches of :class:`BaseHybridSparseOptimizer`.
-    ``verbose`` (``True`` or ``"True"``) writes per-step diagnostics to ``<log_dir>/geta_diagnostics.txt``;
+    ``health_thresholds`` (:class:`.training_health.HealthThresholds`) sets when the end-of-period check warns of
+    a collapse; give the optimizer the training loss with ``step(closure)`` or :meth:`report_loss` for its loss
+    trend. ``verbose`` (``True`` or ``"True"``) writes per-step diagnostics to ``<log_dir>/geta_diagnostics.txt``;
     nothing is written otherwise. ``device`` is kept for compatibility and unused.
     """
 
@@ -93,7 +98,7 @@ class GETA(BaseHybridSparseOptimizer):
                  device: str = "cuda", log_dir: str = "outputs", fixed_zero_groups: bool = True,
                  enable_grad_clipping: bool = False, forget_rate_guard: str = "magnitude",
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
-                 moment_initialization: str = "standard"):
+                 moment_initialization: str = "standard", health_thresholds: Optional[HealthThresholds] = None):
         check_non_negative("lr_quant", lr_quant)
         check_choice("forget_rate_guard", forget_rate_guard, FORGET_RATE_GUARDS)
         _check_bits("min_bit_wt", "max_bit_wt", min_bit_wt, max_bit_wt)
@@ -139,6 +144,7 @@ class GETA(BaseHybridSparseOptimizer):
         self._weight_layer_of_param = {(layer.group_index, layer.weight): layer for layer in layers
                                        if layer.weight is not None and layer.has_weight_quantizer}
         self._frozen_steps: Dict[str, Tensor] = {}
+        self.health = TrainingHealth(health_thresholds)
         logger.info("Setup GETA: %d quantized layers, %d prunable units, target %d redundant (sparsity %s); "
                     "projection %d x %d steps from step %d, pruning %d x %d steps from step %d, weight bits [%d, %d], "
                     "activation bits [%d, %d]", len(layers), self.total_num_groups, self.target_num_redundant_groups,
@@ -181,11 +187,12 @@ class GETA(BaseHybridSparseOptimizer):
     # -- step -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
-        """One training step (module docstring)."""
+        """One training step (module docstring). The closure's loss, if any, is reported (:meth:`report_loss`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+            self.report_loss(loss)
         self.num_steps += 1
         step = self.num_steps
         if self.enable_grad_clipping:
@@ -205,7 +212,62 @@ class GETA(BaseHybridSparseOptimizer):
         self._project_bits(phase, set(joint))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
+        self._check_health_if_period_ends(step)
         return loss
+
+    # -- training health (issue 19) -------------------------------------------------------------------------
+    def report_loss(self, loss: Union[Tensor, float]) -> None:
+        """Give GETA one step's training loss (a tensor or a number) for its loss trend and collapse check.
+
+        Call it once per step (``step(closure)`` calls it with the closure's loss). Reads the value on the host.
+        """
+        self.health.record_loss(float(loss.detach()) if isinstance(loss, Tensor) else float(loss))
+
+    def quantizer_snapshot(self) -> QuantizerSnapshot:
+        """Every quantized layer's rounded weight/activation bit width and step size ``d`` now."""
+        snapshot = QuantizerSnapshot(weight_floor=self.min_bit_wt, activation_floor=self.min_bit_act)
+        for table, bits, steps in ((self._weight_table, snapshot.weight_bits, snapshot.weight_step_sizes),
+                                   (self._act_table, snapshot.activation_bits, snapshot.activation_step_sizes)):
+            rows = list(range(len(table)))
+            if not rows:
+                continue
+            widths = table.bit_widths(rows).round().tolist()
+            sizes = torch.cat([table.steps[k].detach() for k in rows]).abs().tolist()
+            for layer, width, size in zip(table.layers, widths, sizes):
+                bits[layer.name], steps[layer.name] = int(width), size
+        return snapshot
+
+    def _periods_ending_at(self, step: int) -> List[Tuple[str, int]]:
+        """``(kind, 1-based index)`` of the projection and pruning periods whose last step is ``step``."""
+        ended = []
+        for kind, start, duration, periods in (
+                ("projection", self.start_projection_step, self.projection_period_duration, self.projection_periods),
+                ("pruning", self.start_pruning_step, self.pruning_period_duration, self.pruning_periods)):
+            offset = step - start
+            if offset > 0 and offset % duration == 0 and offset // duration <= periods:
+                ended.append((kind, offset // duration))
+        return ended
+
+    def _check_health_if_period_ends(self, step: int) -> None:
+        ended = self._periods_ending_at(step)
+        if not ended:
+            return
+        kind = " and ".join(kind for kind, _ in ended)
+        for problem in self.health.end_period(kind, ended[-1][1], step, self.quantizer_snapshot()):
+            logger.warning("possible training collapse: %s", problem)
+            warnings.warn(f"possible training collapse: {problem}", TrainingCollapseWarning, stacklevel=3)
+
+    @torch.no_grad()
+    def compute_metrics(self) -> SparseOptimizerMetrics:
+        """Sparsity metrics (SPEC 5.8) plus ``loss_trend`` (mean loss per ended period, then the running one) and
+        the per-layer ``weight_bits``, ``activation_bits``, ``weight_step_sizes``, ``activation_step_sizes``."""
+        metrics = super().compute_metrics()
+        snapshot = self.quantizer_snapshot()
+        metrics.loss_trend = self.health.loss_trend()
+        metrics.weight_bits, metrics.activation_bits = snapshot.weight_bits, snapshot.activation_bits
+        metrics.weight_step_sizes = snapshot.weight_step_sizes
+        metrics.activation_step_sizes = snapshot.activation_step_sizes
+        return metrics
 
     def _descend(self, joint: Sequence[int]) -> None:
         plan = DescentPlan()
@@ -556,10 +618,12 @@ class GETA(BaseHybridSparseOptimizer):
         ``pruned_group_idxes``."""
         state = super().state_dict()
         state["pruned_group_indices"] = list(state["pruned_group_idxes"])
+        state["training_health"] = self.health.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        self.health.load_state_dict(state_dict.get("training_health", {}))
         self._frozen_steps.clear()
 
 
