@@ -112,6 +112,8 @@ def fit(model: nn.Module, optimizer, loader, epochs: int, on_step=None) -> None:
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), labels)
             loss.backward()
+            if hasattr(optimizer, "report_loss"):  # GETA: loss trend and collapse warnings per period
+                optimizer.report_loss(loss)
             optimizer.step()
             step += 1
             if on_step is not None:

@@ -10,9 +10,10 @@ Phases on the step counter ``n`` (``S_q, T_q, K_q``: start, length and periods o
   ``S_q + 1 + k D``) ``max_bit_wt`` drops by ``bit_reduction``, never below ``min_bit_wt``;
 - **pruning periods** inside it, exactly as HESSO's (same selection rule, :mod:`.redundancy`): a group with
   redundant units takes the *joint step* instead -- its weight ranges/exponents learn with ``lr_quant``, a forget
-  rate ``gamma`` and a weight step ``d`` come from :meth:`GETA.compute_gamma_d`, every quantized layer of the group
-  gets that bit width, and the redundant slices become ``x - gamma * Q(x) - lr * g`` (``Q`` the layer's
-  quantizer, identity for float tensors). At the end of a period its units are exactly zero and stay so;
+  rate ``gamma`` and a weight step ``d`` come from :meth:`GETA.compute_gamma_d`; every quantized layer of the group
+  keeps its step unless that ``d`` is finer (a bound, never a coarsening; issue 19), and the redundant slices
+  become ``(x - gamma * Q(x) - lr * g) * (P - t - 1) / (P - t)`` (``Q`` the layer's quantizer, identity for float
+  tensors; the factor is HESSO's fade). At the end of a period its units are exactly zero and stay so;
 - **fixed bits** ``n > S_p + T_p``: at its first step each layer's rounded bit widths are recorded in
   ``bit_layers``; afterwards every step keeps ``d`` at those bit widths while ``q_m`` and ``t`` train on.
 
@@ -208,7 +209,10 @@ class GETA(BaseHybridSparseOptimizer):
         for index in joint:
             self._joint_update(index, captured[index], position)
         if self.active_redundant_group_idxes:
-            self._shrink_active(self._shrink_factor(position), own_groups=False)
+            # Every redundant slice, the groups' own included, fades by (P - t - 1) / (P - t), as in HESSO: the
+            # forget rate alone is capped near lr * 1e-3 when the gradient opposes it, so the commit at the
+            # period's end used to remove units at full strength (issue 19).
+            self._shrink_active(self._shrink_factor(position))
         self._project_bits(phase, set(joint))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
@@ -255,7 +259,7 @@ class GETA(BaseHybridSparseOptimizer):
         kind = " and ".join(kind for kind, _ in ended)
         for problem in self.health.end_period(kind, ended[-1][1], step, self.quantizer_snapshot()):
             logger.warning("possible training collapse: %s", problem)
-            warnings.warn(f"possible training collapse: {problem}", TrainingCollapseWarning, stacklevel=3)
+            warnings.warn(f"possible training collapse: {problem}", TrainingCollapseWarning, stacklevel=4)
 
     @torch.no_grad()
     def compute_metrics(self) -> SparseOptimizerMetrics:
@@ -427,10 +431,26 @@ class GETA(BaseHybridSparseOptimizer):
                 step_size /= BACKOFF ** backoffs
             step_size = min(coarsest, step_size)
         if apply:
-            # Every layer of the group gets the bit width that step_size gives the widest range.
-            scaled = (powers / widest * step_size).to(self._weight_table.steps[rows[0]].dtype)
-            torch._foreach_copy_([self._weight_table.steps[k] for k in rows], list(scaled.split(1)))
+            self._bound_joint_steps(rows, powers / widest * step_size, bit_range)
         return gamma, step_size
+
+    @torch.no_grad()
+    def _bound_joint_steps(self, rows: List[int], bounds: Tensor, bit_range: Sequence[float]) -> None:
+        """Hold each layer's weight step at or below its share ``bounds[k]`` of the joint rule's step, within the
+        bit range: ``d <- clamp(min(d, bound), d(b_hi), d(b_lo))``.
+
+        The rule's step is the largest ``d`` for which the forget term stays a descent step (SPEC 5.7); the
+        reference assigned it, which re-quantized the whole layer, important units included, at the coarsest
+        width whenever the forget rate was small or ``cos_r >= 0`` (issue 19: most pruning steps, and back up
+        whenever it was not), and the model degraded over the pruning periods. As a bound it only refines.
+        """
+        table = self._weight_table
+        steps = torch.cat([table.steps[k].detach() for k in rows]).abs()
+        powers = table.range_powers(rows)
+        low_bits, high_bits = bit_range
+        held = torch.minimum(steps, bounds.to(steps.dtype))
+        held = torch.minimum(torch.maximum(held, powers * unit_step(high_bits)), powers * unit_step(low_bits))
+        torch._foreach_copy_([table.steps[k] for k in rows], list(held.to(steps.dtype).split(1)))
 
     def _redundant_sums(self, group: dict, parts: List[_RedundantPart]) -> List[float]:
         """``<x_c,g>, |x_c|^2, <r,g>, |r|^2, |g|^2, sum x_c, count`` over the redundant slices (``sum x_c`` only

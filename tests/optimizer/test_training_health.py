@@ -80,15 +80,15 @@ SCHEDULE = dict(variant="adam", lr=1e-3, lr_quant=1e-3, target_group_sparsity=0.
                 min_bit_wt=4, max_bit_wt=16, min_bit_act=4, max_bit_act=16)
 
 
-def train_reporting(optimizer, model, steps, loss_scale=1.0, use_closure=False):
-    for step in range(steps):
+def train_reporting(optimizer, model, steps, loss_scale=None, use_closure=False):
+    for step in range(optimizer.num_steps, optimizer.num_steps + steps):
         inputs, targets = batch(step)
 
         def closure():
             optimizer.zero_grad()
             loss = F.cross_entropy(model(inputs), targets)
             loss.backward()
-            return loss * loss_scale(step) if callable(loss_scale) else loss
+            return loss if loss_scale is None else loss * loss_scale(step)
 
         if use_closure:
             optimizer.step(closure)
@@ -116,26 +116,25 @@ def test_geta_metrics_report_the_loss_trend_and_every_layers_bits_and_steps():
     for name, module in model.named_modules():
         if name in names:
             assert metrics.weight_bits[name] == module.weight_bit
-            assert metrics.activation_step_sizes[name] == pytest.approx(abs(float(module.d_quant_act)))
+            assert metrics.activation_step_sizes[name] == pytest.approx(abs(float(module.d_quant_act.detach())))
 
 
 def test_geta_warns_naming_the_layers_when_the_loss_jumps_and_bits_sit_at_the_floor():
     model, oto = build(DigitsNet)
     optimizer = oto.geta(**SCHEDULE)
-    floor = optimizer.min_bit_wt
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        train_reporting(optimizer, model, 14)
-        for name, module in model.named_modules():  # a constructed collapse: every weight quantizer at 4 bits
-            if name in ("conv_a", "conv_b", "conv_c", "fc1"):
-                module.d_quant_wt.data.copy_(module.q_m_wt.detach().abs() / (2 ** (floor - 1) - 1))
-        optimizer.param_groups[0]["lr"] = 0.0  # so that nothing moves them off the floor before the check
-        train_reporting(optimizer, model, 6, loss_scale=lambda step: 10.0, use_closure=True)
-    messages = collapse_warnings(record)
-    assert any("end of projection and pruning period" not in m and "jumped" in m for m in messages) or \
-        any("jumped" in m for m in messages)
-    floor_messages = [m for m in messages if "weight bit width at the floor" in m]
-    assert floor_messages and all(name in floor_messages[-1] for name in ("conv_a", "conv_b", "conv_c", "fc1"))
+    train_reporting(optimizer, model, 15)  # periods end at steps 5, 10 (projection) and 15 (pruning 1)
+    names = ("conv_a", "conv_b", "conv_c", "fc1", "fc2")
+    floor = SCHEDULE["min_bit_wt"]
+    for name in names:  # a constructed collapse: every weight quantizer at the floor, the loss 10x
+        module = getattr(model, name)
+        module.d_quant_wt.data.copy_(module.q_m_wt.detach().abs() / (2 ** (floor - 1) - 1))
+    with pytest.warns(TrainingCollapseWarning) as record:
+        train_reporting(optimizer, model, 5, loss_scale=lambda step: 10.0, use_closure=True)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith("possible training collapse: step 20, end of pruning period 2: the mean training "
+                            "loss jumped") for m in messages)
+    floor_message = next(m for m in messages if "weight bit width at the floor 4" in m)
+    assert "5 of 5 layers" in floor_message and all(name in floor_message for name in names)
 
 
 def test_geta_checkpoints_keep_the_loss_trend():
