@@ -36,7 +36,7 @@ def test_a_loss_jump_between_periods_is_reported_with_its_size():
     healthy = snapshot({n: 8 for n in LAYERS})
     problems = run_periods(TrainingHealth(), [[0.9, 0.7], [0.3, 0.3], [2.0, 1.6]], [healthy] * 3)
     assert len(problems) == 1
-    assert "end of pruning period 3" in problems[0] and "jumped to 1.8" in problems[0] and "6.0x" in problems[0]
+    assert "end of pruning period 3" in problems[0] and "jumped to 1.8" in problems[0] and "6.0x the previous" in problems[0]
 
 
 def test_a_diverged_loss_is_reported():
@@ -54,7 +54,8 @@ def test_most_layers_at_the_bit_floor_are_reported_by_name():
 
 def test_a_healthy_trend_and_a_minority_at_the_floor_are_not_reported():
     mixed = snapshot({"conv_a": 4, "conv_b": 4, "conv_c": 6, "fc1": 9})
-    problems = run_periods(TrainingHealth(), [[2.0, 1.5], [0.8, 0.9], [0.5, 0.9], [0.6, 0.5]], [mixed] * 4)
+    problems = run_periods(TrainingHealth(), [[2.0, 1.5], [0.8, 0.9], [0.5, 0.9], [0.6, 0.5], [0.9, 1.0]],
+                           [mixed] * 5)
     assert problems == []
 
 
