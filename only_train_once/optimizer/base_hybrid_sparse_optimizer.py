@@ -53,6 +53,10 @@ def _sorted_unique(values: Sequence[int]) -> List[int]:
 class BaseHybridSparseOptimizer(BaseOptimizer):
     """Pruning bookkeeping over OTO param groups (see module docstring).
 
+    ``max_group_sparsity`` caps the fraction of any one group's units that may be pruned (default
+    ``1 - (1 - target_group_sparsity) / 2``, :func:`.redundancy.default_max_group_sparsity`; ``1.0`` restores
+    the reference's rule, which only keeps one unit per group).
+
     Numerics switches (both behaviours kept, defaults chosen by the digits benchmark, see README notes):
     ``redundant_selection`` (O16, :data:`.redundancy.SELECTION_ORDERS`), ``auxiliary_scaling`` (O7,
     :data:`AUXILIARY_SCALINGS`), ``moment_initialization`` (O15, :class:`.BaseOptimizer`).
@@ -64,9 +68,14 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                  additional_defaults: Optional[dict] = None,
                  importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  fixed_zero_groups: bool = True, redundant_selection: str = "score",
-                 auxiliary_scaling: str = "once", moment_initialization: str = "standard"):
+                 auxiliary_scaling: str = "once", moment_initialization: str = "standard",
+                 max_group_sparsity: Optional[float] = None):
         if isinstance(target_group_sparsity, bool) or not 0.0 <= float(target_group_sparsity) < 1.0:
             raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity!r}")
+        if max_group_sparsity is None:
+            max_group_sparsity = redundancy.default_max_group_sparsity(target_group_sparsity)
+        if isinstance(max_group_sparsity, bool) or not 0.0 < float(max_group_sparsity) <= 1.0:
+            raise ValueError(f"max_group_sparsity must be in (0, 1], got {max_group_sparsity!r}")
         if isinstance(group_divisible, bool) or int(group_divisible) != group_divisible or group_divisible < 1:
             raise ValueError(f"group_divisible must be an integer >= 1, got {group_divisible!r}")
         check_choice("redundant_selection", redundant_selection, redundancy.SELECTION_ORDERS)
@@ -76,6 +85,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                          additional_defaults=additional_defaults, moment_initialization=moment_initialization)
         self.target_group_sparsity = float(target_group_sparsity)
         self.group_divisible = int(group_divisible)
+        self.max_group_sparsity = float(max_group_sparsity)
         self.fixed_zero_groups = bool(fixed_zero_groups)
         self.redundant_selection = redundant_selection
         self.auxiliary_scaling = auxiliary_scaling
@@ -87,12 +97,14 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         sizes = [self.param_groups[i]["num_groups"] for i in self._unit_groups()]
         self.total_num_groups = int(sum(sizes))
         requested = redundancy.requested_count(self.total_num_groups, self.target_group_sparsity)
-        self.target_num_redundant_groups = redundancy.reachable_target(sizes, self.group_divisible, requested)
+        self.target_num_redundant_groups = redundancy.reachable_target(sizes, self.group_divisible, requested,
+                                                                       self.max_group_sparsity)
         if self.target_num_redundant_groups < requested:
-            logger.warning("target_group_sparsity=%s asks for %d of %d units; every group keeps >= %d unit(s)%s, so "
-                           "%d will be pruned (sparsity %.4f)", self.target_group_sparsity, requested,
-                           self.total_num_groups, max(1, self.group_divisible),
+            logger.warning("target_group_sparsity=%s asks for %d of %d units; every group keeps >= %d unit(s)%s and "
+                           "loses at most a fraction max_group_sparsity=%s, so %d will be pruned (sparsity %.4f)",
+                           self.target_group_sparsity, requested, self.total_num_groups, max(1, self.group_divisible),
                            " in multiples of group_divisible" if self.group_divisible > 1 else "",
+                           self.max_group_sparsity,
                            self.target_num_redundant_groups,
                            self.target_num_redundant_groups / max(self.total_num_groups, 1))
         self.pruned_group_idxes: List[int] = []
@@ -222,7 +234,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         for index in self._unit_groups():
             size = self.param_groups[index]["num_groups"]
             done = int(counts[index])
-            room[index] = max(redundancy.allowed_counts(size, self.group_divisible)) - done
+            room[index] = max(redundancy.allowed_counts(size, self.group_divisible, self.max_group_sparsity)) - done
             first_touch[index] = size % self.group_divisible if done == 0 and self.group_divisible > 1 else 0
         chosen = redundancy.select_units(priority, eligible & ~pruned_mask, self.layout.unit_group, room,
                                          first_touch, budget, self.group_divisible).tolist()
@@ -356,7 +368,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
     def _state_keys(self) -> List[str]:
         return ["num_steps", "safe_guard", "first_moment_grads", "second_moment_grads", "moment_initialization",
                 "group_divisible", "target_group_sparsity", "total_num_groups", "target_num_redundant_groups",
-                "curr_pruning_period", "start_pruning_step", "pruning_periods", "pruning_steps",
+                "max_group_sparsity", "curr_pruning_period", "start_pruning_step", "pruning_periods", "pruning_steps",
                 "pruning_period_duration", "pruned_group_idxes", "active_redundant_group_idxes",
                 "active_num_redundant_groups", "importance_score_criteria", "fixed_zero_groups",
                 "redundant_selection", "auxiliary_scaling"]

@@ -10,9 +10,10 @@ Phases on the step counter ``n`` (``S_q, T_q, K_q``: start, length and periods o
   ``S_q + 1 + k D``) ``max_bit_wt`` drops by ``bit_reduction``, never below ``min_bit_wt``;
 - **pruning periods** inside it, exactly as HESSO's (same selection rule, :mod:`.redundancy`): a group with
   redundant units takes the *joint step* instead -- its weight ranges/exponents learn with ``lr_quant``, a forget
-  rate ``gamma`` and a weight step ``d`` come from :meth:`GETA.compute_gamma_d`, every quantized layer of the group
-  gets that bit width, and the redundant slices become ``x - gamma * Q(x) - lr * g`` (``Q`` the layer's
-  quantizer, identity for float tensors). At the end of a period its units are exactly zero and stay so;
+  rate ``gamma`` and a weight step ``d`` come from :meth:`GETA.compute_gamma_d`; every quantized layer of the group
+  keeps its step unless that ``d`` is finer (a bound, never a coarsening; issue 19), and the redundant slices
+  become ``(x - gamma * Q(x) - lr * g) * (P - t - 1) / (P - t)`` (``Q`` the layer's quantizer, identity for float
+  tensors; the factor is HESSO's fade). At the end of a period its units are exactly zero and stay so;
 - **fixed bits** ``n > S_p + T_p``: at its first step each layer's rounded bit widths are recorded in
   ``bit_layers``; afterwards every step keeps ``d`` at those bit widths while ``q_m`` and ``t`` train on.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -34,7 +36,9 @@ from torch.optim.optimizer import required
 from ..quantization.quantizer import MIN_MAGNITUDE, QuantizationType, bit_width, fake_quantize, step_size_for_bits
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import DescentPlan, check_choice, check_non_negative
+from .metrics import SparseOptimizerMetrics
 from .quant_groups import QuantGroup, QuantLayer, QuantLayerTable, classify_group, unit_step
+from .training_health import HealthThresholds, QuantizerSnapshot, TrainingCollapseWarning, TrainingHealth
 from .utils import safe_open_file
 
 logger = logging.getLogger(__name__)
@@ -77,7 +81,9 @@ class GETA(BaseHybridSparseOptimizer):
     ``enable_grad_clipping`` (clamp every ``.grad`` into ``[grad_clip_min, grad_clip_max]`` before each step;
     the reference defines the bounds but never clips, so the default is False); ``forget_rate_guard`` (O5,
     :data:`FORGET_RATE_GUARDS`) and the switches of :class:`BaseHybridSparseOptimizer`.
-    ``verbose`` (``True`` or ``"True"``) writes per-step diagnostics to ``<log_dir>/geta_diagnostics.txt``;
+    ``health_thresholds`` (:class:`.training_health.HealthThresholds`) sets when the end-of-period check warns of
+    a collapse; give the optimizer the training loss with ``step(closure)`` or :meth:`report_loss` for its loss
+    trend. ``verbose`` (``True`` or ``"True"``) writes per-step diagnostics to ``<log_dir>/geta_diagnostics.txt``;
     nothing is written otherwise. ``device`` is kept for compatibility and unused.
     """
 
@@ -93,7 +99,8 @@ class GETA(BaseHybridSparseOptimizer):
                  device: str = "cuda", log_dir: str = "outputs", fixed_zero_groups: bool = True,
                  enable_grad_clipping: bool = False, forget_rate_guard: str = "magnitude",
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
-                 moment_initialization: str = "standard"):
+                 moment_initialization: str = "standard", health_thresholds: Optional[HealthThresholds] = None,
+                 max_group_sparsity: Optional[float] = None):
         check_non_negative("lr_quant", lr_quant)
         check_choice("forget_rate_guard", forget_rate_guard, FORGET_RATE_GUARDS)
         _check_bits("min_bit_wt", "max_bit_wt", min_bit_wt, max_bit_wt)
@@ -108,7 +115,7 @@ class GETA(BaseHybridSparseOptimizer):
                          additional_defaults={"lr_quant": lr_quant},
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
                          redundant_selection=redundant_selection, auxiliary_scaling=auxiliary_scaling,
-                         moment_initialization=moment_initialization)
+                         moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity)
         self._setup_pruning_schedule(start_pruning_step, pruning_steps, pruning_periods)
         self._setup_projection_schedule(start_projection_step, projection_steps, projection_periods)
         self.lr_quant = lr_quant
@@ -139,6 +146,7 @@ class GETA(BaseHybridSparseOptimizer):
         self._weight_layer_of_param = {(layer.group_index, layer.weight): layer for layer in layers
                                        if layer.weight is not None and layer.has_weight_quantizer}
         self._frozen_steps: Dict[str, Tensor] = {}
+        self.health = TrainingHealth(health_thresholds)
         logger.info("Setup GETA: %d quantized layers, %d prunable units, target %d redundant (sparsity %s); "
                     "projection %d x %d steps from step %d, pruning %d x %d steps from step %d, weight bits [%d, %d], "
                     "activation bits [%d, %d]", len(layers), self.total_num_groups, self.target_num_redundant_groups,
@@ -181,11 +189,12 @@ class GETA(BaseHybridSparseOptimizer):
     # -- step -------------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, closure: Optional[Callable] = None):
-        """One training step (module docstring)."""
+        """One training step (module docstring). The closure's loss, if any, is reported (:meth:`report_loss`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+            self.report_loss(loss)
         self.num_steps += 1
         step = self.num_steps
         if self.enable_grad_clipping:
@@ -201,11 +210,69 @@ class GETA(BaseHybridSparseOptimizer):
         for index in joint:
             self._joint_update(index, captured[index], position)
         if self.active_redundant_group_idxes:
-            self._shrink_active(self._shrink_factor(position), own_groups=False)
+            # Every redundant slice, the groups' own included, fades by (P - t - 1) / (P - t), as in HESSO: the
+            # forget rate alone is capped near lr * 1e-3 when the gradient opposes it, so the commit at the
+            # period's end used to remove units at full strength (issue 19).
+            self._shrink_active(self._shrink_factor(position))
         self._project_bits(phase, set(joint))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
+        self._check_health_if_period_ends(step)
         return loss
+
+    # -- training health (issue 19) -------------------------------------------------------------------------
+    def report_loss(self, loss: Union[Tensor, float]) -> None:
+        """Give GETA one step's training loss (a tensor or a number) for its loss trend and collapse check.
+
+        Call it once per step (``step(closure)`` calls it with the closure's loss). Reads the value on the host.
+        """
+        self.health.record_loss(float(loss.detach()) if isinstance(loss, Tensor) else float(loss))
+
+    def quantizer_snapshot(self) -> QuantizerSnapshot:
+        """Every quantized layer's rounded weight/activation bit width and step size ``d`` now."""
+        snapshot = QuantizerSnapshot(weight_floor=self.min_bit_wt, activation_floor=self.min_bit_act)
+        for table, bits, steps in ((self._weight_table, snapshot.weight_bits, snapshot.weight_step_sizes),
+                                   (self._act_table, snapshot.activation_bits, snapshot.activation_step_sizes)):
+            rows = list(range(len(table)))
+            if not rows:
+                continue
+            widths = table.bit_widths(rows).round().tolist()
+            sizes = torch.cat([table.steps[k].detach() for k in rows]).abs().tolist()
+            for layer, width, size in zip(table.layers, widths, sizes):
+                bits[layer.name], steps[layer.name] = int(width), size
+        return snapshot
+
+    def _periods_ending_at(self, step: int) -> List[Tuple[str, int]]:
+        """``(kind, 1-based index)`` of the projection and pruning periods whose last step is ``step``."""
+        ended = []
+        for kind, start, duration, periods in (
+                ("projection", self.start_projection_step, self.projection_period_duration, self.projection_periods),
+                ("pruning", self.start_pruning_step, self.pruning_period_duration, self.pruning_periods)):
+            offset = step - start
+            if offset > 0 and offset % duration == 0 and offset // duration <= periods:
+                ended.append((kind, offset // duration))
+        return ended
+
+    def _check_health_if_period_ends(self, step: int) -> None:
+        ended = self._periods_ending_at(step)
+        if not ended:
+            return
+        kind = " and ".join(kind for kind, _ in ended)
+        for problem in self.health.end_period(kind, ended[-1][1], step, self.quantizer_snapshot()):
+            logger.warning("possible training collapse: %s", problem)
+            warnings.warn(f"possible training collapse: {problem}", TrainingCollapseWarning, stacklevel=4)
+
+    @torch.no_grad()
+    def compute_metrics(self) -> SparseOptimizerMetrics:
+        """Sparsity metrics (SPEC 5.8) plus ``loss_trend`` (mean loss per ended period, then the running one) and
+        the per-layer ``weight_bits``, ``activation_bits``, ``weight_step_sizes``, ``activation_step_sizes``."""
+        metrics = super().compute_metrics()
+        snapshot = self.quantizer_snapshot()
+        metrics.loss_trend = self.health.loss_trend()
+        metrics.weight_bits, metrics.activation_bits = snapshot.weight_bits, snapshot.activation_bits
+        metrics.weight_step_sizes = snapshot.weight_step_sizes
+        metrics.activation_step_sizes = snapshot.activation_step_sizes
+        return metrics
 
     def _descend(self, joint: Sequence[int]) -> None:
         plan = DescentPlan()
@@ -365,10 +432,26 @@ class GETA(BaseHybridSparseOptimizer):
                 step_size /= BACKOFF ** backoffs
             step_size = min(coarsest, step_size)
         if apply:
-            # Every layer of the group gets the bit width that step_size gives the widest range.
-            scaled = (powers / widest * step_size).to(self._weight_table.steps[rows[0]].dtype)
-            torch._foreach_copy_([self._weight_table.steps[k] for k in rows], list(scaled.split(1)))
+            self._bound_joint_steps(rows, powers / widest * step_size, bit_range)
         return gamma, step_size
+
+    @torch.no_grad()
+    def _bound_joint_steps(self, rows: List[int], bounds: Tensor, bit_range: Sequence[float]) -> None:
+        """Hold each layer's weight step at or below its share ``bounds[k]`` of the joint rule's step, within the
+        bit range: ``d <- clamp(min(d, bound), d(b_hi), d(b_lo))``.
+
+        The rule's step is the largest ``d`` for which the forget term stays a descent step (SPEC 5.7); the
+        reference assigned it, which re-quantized the whole layer, important units included, at the coarsest
+        width whenever the forget rate was small or ``cos_r >= 0`` (issue 19: most pruning steps, and back up
+        whenever it was not), and the model degraded over the pruning periods. As a bound it only refines.
+        """
+        table = self._weight_table
+        steps = torch.cat([table.steps[k].detach() for k in rows]).abs()
+        powers = table.range_powers(rows)
+        low_bits, high_bits = bit_range
+        held = torch.minimum(steps, bounds.to(steps.dtype))
+        held = torch.minimum(torch.maximum(held, powers * unit_step(high_bits)), powers * unit_step(low_bits))
+        torch._foreach_copy_([table.steps[k] for k in rows], list(held.to(steps.dtype).split(1)))
 
     def _redundant_sums(self, group: dict, parts: List[_RedundantPart]) -> List[float]:
         """``<x_c,g>, |x_c|^2, <r,g>, |r|^2, |g|^2, sum x_c, count`` over the redundant slices (``sum x_c`` only
@@ -556,10 +639,12 @@ class GETA(BaseHybridSparseOptimizer):
         ``pruned_group_idxes``."""
         state = super().state_dict()
         state["pruned_group_indices"] = list(state["pruned_group_idxes"])
+        state["training_health"] = self.health.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         super().load_state_dict(state_dict)
+        self.health.load_state_dict(state_dict.get("training_health", {}))
         self._frozen_steps.clear()
 
 

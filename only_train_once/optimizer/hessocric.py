@@ -184,7 +184,8 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
 
     def _candidates(self, scores: Tensor) -> List[int]:
         eligible = self._eligible_mask()
-        room = {i: max(redundancy.allowed_counts(self.param_groups[i]["num_groups"], self.group_divisible))
+        room = {i: max(redundancy.allowed_counts(self.param_groups[i]["num_groups"], self.group_divisible,
+                                                     self.max_group_sparsity))
                 for i in self._unit_groups()}
         first = {i: self.param_groups[i]["num_groups"] % self.group_divisible if self.group_divisible > 1 else 0
                  for i in self._unit_groups()}

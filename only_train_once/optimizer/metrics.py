@@ -1,5 +1,7 @@
 """``SparseOptimizerMetrics``: group-sparsity read-out of a hybrid sparse optimizer (SPEC 5.8)."""
 
+from types import MappingProxyType
+
 
 class SparseOptimizerMetrics:
     """Counts and norms over the units of the prunable groups, refreshed by ``compute_metrics()``.
@@ -7,6 +9,10 @@ class SparseOptimizerMetrics:
     ``num_groups``: prunable units; ``num_zero_groups``: units whose slices are all exactly zero;
     ``group_sparsity = num_zero_groups / num_groups``; ``norm_*``: sums of the units' L2 norms over all,
     important, and redundant (selected or pruned) units. The violating-set fields are HESSOCRIC's.
+
+    GETA also fills (empty otherwise): ``loss_trend`` (mean reported loss per ended projection/pruning period,
+    then that of the running one), and per layer name ``weight_bits``, ``activation_bits`` (rounded bit widths),
+    ``weight_step_sizes``, ``activation_step_sizes`` (quantizer steps ``d``).
     """
 
     num_groups = 0
@@ -21,6 +27,11 @@ class SparseOptimizerMetrics:
     norm_important_groups = 0.0
     norm_redundant_groups = 0.0
     group_sparsity = 0.0
+    loss_trend: tuple = ()
+    weight_bits = MappingProxyType({})  # read-only class defaults; compute_metrics assigns fresh dicts
+    activation_bits = MappingProxyType({})
+    weight_step_sizes = MappingProxyType({})
+    activation_step_sizes = MappingProxyType({})
 
     def reset(self) -> None:
         """Back to the class defaults (every field 0)."""

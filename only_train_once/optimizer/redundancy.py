@@ -6,7 +6,10 @@ The rule, over the ``N`` units of the prunable groups (``total_num_groups``) and
    ``0.29 * 100`` is 29, not 28) and a ``1e-9`` allowance for fractions without a finite decimal form (so
    ``(2 / 24) * 24`` is 2).
 2. Every group keeps at least ``q = max(1, group_divisible)`` units, and with ``q > 1`` the number of units a
-   group keeps is a multiple of ``q`` unless the group is left untouched. The target ``T`` is the largest
+   group keeps is a multiple of ``q`` unless the group is left untouched. No group loses more than
+   ``floor(size * max_group_sparsity)`` units (:func:`group_cap`; issue 19: scores are not comparable across
+   layers, and the global ranking once took 31 of a 32-channel layer's units, cutting the network to a
+   1-channel bottleneck). The target ``T`` is the largest
    count ``<= floor(N * s)`` that these constraints allow (a warning is logged when ``T < floor(N * s)``).
 3. The pruning periods get budgets ``floor(T/K)`` and the remainder in the last one; a period that cannot use
    all of its budget passes the rest on, so that after the last period exactly ``T`` units are pruned.
@@ -37,29 +40,42 @@ def requested_count(num_units: int, sparsity: float) -> int:
     return int(Fraction(repr(float(sparsity))) * num_units + Fraction(1, 10 ** 9))
 
 
-def allowed_counts(size: int, divisible: int) -> List[int]:
+def default_max_group_sparsity(target_sparsity: float) -> float:
+    """``1 - (1 - s) / 2``: every group keeps at least half the fraction of units the model as a whole keeps."""
+    return 1.0 - (1.0 - float(target_sparsity)) / 2.0
+
+
+def group_cap(size: int, max_group_sparsity: float = 1.0) -> int:
+    """Most units a group of ``size`` units may lose: ``floor(size * max_group_sparsity)`` (decimal reading)."""
+    return requested_count(size, max_group_sparsity) if max_group_sparsity < 1.0 else size
+
+
+def allowed_counts(size: int, divisible: int, max_group_sparsity: float = 1.0) -> List[int]:
     """Numbers of units a group of ``size`` units may have pruned in total (rule 2 of the module docstring)."""
     keep = max(1, divisible)
+    cap = group_cap(size, max_group_sparsity)
     if size <= keep:
         return [0]
     if keep == 1:
-        return list(range(size))
+        return list(range(min(size, cap + 1)))
     first = size % keep
     counts = list(range(first, size - keep + 1, keep))
-    return counts if counts and counts[0] == 0 else [0] + counts
+    counts = counts if counts and counts[0] == 0 else [0] + counts
+    return [count for count in counts if count <= cap]
 
 
-def reachable_target(group_sizes: Sequence[int], divisible: int, requested: int) -> int:
+def reachable_target(group_sizes: Sequence[int], divisible: int, requested: int,
+                     max_group_sparsity: float = 1.0) -> int:
     """Largest total ``<= requested`` reachable by per-group allowed counts (a subset-sum over bit sets)."""
     if requested <= 0:
         return 0
     if max(1, divisible) == 1:
-        return min(requested, sum(max(size - 1, 0) for size in group_sizes))
+        return min(requested, sum(max(allowed_counts(size, 1, max_group_sparsity)) for size in group_sizes))
     limit = (1 << (requested + 1)) - 1
     reachable = 1
     for size in group_sizes:
         combined = 0
-        for count in allowed_counts(size, divisible):
+        for count in allowed_counts(size, divisible, max_group_sparsity):
             if count > requested:
                 break
             combined |= reachable << count

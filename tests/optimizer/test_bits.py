@@ -87,16 +87,19 @@ class TwoBranches(nn.Module):
         return self.head(F.relu(self.left(x) + self.right(x)))
 
 
-def test_the_joint_step_gives_every_layer_of_a_group_one_in_range_bit_width():
+def test_the_joint_step_keeps_every_layer_of_a_group_in_range_and_never_coarsens_it():
     model, oto = build(TwoBranches)
     optimizer = oto.geta(variant="adam", lr=1e-3, lr_quant=1e-3, target_group_sparsity=0.25,
                          start_projection_step=0, projection_steps=1, start_pruning_step=1, pruning_steps=4,
                          min_bit_wt=4, max_bit_wt=10)
-    train(model, optimizer, 2)  # step 2 is the first joint step (P = 4, t = 1)
+    train(model, optimizer, 1)
+    before = _unrounded_weight_bits(model.left), _unrounded_weight_bits(model.right)
+    train(model, optimizer, 1, first_step=1)  # step 2 is the first joint step (P = 4, t = 1)
     assert optimizer.active_redundant_group_idxes
-    left, right = _unrounded_weight_bits(model.left), _unrounded_weight_bits(model.right)
-    assert left == pytest.approx(right, abs=1e-4)
-    assert 4 - 1e-4 <= left <= 10 + 1e-4
+    after = _unrounded_weight_bits(model.left), _unrounded_weight_bits(model.right)
+    for old, new in zip(before, after):
+        # the rule's step is a bound (issue 19): a layer keeps its width or gets finer; q_m moves a little
+        assert 4 - 1e-4 <= new <= 10 + 1e-4 and new >= old - 0.05
 
 
 def _joint_ready(lr=1e-3):

@@ -44,10 +44,10 @@ def test_an_unreachable_target_is_reported(caplog):
     assert "will be pruned" in caplog.text
 
 
-def test_the_redundant_set_is_the_lowest_score_set():
+def test_without_a_group_cap_the_redundant_set_is_the_lowest_score_set():
     model, oto = build(DigitsNet, quantized=False)
     optimizer = oto.hesso(variant="adam", lr=1e-3, target_group_sparsity=0.4, start_pruning_step=3,
-                          pruning_steps=4, pruning_periods=1)
+                          pruning_steps=4, pruning_periods=1, max_group_sparsity=1.0)
     train(model, optimizer, 4)  # the period starts at step 4
     scores = torch.cat(optimizer.global_scores)
     starts = [optimizer.param_groups[i]["global_start_idx"] for i in optimizer._unit_groups()]
@@ -62,11 +62,34 @@ def test_a_group_whose_units_all_score_lowest_keeps_one_unit():
         for module in (model.conv_a, model.bn_a):
             module.weight.mul_(1e-4)
             module.bias.mul_(1e-4)
-    optimizer = oto.hesso(lr=0.0, target_group_sparsity=0.25, importance_score_criteria={"magnitude": 1.0})
+    optimizer = oto.hesso(lr=0.0, target_group_sparsity=0.25, importance_score_criteria={"magnitude": 1.0},
+                          max_group_sparsity=1.0)
     train(model, optimizer, 1)
     group = next(g for g in optimizer.param_groups if "conv_a.weight" in g["p_names"])
     assert len(group["pruned_idxes"]) == 7 and len(group["important_idxes"]) == 1
     assert zero_unit_fraction(oto)[0] == 16
+
+
+def test_by_default_a_group_loses_at_most_half_again_the_target_share_of_its_units():
+    model, oto = build(DigitsNet, quantized=False)
+    with torch.no_grad():
+        for module in (model.conv_a, model.bn_a):
+            module.weight.mul_(1e-4)
+            module.bias.mul_(1e-4)
+    optimizer = oto.hesso(lr=0.0, target_group_sparsity=0.25, importance_score_criteria={"magnitude": 1.0})
+    assert optimizer.max_group_sparsity == 0.625  # 1 - (1 - 0.25) / 2
+    train(model, optimizer, 1)
+    group = next(g for g in optimizer.param_groups if "conv_a.weight" in g["p_names"])
+    # conv_a's 8 units all score lowest; the cap floor(8 * 0.625) = 5 leaves it 3 units
+    assert len(group["pruned_idxes"]) == 5 and len(group["important_idxes"]) == 3
+    assert len(optimizer.pruned_group_idxes) == optimizer.target_num_redundant_groups == 16  # 64 units
+
+
+def test_the_group_cap_is_validated_and_limits_the_reachable_target():
+    model, oto = build(DigitsNet, quantized=False)
+    with pytest.raises(ValueError, match="max_group_sparsity"):
+        oto.hesso(lr=0.1, max_group_sparsity=0.0)
+    assert oto.hesso(lr=0.1, target_group_sparsity=0.9, max_group_sparsity=0.5).target_num_redundant_groups == 32
 
 
 @pytest.mark.parametrize("quantized", [False, True])
@@ -117,6 +140,9 @@ def test_allowed_counts_and_reachable_targets():
     assert redundancy.allowed_counts(8, 4) == [0, 4]
     assert redundancy.reachable_target([5, 5], 2, 5) == 4
     assert redundancy.reachable_target([8, 16], 4, 100) == 16
+    assert redundancy.allowed_counts(5, 1, 0.5) == [0, 1, 2]
+    assert redundancy.allowed_counts(16, 4, 0.5) == [0, 4, 8]
+    assert redundancy.reachable_target([5, 5], 1, 100, 0.5) == 4
     assert redundancy.requested_count(100, 0.29) == 29
     assert redundancy.period_budgets(206, 3) == [68, 68, 70]
 
