@@ -286,8 +286,24 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0) -> None:
-    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects."""
+def is_key_value_cache(obj: Any) -> bool:
+    """Whether ``obj`` is a Hugging Face key/value cache (``transformers.Cache`` and its subclasses).
+
+    A decoder called with ``use_cache=True`` returns its keys and values for the next step. Their head axes are
+    state that follows pruning (the compressed model caches fewer heads), not results whose shape must be kept,
+    so the capture leaves them out of the model outputs. Recognised by class, without importing transformers.
+    """
+    return any(cls.__name__ == "Cache" and cls.__module__.startswith("transformers")
+               for cls in type(obj).__mro__)
+
+
+def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0,
+                       caches: Optional[List[str]] = None) -> None:
+    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects.
+
+    Key/value caches (:func:`is_key_value_cache`) are skipped, their class names appended to ``caches``: their
+    shapes follow the pruned heads.
+    """
     if depth > 8 or id(obj) in seen:
         return
     if isinstance(obj, torch.Tensor):
@@ -296,18 +312,22 @@ def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: in
     if obj is None or isinstance(obj, (str, bytes, int, float, bool, complex, torch.dtype, torch.device)):
         return
     seen.add(id(obj))
+    if is_key_value_cache(obj):
+        if caches is not None:
+            caches.append(type(obj).__name__)
+        return
     if isinstance(obj, dict):
         for value in obj.values():
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
     elif isinstance(obj, (list, tuple, set, frozenset)):
         for value in obj:
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1)
+            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1, caches)
     elif hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, types.ModuleType, type)):
         for value in vars(obj).values():
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
 
 
 def run_model(model: nn.Module, dummy_input: Any) -> Any:
@@ -379,7 +399,11 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         for module, name, value in traced_attributes:
             module.__dict__[name] = value
     output_tensors: List[torch.Tensor] = []
-    _flatten_structure(output, output_tensors, set())
+    caches: List[str] = []
+    _flatten_structure(output, output_tensors, set(), caches=caches)
+    if caches:
+        logger.info("the model returns a key/value cache (%s): its keys and values follow the pruned heads, so "
+                    "they are not outputs whose shape pruning must keep", caches[0])
     if not output_tensors:
         raise GraphCaptureError("the model returned no tensor: OTO needs at least one tensor output to trace.")
     output_values = []

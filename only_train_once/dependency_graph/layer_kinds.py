@@ -1,0 +1,67 @@
+"""Build-time summary: how many units (channels, heads) of each layer kind can be pruned.
+
+A language model user wants to know at once whether attention heads, MLP units and hidden channels are in play
+("50% group sparsity" means little if only the MLP is prunable). Groups are sorted into layer kinds by the class
+of the module holding their first trainable parameter's layer (``LlamaAttention``, ``LlamaMLP``...); attention
+groups count heads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, Iterable
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_ATTENTION_OPS = frozenset({"attention", "multiheadattention"})
+
+
+@dataclass
+class LayerKindCount:
+    """Groups and units of one layer kind; ``prunable_*`` count those the optimizer may remove."""
+
+    unit_name: str
+    groups: int = 0
+    units: int = 0
+    prunable_groups: int = 0
+    prunable_units: int = 0
+
+
+def _layer_kind(group, modules: Dict[str, nn.Module]) -> str:
+    member = group.trainable_members()[0]
+    layer_name = member.name.rpartition(".")[0]
+    parent_name = layer_name.rpartition(".")[0]
+    parent = modules.get(parent_name)
+    return type(parent).__name__ if parent is not None and parent_name else type(modules[""]).__name__
+
+
+def count_prunable_units(groups: Iterable, model: nn.Module) -> "OrderedDict[str, LayerKindCount]":
+    """Per layer kind, the groups and units found and how many of them are prunable (auxiliary groups, which
+    follow other groups, and groups without trainable parameters are left out)."""
+    modules = dict(model.named_modules())
+    counts: "OrderedDict[str, LayerKindCount]" = OrderedDict()
+    for group in groups:
+        if group.is_auxiliary or not group.trainable_members():
+            continue
+        heads = any(node.op_name in _ATTENTION_OPS for node in group.nodes.values())
+        kind = _layer_kind(group, modules)
+        count = counts.setdefault(kind, LayerKindCount("heads" if heads else "units"))
+        if heads:
+            count.unit_name = "heads"
+        count.groups += 1
+        count.units += group.num_groups
+        if group.is_prunable:
+            count.prunable_groups += 1
+            count.prunable_units += group.num_groups
+    return counts
+
+
+def log_prunable_units(groups: Iterable, model: nn.Module) -> None:
+    """Log one line per layer kind: prunable units out of all, and in how many groups."""
+    for kind, count in count_prunable_units(groups, model).items():
+        logger.info("%s: %d of %d %s prunable (%d of %d groups)", kind, count.prunable_units, count.units,
+                    count.unit_name, count.prunable_groups, count.groups)
