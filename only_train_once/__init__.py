@@ -10,7 +10,8 @@
 from .dependency_graph import build_pruning_dependency_graph
 from .graph import Graph
 from .oto import OTO
+from .subnet_construction.huggingface import load_pretrained
 
 __version__ = "0.1.0"
 
-__all__ = ["OTO", "Graph", "build_pruning_dependency_graph", "__version__"]
+__all__ = ["OTO", "load_pretrained", "Graph", "build_pruning_dependency_graph", "__version__"]

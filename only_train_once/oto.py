@@ -189,6 +189,11 @@ class OTO:
         float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see :meth:`export_qdq_onnx`).
         The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
         in ``compressed_model_path`` and ``full_group_sparse_model_path``.
+
+        Hugging Face models: their config's size fields follow the pruning where every layer kept the same sizes;
+        ``export_huggingface_format=True`` writes the compressed model as a ``save_pretrained`` directory
+        (``<out_dir>/<Name>_compressed_hf``, see :func:`only_train_once.load_pretrained`), which becomes
+        ``compressed_model_path``.
         """
         from .subnet_construction import automated_pruning_compression
 
