@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Tuple
 
 from torch import nn
 
@@ -31,12 +31,26 @@ class LayerKindCount:
     prunable_units: int = 0
 
 
+def _parent(name: str, modules: Dict[str, nn.Module]) -> Tuple[str, nn.Module]:
+    """The module holding module ``name``, skipping containers (ModuleDict, ModuleList)."""
+    while name:
+        name = name.rpartition(".")[0]
+        if not isinstance(modules[name], (nn.ModuleDict, nn.ModuleList)):
+            break
+    return name, modules[name]
+
+
 def _layer_kind(group, modules: Dict[str, nn.Module]) -> str:
-    member = group.trainable_members()[0]
-    layer_name = member.name.rpartition(".")[0]
-    parent_name = layer_name.rpartition(".")[0]
-    parent = modules.get(parent_name)
-    return type(parent).__name__ if parent is not None and parent_name else type(modules[""]).__name__
+    """Class name of the block holding the group's first layer (through adapter wrappers such as peft's LoRA
+    layers, which hold the original layer as ``base_layer``); "adapter ranks" for an adapter's own units."""
+    layer_name = group.trainable_members()[0].name.rpartition(".")[0]
+    parent_name, parent = _parent(layer_name, modules)
+    wrapped = getattr(parent, "base_layer", None)
+    if isinstance(wrapped, nn.Module):
+        if wrapped is not modules.get(layer_name):
+            return "adapter ranks"
+        parent_name, parent = _parent(parent_name, modules)
+    return type(parent).__name__
 
 
 def count_prunable_units(groups: Iterable, model: nn.Module) -> "OrderedDict[str, LayerKindCount]":

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..graph.node_group import GroupMember, NodeGroup
 from ..transform import TensorTransform
+from .adapters import settle_adapter_groups
 from .analysis import SpaceAnalysis
 from .layer_kinds import log_prunable_units
 
@@ -43,6 +44,7 @@ def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
         for node in group.nodes.values():
             if group.id not in node.node_group_ids:
                 node.node_group_ids.append(group.id)
+    settle_adapter_groups(groups, graph.root_module)
     _report_unknown_operators(graph, analysis)
     _report_conservative_groups(groups)
     log_prunable_units(groups, graph.root_module)

@@ -13,6 +13,7 @@ from torch import nn
 from ..graph.trace import run_model
 from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
 from .apply import apply_plan
+from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
 from .io import export_onnx, save_spec, save_weights
 from .plan import build_plan
@@ -163,9 +164,15 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     """
     if ckpt_format not in CKPT_FORMATS:
         raise ValueError(f"ckpt_format must be one of {CKPT_FORMATS}, got {ckpt_format!r}")
+    if merge_lora_to_base and unmerge_lora_to_base:
+        raise ValueError("choose one of merge_lora_to_base (adapters merged into the base weights) and "
+                         "unmerge_lora_to_base (adapters kept separate)")
     if merge_lora_to_base or unmerge_lora_to_base:
-        raise NotImplementedError("LoRA merging is not supported: save with ckpt_format='torch' or 'onnx'")
-    if export_huggingface_format and not is_huggingface_model(model):
+        require_adapters(model)
+    if export_huggingface_format and unmerge_lora_to_base:
+        raise HuggingFaceExportError("a Hugging Face model directory holds no separate adapters: use "
+                                     "merge_lora_to_base=True with export_huggingface_format")
+    if export_huggingface_format and not merge_lora_to_base and not is_huggingface_model(model):
         raise HuggingFaceExportError(f"export_huggingface_format needs a transformers PreTrainedModel, got "
                                      f"{type(model).__name__}; use ckpt_format='torch' or 'onnx'")
     if graph.analysis is None:
@@ -184,6 +191,8 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
     graph.pruning_plan = plan
+    if refresh_adapter_sizes(model) and merge_lora_to_base:
+        model = merge_adapters(model)
     if is_huggingface_model(model):
         fit_config_to_model(model)
     if verify:
