@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import types
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -187,6 +188,12 @@ def _is_inplace(name: str, kwargs: dict) -> bool:
     return name.endswith("_") and not name.endswith("__") and not name.startswith("_")
 
 
+def _forget(value_of: Dict[int, str], tensor_id: int, value_id: str) -> None:
+    """A recorded tensor died: its id may now be reused by a new tensor."""
+    if value_of.get(tensor_id) == value_id:
+        del value_of[tensor_id]
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self, tensor_names: Dict[int, Tuple[str, str]]):
         super().__init__()
@@ -194,8 +201,8 @@ class _Recorder(TorchFunctionMode):
         self.values: Dict[str, TracedValue] = {}
         self.calls: List[TracedCall] = []
         self.param_names: Dict[str, str] = {}
-        self._value_of: Dict[int, str] = {}
-        self._alive: List[torch.Tensor] = []  # keep recorded tensors alive so ids are never reused
+        self._value_of: Dict[int, str] = {}  # id(tensor) -> value id, for living tensors only (see _new_value)
+        self._finalizers: List[weakref.finalize] = []
         self.scope_names: Tuple[str, ...] = ()  # names of the modules whose forward is running, outermost first
         self.scope_modules: List[nn.Module] = []
         self._names: Dict[Any, str] = {}  # traced callable -> call_name
@@ -207,10 +214,19 @@ class _Recorder(TorchFunctionMode):
         self.values[value_id] = TracedValue(value_id, tuple(tensor.shape), tensor.dtype, kind, producer, name,
                                             bool(tensor.requires_grad))
         self._value_of[id(tensor)] = value_id
-        self._alive.append(tensor)
+        # Forget the id when the tensor dies, so that a new tensor at the same address is a new value. Keeping every
+        # recorded tensor alive instead held each fake-quantized weight copy until the trace ended (a full copy of
+        # the model's weights during a weight+activation build).
+        self._finalizers.append(weakref.finalize(tensor, _forget, self._value_of, id(tensor), value_id))
         if name is not None:
             self.param_names[value_id] = name
         return value_id
+
+    def close(self) -> None:
+        """Drop the death callbacks of the tensors still alive (parameters, outputs): the capture is over."""
+        for finalizer in self._finalizers:
+            finalizer.detach()
+        self._finalizers = []
 
     def register_input(self, tensor: torch.Tensor) -> str:
         known = self._value_of.get(id(tensor))
@@ -411,6 +427,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         value_id = recorder.value_id(tensor)
         if value_id not in output_values:
             output_values.append(value_id)
+    recorder.close()
     logger.debug("captured %d calls, %d values", len(recorder.calls), len(recorder.values))
     return CaptureResult(recorder.calls, recorder.values, input_values, output_values, recorder.param_names)
 
