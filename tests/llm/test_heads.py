@@ -90,3 +90,18 @@ def test_build_logs_prunable_heads_per_layer_kind(caplog):
     assert "LlamaAttention: 4 of 4 heads prunable (2 of 2 groups)" in messages
     assert "LlamaMLP: 96 of 96 units prunable (2 of 2 groups)" in messages
     assert any("key/value cache (DynamicCache)" in m for m in messages)
+
+
+@pytest.mark.slow
+def test_phi3_fused_gate_up_projection_is_pruned_losslessly(tmp_path):
+    model = build_decoder("phi3")
+    ids = token_ids()
+    oto = OTO(model, {"input_ids": ids})
+    mlp = group_by_param(oto, "model.layers.0.mlp.gate_up_proj.weight")
+    assert mlp.is_prunable and mlp.num_groups == 48  # gate and up halves pruned together, unit by unit
+    for group in prunable_groups(oto):
+        zero_units(oto, group, range(0, group.num_groups, 2))
+    expected = logits(model, ids)
+    oto.construct_subnet(out_dir=str(tmp_path), save_full_group_sparse_model=False)
+    assert model.model.layers[0].mlp.gate_up_proj.weight.shape == (48, 32)
+    assert torch.allclose(logits(model, ids), expected, atol=1e-5)
