@@ -5,7 +5,7 @@ intermediate 11008, 32 heads, vocab 32000) with one layer, float and weight+acti
 is measured in a fresh child process so that its peak resident memory (``ru_maxrss``) is its own; memory is
 reported above the process's size once the model is built.
 
-    python benchmarks/llm_scale.py [--quick]
+    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1]
 
 Keep the 7B width at one layer on shared machines (about 3 GB per child).
 """
@@ -149,6 +149,7 @@ def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 width at 2 and 8 layers only")
+    parser.add_argument("--shapes", default=None, help="comma-separated WIDTHxLAYERS, e.g. 512x2,7Bx1")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -159,6 +160,8 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs (machine shared)")
     shapes = [("512", 2), ("512", 8)] + ([] if args.quick else [("512", 32), ("7B", 1)])
+    if args.shapes:
+        shapes = [(width, int(layers)) for width, layers in (item.split("x") for item in args.shapes.split(","))]
     print("\n| width | layers | mode | model MB | forward s | build s (x fwd) | build peak MB above model "
           "(forward's) | construct_subnet s (x fwd) | its peak MB above model |")
     print("|---|---|---|---|---|---|---|---|---|")
