@@ -45,6 +45,15 @@ def test_from_module_refuses_other_layers():
         QuantizeTransposedLinear.from_module(nn.Linear(4, 6))
 
 
+def test_the_default_conversion_quantizes_transposed_linears(caplog):
+    model = nn.Sequential(conv1d(), nn.ReLU(), conv1d(4, 6))
+    with caplog.at_level(logging.WARNING, logger="only_train_once"):
+        model_to_quantize_model(model, num_bits=8)
+    assert isinstance(model[0], QuantizeTransposedLinear) and isinstance(model[2], QuantizeTransposedLinear)
+    assert model[0].weight_bit == 8 and not caplog.records
+
+
+@pytest.mark.slow
 def test_gpt2_is_quantized_everywhere_and_stays_prunable(tmp_path, caplog):
     model = build_decoder("gpt2")
     ids = token_ids()
