@@ -11,7 +11,9 @@ from .dependency_graph import build_pruning_dependency_graph
 from .graph import Graph
 from .operation.registry import register_module, register_operator
 from .oto import OTO
+from .subnet_construction.huggingface import load_pretrained
 
 __version__ = "0.1.0"
 
-__all__ = ["OTO", "Graph", "build_pruning_dependency_graph", "register_operator", "register_module", "__version__"]
+__all__ = ["OTO", "load_pretrained", "Graph", "build_pruning_dependency_graph", "register_operator", "register_module",
+           "__version__"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import weakref
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from torch import nn
@@ -137,13 +138,13 @@ class OTO:
         """Build the HESSO optimizer (pruning only) over this model's groups."""
         from .optimizer import HESSO
 
-        self._optimizer = HESSO(params=self.get_param_groups(), lr=lr, weight_decay=weight_decay,
-                                first_momentum=first_momentum, second_momentum=second_momentum, variant=variant,
-                                target_group_sparsity=target_group_sparsity, start_pruning_step=start_pruning_step,
-                                pruning_steps=pruning_steps, pruning_periods=pruning_periods, dampening=dampening,
-                                group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
-                                importance_score_criteria=importance_score_criteria, **kwargs)
-        return self._optimizer
+        optimizer = HESSO(params=self.get_param_groups(), lr=lr, weight_decay=weight_decay,
+                          first_momentum=first_momentum, second_momentum=second_momentum, variant=variant,
+                          target_group_sparsity=target_group_sparsity, start_pruning_step=start_pruning_step,
+                          pruning_steps=pruning_steps, pruning_periods=pruning_periods, dampening=dampening,
+                          group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
+                          importance_score_criteria=importance_score_criteria, **kwargs)
+        return self._remember(optimizer)
 
     def geta(self, lr: float = 0.1, lr_quant: float = 1e-3, weight_decay: Optional[float] = None,
              first_momentum: Optional[float] = None, second_momentum: Optional[float] = None, variant: str = "sgd",
@@ -157,18 +158,24 @@ class OTO:
         """Build the GETA (QASSO) optimizer: joint structured pruning and bit-width learning."""
         from .optimizer import GETA
 
-        self._optimizer = GETA(params=self.get_param_groups(), lr=lr, lr_quant=lr_quant, weight_decay=weight_decay,
-                               first_momentum=first_momentum, second_momentum=second_momentum, dampening=dampening,
-                               variant=variant, target_group_sparsity=target_group_sparsity,
-                               start_projection_step=start_projection_step, projection_steps=projection_steps,
-                               projection_periods=projection_periods, start_pruning_step=start_pruning_step,
-                               pruning_steps=pruning_steps, pruning_periods=pruning_periods,
-                               group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
-                               importance_score_criteria=importance_score_criteria, bit_reduction=bit_reduction,
-                               min_bit_wt=min_bit_wt, max_bit_wt=max_bit_wt, min_bit_act=min_bit_act,
-                               max_bit_act=max_bit_act, grad_clip_min=grad_clip_min, grad_clip_max=grad_clip_max,
-                               verbose=verbose, device=device, log_dir=log_dir, **kwargs)
-        return self._optimizer
+        optimizer = GETA(params=self.get_param_groups(), lr=lr, lr_quant=lr_quant, weight_decay=weight_decay,
+                         first_momentum=first_momentum, second_momentum=second_momentum, dampening=dampening,
+                         variant=variant, target_group_sparsity=target_group_sparsity,
+                         start_projection_step=start_projection_step, projection_steps=projection_steps,
+                         projection_periods=projection_periods, start_pruning_step=start_pruning_step,
+                         pruning_steps=pruning_steps, pruning_periods=pruning_periods,
+                         group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
+                         importance_score_criteria=importance_score_criteria, bit_reduction=bit_reduction,
+                         min_bit_wt=min_bit_wt, max_bit_wt=max_bit_wt, min_bit_act=min_bit_act,
+                         max_bit_act=max_bit_act, grad_clip_min=grad_clip_min, grad_clip_max=grad_clip_max,
+                         verbose=verbose, device=device, log_dir=log_dir, **kwargs)
+        return self._remember(optimizer)
+
+    def _remember(self, optimizer):
+        """Keep a weak reference only: the optimizer's state (moments, scratch buffers: twice the model or more)
+        must be freed when the user drops their optimizer, even while the OTO object lives on."""
+        self._optimizer = weakref.ref(optimizer)
+        return optimizer
 
     def h2spg(self, **kwargs):
         raise NotImplementedError("H2SPG is not part of this library; use hesso() or geta()")
@@ -189,6 +196,11 @@ class OTO:
         float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see :meth:`export_qdq_onnx`).
         The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
         in ``compressed_model_path`` and ``full_group_sparse_model_path``.
+
+        Hugging Face models: their config's size fields follow the pruning where every layer kept the same sizes;
+        ``export_huggingface_format=True`` writes the compressed model as a ``save_pretrained`` directory
+        (``<out_dir>/<Name>_compressed_hf``, see :func:`only_train_once.load_pretrained`), which becomes
+        ``compressed_model_path``.
         """
         from .subnet_construction import automated_pruning_compression
 

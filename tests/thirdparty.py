@@ -18,6 +18,8 @@ _TORCHVISION_SCHEMAS = (
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
 )
 _defined_library: torch.library.Library | None = None
+# transformers and peft import torchvision lazily (image processors), so they need the same preparation.
+_IMPORTS_TORCHVISION = ("timm", "torchvision", "transformers", "peft")
 
 
 def _define_missing_torchvision_operators() -> None:
@@ -43,13 +45,13 @@ def _operator_exists(name: str) -> bool:
 
 def import_or_skip(name: str) -> ModuleType:
     """``pytest.importorskip`` for timm / torchvision / transformers that first makes torchvision importable."""
-    if name.split(".")[0] in ("timm", "torchvision"):
+    if name.split(".")[0] in _IMPORTS_TORCHVISION:
         _define_missing_torchvision_operators()
     return pytest.importorskip(name)
 
 
 def import_module(name: str) -> ModuleType:
     """The same for benchmarks: raises ImportError when the package is not installed."""
-    if name.split(".")[0] in ("timm", "torchvision"):
+    if name.split(".")[0] in _IMPORTS_TORCHVISION:
         _define_missing_torchvision_operators()
     return importlib.import_module(name)

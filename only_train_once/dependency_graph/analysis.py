@@ -209,12 +209,28 @@ class SpaceAnalysis:
             resolutions = [self.owners(p) for p in parts]
             differ = any(not (np.array_equal(r[0], resolutions[0][0]) and np.array_equal(r[1], resolutions[0][1]))
                          for r in resolutions[1:])
+            if literal and not differ and self._follow_split_size(node, parts):
+                continue
             if literal or differ:
                 reason = (f"'{node.call.name}' in {node.scope or 'the model'} splits with fixed sizes"
                           if literal else f"the outputs of '{node.call.name}' would be pruned differently")
                 for part in parts:
                     if self.units(part):
                         self.pin(part, reason)
+
+    def _follow_split_size(self, node, parts: List[Space]) -> bool:
+        """``x.split(self.split_size, dim)`` into equal parts pruned alike (GPT-2's fused ``c_attn``) stays prunable:
+        the constructor rewrites the attribute to the kept size of one part. Returns whether it was recorded."""
+        size = node.arg(1, "split_size")
+        if size is None:
+            size = node.arg(1, "split_size_or_sections")
+        attribute = _exact_attribute(size)
+        if attribute is None or any(part.size != int(size) for part in parts):
+            return False
+        dim = int(node.arg(2, "dim", 0) or 0)
+        dim = dim + len(self.shape(node.outputs[0])) if dim < 0 else dim
+        self.literal_updates.append(LiteralUpdate(attribute[0], attribute[1], node.outputs[0], dim))
+        return True
 
     def _check_literal_shapes(self) -> None:
         """Sizes spelled out in view/reshape/expand calls must follow pruning, or their axes are pinned.

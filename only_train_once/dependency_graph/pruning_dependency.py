@@ -10,7 +10,9 @@ import numpy as np
 
 from ..graph.node_group import GroupMember, NodeGroup
 from ..transform import TensorTransform
+from .adapters import settle_adapter_groups
 from .analysis import SpaceAnalysis
+from .layer_kinds import log_prunable_units
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +44,11 @@ def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
         for node in group.nodes.values():
             if group.id not in node.node_group_ids:
                 node.node_group_ids.append(group.id)
+    settle_adapter_groups(groups, graph.root_module)
     _report_unknown_operators(graph, analysis)
     _report_conservative_groups(groups)
     _report_nothing_prunable(groups)
+    log_prunable_units(groups, graph.root_module)
     return graph.node_groups
 
 
@@ -274,13 +278,23 @@ class _GroupBuilder:
             if key_space is not None and key_space.from_concat:
                 self._make_auxiliary(group)
             else:
-                reasons = analysis.spaces.reasons(key_space) if key_space is not None else []
+                reasons = self._pin_reasons(key_space) if key_space is not None else []
                 group.mark_unprunable("; ".join(reasons[:3]) or "no prunable channels")
         if not group.trainable_members():
             group.is_trainable = False
             group.mark_unprunable("no trainable parameters")
         elif group.is_auxiliary and not any(m.axis is not None for m in group.trainable_members()):
             group.mark_unprunable("no prunable parameters")
+
+    def _pin_reasons(self, space) -> List[str]:
+        """Why ``space`` is not prunable: its own pin reasons, else those of its factors (a head space pinned
+        through its product structure)."""
+        spaces = self.analysis.spaces
+        reasons = list(spaces.reasons(space))
+        if not reasons:
+            for factor in spaces.flat_factors(space):
+                reasons.extend(r for r in spaces.reasons(factor) if r not in reasons)
+        return reasons
 
     def _make_auxiliary(self, group: NodeGroup) -> None:
         analysis = self.analysis

@@ -51,7 +51,8 @@ class NodeGroup:
 
     def __init__(self, key: int, num_groups: int, is_auxiliary: bool = False):
         self.key = key
-        self.nodes: "OrderedDict[str, object]" = OrderedDict()
+        self._id: Optional[str] = None
+        self._nodes: "OrderedDict[str, object]" = OrderedDict()
         self.members: List[GroupMember] = []
         self._num_groups = int(num_groups)
         self.is_prunable = True
@@ -68,10 +69,22 @@ class NodeGroup:
 
     # -- identity -----------------------------------------------------------------------------------
     @property
+    def nodes(self) -> "OrderedDict[str, object]":
+        """Node id -> node, in execution order. Add nodes with :meth:`add_node` (or assign a new mapping), which
+        keeps :attr:`id` current."""
+        return self._nodes
+
+    @nodes.setter
+    def nodes(self, nodes: "OrderedDict[str, object]") -> None:
+        self._nodes = nodes
+        self._id = None
+
+    @property
     def id(self) -> str:
-        if self.nodes:
-            return "_".join(self.nodes)
-        return self.label or f"group-{self.key}"
+        # Built once per change of the nodes: joining thousands of node ids on every read made the build quadratic.
+        if self._id is None:
+            self._id = "_".join(self._nodes) if self._nodes else None
+        return self._id or self.label or f"group-{self.key}"
 
     @property
     def num_groups(self) -> int:
@@ -97,7 +110,8 @@ class NodeGroup:
 
     # -- node helpers kept from the reference API ----------------------------------------------------
     def add_node(self, node) -> None:
-        self.nodes[node.id] = node
+        self._nodes[node.id] = node
+        self._id = None
 
     def add_nodes(self, nodes) -> None:
         for node in nodes:

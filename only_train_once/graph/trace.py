@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import types
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -195,6 +196,12 @@ def _is_inplace(name: str, kwargs: dict) -> bool:
     return name.endswith("_") and not name.endswith("__") and not name.startswith("_")
 
 
+def _forget(value_of: Dict[int, str], tensor_id: int, value_id: str) -> None:
+    """A recorded tensor died: its id may now be reused by a new tensor."""
+    if value_of.get(tensor_id) == value_id:
+        del value_of[tensor_id]
+
+
 class _Recorder(TorchFunctionMode):
     def __init__(self, tensor_names: Dict[int, Tuple[str, str]]):
         super().__init__()
@@ -202,8 +209,8 @@ class _Recorder(TorchFunctionMode):
         self.values: Dict[str, TracedValue] = {}
         self.calls: List[TracedCall] = []
         self.param_names: Dict[str, str] = {}
-        self._value_of: Dict[int, str] = {}
-        self._alive: List[torch.Tensor] = []  # keep recorded tensors alive so ids are never reused
+        self._value_of: Dict[int, str] = {}  # id(tensor) -> value id, for living tensors only (see _new_value)
+        self._finalizers: List[weakref.finalize] = []
         self.scope_names: Tuple[str, ...] = ()  # names of the modules whose forward is running, outermost first
         self.scope_modules: List[nn.Module] = []
         self._names: Dict[Any, str] = {}  # traced callable -> call_name
@@ -216,10 +223,19 @@ class _Recorder(TorchFunctionMode):
         self.values[value_id] = TracedValue(value_id, tuple(tensor.shape), tensor.dtype, kind, producer, name,
                                             bool(tensor.requires_grad))
         self._value_of[id(tensor)] = value_id
-        self._alive.append(tensor)
+        # Forget the id when the tensor dies, so that a new tensor at the same address is a new value. Keeping every
+        # recorded tensor alive instead held each fake-quantized weight copy until the trace ended (a full copy of
+        # the model's weights during a weight+activation build).
+        self._finalizers.append(weakref.finalize(tensor, _forget, self._value_of, id(tensor), value_id))
         if name is not None:
             self.param_names[value_id] = name
         return value_id
+
+    def close(self) -> None:
+        """Drop the death callbacks of the tensors still alive (parameters, outputs): the capture is over."""
+        for finalizer in self._finalizers:
+            finalizer.detach()
+        self._finalizers = []
 
     def register_input(self, tensor: torch.Tensor) -> str:
         known = self._value_of.get(id(tensor))
@@ -335,8 +351,24 @@ class _Recorder(TorchFunctionMode):
                                      self.scope_names, module, True))
 
 
-def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0) -> None:
-    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects."""
+def is_key_value_cache(obj: Any) -> bool:
+    """Whether ``obj`` is a Hugging Face key/value cache (``transformers.Cache`` and its subclasses).
+
+    A decoder called with ``use_cache=True`` returns its keys and values for the next step. Their head axes are
+    state that follows pruning (the compressed model caches fewer heads), not results whose shape must be kept,
+    so the capture leaves them out of the model outputs. Recognised by class, without importing transformers.
+    """
+    return any(cls.__name__ == "Cache" and cls.__module__.startswith("transformers")
+               for cls in type(obj).__mro__)
+
+
+def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0,
+                       caches: Optional[List[str]] = None) -> None:
+    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects.
+
+    Key/value caches (:func:`is_key_value_cache`) are skipped, their class names appended to ``caches``: their
+    shapes follow the pruned heads.
+    """
     if depth > 8 or id(obj) in seen:
         return
     if isinstance(obj, torch.Tensor):
@@ -345,18 +377,22 @@ def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: in
     if obj is None or isinstance(obj, (str, bytes, int, float, bool, complex, torch.dtype, torch.device)):
         return
     seen.add(id(obj))
+    if is_key_value_cache(obj):
+        if caches is not None:
+            caches.append(type(obj).__name__)
+        return
     if isinstance(obj, dict):
         for value in obj.values():
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
     elif isinstance(obj, (list, tuple, set, frozenset)):
         for value in obj:
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
     elif dataclasses.is_dataclass(obj):
         for f in dataclasses.fields(obj):
-            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1)
+            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1, caches)
     elif hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, types.ModuleType, type)):
         for value in vars(obj).values():
-            _flatten_structure(value, found, seen, depth + 1)
+            _flatten_structure(value, found, seen, depth + 1, caches)
 
 
 def run_model(model: nn.Module, dummy_input: Any) -> Any:
@@ -456,7 +492,11 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
             else:
                 module.forward = own_forward
     output_tensors: List[torch.Tensor] = []
-    _flatten_structure(output, output_tensors, set())
+    caches: List[str] = []
+    _flatten_structure(output, output_tensors, set(), caches=caches)
+    if caches:
+        logger.info("the model returns a key/value cache (%s): its keys and values follow the pruned heads, so "
+                    "they are not outputs whose shape pruning must keep", caches[0])
     if not output_tensors:
         raise GraphCaptureError("the model returned no tensor: OTO needs at least one tensor output to trace.")
     output_values = []
@@ -464,6 +504,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         value_id = recorder.value_id(tensor)
         if value_id not in output_values:
             output_values.append(value_id)
+    recorder.close()
     logger.debug("captured %d calls, %d values", len(recorder.calls), len(recorder.values))
     return CaptureResult(recorder.calls, recorder.values, input_values, output_values, recorder.param_names)
 

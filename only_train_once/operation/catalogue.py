@@ -87,6 +87,14 @@ def passthrough(ctx, node) -> None:
         ctx.pin_value(other, f"{node.op_name} argument")
 
 
+def cast_like(ctx, node) -> None:
+    """``x.type_as(y)`` / ``x.to(y)``: the output is ``x`` in ``y``'s dtype; ``y`` lends its dtype, not its data."""
+    source = node.value_arg(0, "input")
+    if source is None or ctx.shape(source) != ctx.shape(_out(node)):
+        return broadcast(ctx, node)
+    ctx.set_axes(_out(node), ctx.axes(source))
+
+
 def broadcast(ctx, node) -> None:
     """Elementwise op over broadcast inputs: equal non-singleton axes are the same space."""
     out = _out(node)
@@ -734,12 +742,21 @@ def pixel_shuffle(ctx, node) -> None:
 
 
 def sdpa(ctx, node) -> None:
-    """scaled_dot_product_attention: heads (batch axes) shared by q, k, v and the output."""
+    """scaled_dot_product_attention: heads (batch axes) shared by q, k, v and the output.
+
+    With ``enable_gqa=True`` the query has ``groups x`` the key/value heads (grouped-query and multi-query
+    attention): see :func:`_grouped_query_heads`.
+    """
     q, k, v = node.value_arg(0, "query"), node.value_arg(1, "key"), node.value_arg(2, "value")
     qa, ka, va = ctx.axes(q), ctx.axes(k), ctx.axes(v)
     if len(qa) != len(ka) or len(qa) != len(va):
         return unknown(ctx, node)
-    batch = [ctx.spaces.union(ctx.spaces.union(a, b), c) for a, b, c in zip(qa[:-2], ka[:-2], va[:-2])]
+    shared = list(qa)
+    if len(qa) >= 3 and node.arg(7, "enable_gqa", False) and ctx.shape(q)[-3] != ctx.shape(k)[-3]:
+        shared[-3] = _grouped_query_heads(ctx, qa[-3], ka[-3])
+    for a, b, c in zip(shared[:-2], ka[:-2], va[:-2]):
+        ctx.spaces.union(ctx.spaces.union(a, b), c)
+    batch = list(qa[:-2])
     ctx.spaces.union(qa[-1], ka[-1])
     ctx.pin(qa[-1], "attention head dimension (q.k contraction)")
     ctx.spaces.union(ka[-2], va[-2])
@@ -763,6 +780,24 @@ def _relate_attention_bias(ctx, mask: str, score_axes: List) -> None:
             ctx.spaces.union(axis, target)
         else:
             ctx.pin(axis, "attention mask")
+
+
+def _grouped_query_heads(ctx, query_heads, kv_heads):
+    """Query head ``h`` reads key/value head ``h // groups``: the query head space is the product
+    ``[key/value heads, groups]``. A unit is one key/value head with its whole query group (the heads inside a
+    group are pinned: every key/value head must keep as many query heads). Returns the space standing for the
+    query heads as seen by the key/value heads (the key/value head factor)."""
+    groups = query_heads.size // kv_heads.size
+    if groups * kv_heads.size != query_heads.size:
+        ctx.pin(query_heads, f"{query_heads.size} query heads do not share {kv_heads.size} key/value heads evenly")
+        return query_heads
+    if kv_heads.size == 1:
+        ctx.pin(query_heads, "multi-query attention: every query head reads the single key/value head, so no head "
+                             "can be removed alone")
+        return kv_heads
+    shared, inner = ctx.spaces.factor(query_heads, [kv_heads.size, groups], "grouped-query heads")
+    ctx.pin(inner, "query heads sharing a key/value head are pruned with it")
+    return shared
 
 
 def multi_head_attention(ctx, node) -> None:
@@ -947,8 +982,8 @@ def _kinds(names: Sequence[str], kind: OpKind) -> Dict[str, OpKind]:
 _UNARY_PRESERVING = ["relu", "relu_", "relu6", "gelu", "silu", "silu_", "tanh", "tanh_", "hardtanh", "hardtanh_",
                      "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "celu", "hardswish", "hardswish_", "mish",
                      "dropout", "dropout_", "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d",
-                     "dropout3d", "clone", "contiguous", "to", "float", "half", "double", "bfloat16", "type",
-                     "type_as", "detach", "detach_", "requires_grad_", "cpu", "cuda", "neg", "negative", "abs",
+                     "dropout3d", "clone", "contiguous", "float", "half", "double", "bfloat16", "type",
+                     "detach", "detach_", "requires_grad_", "cpu", "cuda", "neg", "negative", "abs",
                      "sign", "sin", "round", "floor", "ceil", "trunc", "sqrt", "square", "threshold", "softshrink",
                      "hardshrink", "tanhshrink", "erf", "arctan", "atan", "asin", "arcsin", "sinh", "view_as_real",
                      "data", "nan_to_num", "rrelu", "relu6_"]
@@ -981,6 +1016,7 @@ OP_KINDS.update(_kinds(["embedding"], OpKind("embedding", embedding, STEM, False
 OP_KINDS.update(_kinds(["prelu"], OpKind("prelu", prelu, PRESERVE)))
 OP_KINDS.update(_kinds(_UNARY_PRESERVING, OpKind("elementwise", passthrough, PRESERVE)))
 OP_KINDS.update(_kinds(_UNARY_GENERATING, OpKind("elementwise", passthrough, GENERATE)))
+OP_KINDS.update(_kinds(["to", "type_as"], OpKind("elementwise", cast_like, PRESERVE)))
 OP_KINDS.update(_kinds(["pow", "__pow__", "__rpow__"], OpKind("pow", broadcast, CUSTOM)))
 OP_KINDS.update(_kinds(["clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_", "clamp_max", "clamp_max_",
                         "threshold", "threshold_"], OpKind("clamp", passthrough, CUSTOM)))

@@ -31,6 +31,7 @@ from .quantizer import (
     fake_quantize,
     step_size_for_bits,
 )
+from .transposed_linear import QuantizeTransposedLinear, is_transposed_linear
 
 __all__ = [
     "QuantizationType",
@@ -45,6 +46,8 @@ __all__ = [
     "QuantizeConv2d",
     "QuantizeConvTranspose2d",
     "QuantizeEmbedding",
+    "QuantizeTransposedLinear",
+    "is_transposed_linear",
     "initialize_quant_layer",
     "LAYER_TO_QUANTLAYER",
     "SymQuantizerLinear",

@@ -16,6 +16,7 @@ from .quant_layers import (
     QuantType,
 )
 from .quantizer import bit_width
+from .transposed_linear import QuantizeTransposedLinear, is_transposed_linear
 
 __all__ = [
     "model_to_quantize_model",
@@ -31,14 +32,17 @@ FilterFn = Callable[[nn.Module, str], bool]
 
 
 def reference_layer_filter(module: nn.Module, name: str) -> bool:
-    """The default ``filter_fn``: the layer kinds the reference converts, ``nn.Linear`` and ``nn.Conv2d``."""
-    return isinstance(module, (nn.Linear, nn.Conv2d))
+    """The default ``filter_fn``: the layer kinds the reference converts, ``nn.Linear`` and ``nn.Conv2d``, and
+    Hugging Face's transposed linear ``Conv1D`` (GPT-2's every layer)."""
+    return isinstance(module, (nn.Linear, nn.Conv2d)) or is_transposed_linear(module)
 
 
 def quant_layer_class(module: nn.Module) -> Optional[type]:
     """Quantized class that can replace ``module`` (by ``isinstance``); ``None`` if none or already quantized."""
     if isinstance(module, QuantizeMixin):
         return None
+    if is_transposed_linear(module):
+        return QuantizeTransposedLinear
     for quant_cls in LAYER_TO_QUANTLAYER.values():
         if isinstance(module, quant_cls._FLOAT_MODULE):
             return quant_cls
@@ -90,7 +94,7 @@ def model_to_quantize_model(
                            "parametrization); it stays a float layer. Remove the re-parametrization to quantize it.",
                            name, type(module).__name__)
             return None
-        if type(module).forward is not quant_cls._FLOAT_MODULE.forward:
+        if quant_cls is not QuantizeTransposedLinear and type(module).forward is not quant_cls._FLOAT_MODULE.forward:
             logger.warning(
                 "%s (%s) overrides %s.forward; its quantized replacement uses the %s forward.",
                 name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__, quant_cls.__name__,
@@ -115,12 +119,30 @@ def model_to_quantize_model(
                 setattr(parent, child_name, replacements[id(child)])
 
     convert_children(model, "")
+    _warn_float_layers(model)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
         "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
         config.quant_mode.value, f"{num_bits} bits" if quant_init_by_module else "given initial values",
     )
     return model
+
+
+def _is_linear_like(module: nn.Module) -> bool:
+    """A layer multiplying its input by a weight matrix (linear, convolution, transposed linear): one whose own
+    ``weight`` Parameter has two or more dimensions. Embeddings (lookups) are not."""
+    weight = module._parameters.get("weight")
+    return weight is not None and weight.dim() >= 2 and not isinstance(module, nn.Embedding)
+
+
+def _warn_float_layers(model: nn.Module) -> None:
+    """Warn once, naming them, about the linear-like layers a conversion left in float."""
+    floating = [name or "<model>" for name, module in model.named_modules()
+                if _is_linear_like(module) and not isinstance(module, QuantizeMixin)]
+    if floating:
+        shown = ", ".join(floating[:20]) + (f" and {len(floating) - 20} more" if len(floating) > 20 else "")
+        logger.warning("%d linear-like layers stay float (not supported, re-parametrized or excluded by filter_fn): "
+                       "%s", len(floating), shown)
 
 
 def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:

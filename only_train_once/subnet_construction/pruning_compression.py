@@ -13,6 +13,8 @@ from torch import nn
 from ..graph.trace import run_model
 from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
 from .apply import apply_plan
+from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
+from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
 from .io import export_onnx, save_spec, save_weights
 from .plan import build_plan
 
@@ -162,9 +164,17 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     """
     if ckpt_format not in CKPT_FORMATS:
         raise ValueError(f"ckpt_format must be one of {CKPT_FORMATS}, got {ckpt_format!r}")
-    if export_huggingface_format or merge_lora_to_base or unmerge_lora_to_base:
-        raise NotImplementedError("Hugging Face export and LoRA merging are not supported: save with "
-                                  "ckpt_format='torch' or 'onnx'")
+    if merge_lora_to_base and unmerge_lora_to_base:
+        raise ValueError("choose one of merge_lora_to_base (adapters merged into the base weights) and "
+                         "unmerge_lora_to_base (adapters kept separate)")
+    if merge_lora_to_base or unmerge_lora_to_base:
+        require_adapters(model)
+    if export_huggingface_format and unmerge_lora_to_base:
+        raise HuggingFaceExportError("a Hugging Face model directory holds no separate adapters: use "
+                                     "merge_lora_to_base=True with export_huggingface_format")
+    if export_huggingface_format and not merge_lora_to_base and not is_huggingface_model(model):
+        raise HuggingFaceExportError(f"export_huggingface_format needs a transformers PreTrainedModel, got "
+                                     f"{type(model).__name__}; use ckpt_format='torch' or 'onnx'")
     if graph.analysis is None:
         raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
     _check_unchanged(graph, model)
@@ -181,9 +191,17 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
     graph.pruning_plan = plan
+    if refresh_adapter_sizes(model) and merge_lora_to_base:
+        model = merge_adapters(model)
+    if is_huggingface_model(model):
+        fit_config_to_model(model)
     if verify:
         difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
         logger.info("compressed model matches the full group-sparse model (max |difference| %.3g)", difference)
-    _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
-    save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
+    if export_huggingface_format:
+        hf_dir = _prepare_dir(os.path.join(compressed_model_dir, f"{prefix}_compressed_hf"))
+        compressed_path = save_huggingface(model, spec, hf_dir, export_float16)
+    else:
+        _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
+        save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
     return compressed_path, (full_path if save_full_group_sparse_model else None)

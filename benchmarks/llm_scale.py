@@ -1,0 +1,186 @@
+"""Language models at scale: graph build, construct_subnet and GETA's state against a forward, AdamW and the model.
+
+Hugging Face Llama decoders (random init) at 512 width over 2-32 layers and at 7B width (hidden 4096,
+intermediate 11008, 32 heads, vocab 32000) with one layer, float and weight+activation quantized. Every figure
+is measured in a fresh child process so that its peak resident memory (``ru_maxrss``) is its own; memory is
+reported above the process's size once the model is built.
+
+    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1]
+
+Keep the 7B width at one layer on shared machines (about 3 GB per child).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIDTHS = {"512": dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8, num_key_value_heads=8,
+                      vocab_size=8000),
+          "7B": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
+                     vocab_size=32000)}
+TOKENS = 32
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _model(width: str, layers: int, quantized: bool):
+    sys.path.insert(0, ROOT)
+    from tests.thirdparty import import_module
+
+    transformers = import_module("transformers")
+    import torch
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(num_hidden_layers=layers, max_position_embeddings=128, **WIDTHS[width])
+    model = transformers.LlamaForCausalLM(config).eval()
+    if quantized:
+        from only_train_once.quantization.quant_model import model_to_quantize_model
+
+        model_to_quantize_model(model, quant_mode="weight_and_activation")
+    return model, {"input_ids": torch.randint(0, config.vocab_size, (1, TOKENS))}
+
+
+def child(task: str, width: str, layers: int, quantized: bool) -> dict:
+    """One measurement in this process: ``forward``, ``build``, ``subnet`` or ``optimizer``."""
+    import torch
+
+    model, inputs = _model(width, layers, quantized)
+    model_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2 ** 20
+    base = _rss_mb()
+    result = {"model_mb": model_mb}
+    start = time.perf_counter()
+    if task == "forward":
+        with torch.enable_grad():
+            model(**inputs)
+    elif task == "build":
+        from only_train_once import OTO
+
+        OTO(model, inputs)
+    elif task == "subnet":
+        import tempfile
+
+        import numpy as np
+
+        from only_train_once import OTO
+
+        oto = OTO(model, inputs)
+        np.random.seed(0)
+        oto.random_set_zero_groups(0.5)
+        base, start = _rss_mb(), time.perf_counter()
+        oto.construct_subnet(out_dir=tempfile.mkdtemp(prefix="llm_scale_"), save_full_group_sparse_model=False)
+    elif task == "optimizer":
+        result.update(_optimizer_state(model, inputs))
+    result["seconds"] = time.perf_counter() - start
+    result["peak_above_model_mb"] = _peak_mb() - base
+    return result
+
+
+def _optimizer_state(model, inputs) -> dict:
+    """Bytes of optimizer state after two steps, GETA against AdamW (fused where this torch has it)."""
+    import torch
+
+    from only_train_once import OTO
+
+    oto = OTO(model, inputs)
+
+    def state_mb(optimizer) -> float:
+        model.train()
+        for _ in range(2):
+            optimizer.zero_grad()
+            model(**inputs, labels=inputs["input_ids"]).loss.backward()
+            optimizer.step()
+        return _held_tensor_mb(optimizer, model)
+
+    adamw = state_mb(torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True))
+    geta = state_mb(oto.geta(variant="adam", lr=1e-5, start_pruning_step=100))
+    return {"adamw_state_mb": adamw, "geta_state_mb": geta}
+
+
+def _held_tensor_mb(optimizer, model) -> float:
+    """Megabytes of the tensors an optimizer holds (its ``state``, its attributes, its parameter groups), each
+    storage counted once, the model's parameters and gradients excluded."""
+    import torch
+
+    excluded = {p.data_ptr() for p in model.parameters()} | {p.grad.data_ptr() for p in model.parameters()
+                                                             if p.grad is not None}
+    seen, found = set(), []
+
+    def visit(obj, depth=0):
+        if isinstance(obj, torch.Tensor):
+            if obj.data_ptr() not in excluded and obj.data_ptr() not in seen:
+                seen.add(obj.data_ptr())
+                found.append(obj.untyped_storage().nbytes())
+        elif depth < 4 and isinstance(obj, dict):
+            for value in obj.values():
+                visit(value, depth + 1)
+        elif depth < 4 and isinstance(obj, (list, tuple)):
+            for value in obj:
+                visit(value, depth + 1)
+
+    visit(dict(optimizer.state))
+    visit([vars(optimizer)[k] for k in vars(optimizer) if k not in ("param_groups", "state")])
+    visit(optimizer.param_groups)
+    return sum(found) / 2 ** 20
+
+
+def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--child", task, width, str(layers), str(int(quantized))]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT},
+                          timeout=1800)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="512 width at 2 and 8 layers only")
+    parser.add_argument("--shapes", default=None, help="comma-separated WIDTHxLAYERS, e.g. 512x2,7Bx1")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        task, width, layers, quantized = args.child
+        print(json.dumps(child(task, width, int(layers), bool(int(quantized)))))
+        return
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs (machine shared)")
+    shapes = [("512", 2), ("512", 8)] + ([] if args.quick else [("512", 32), ("7B", 1)])
+    if args.shapes:
+        shapes = [(width, int(layers)) for width, layers in (item.split("x") for item in args.shapes.split(","))]
+    print("\n| width | layers | mode | model MB | forward s | build s (x fwd) | build peak MB above model "
+          "(forward's) | construct_subnet s (x fwd) | its peak MB above model |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for width, layers in shapes:
+        for quantized in (False, True):
+            forward = run_child("forward", width, layers, quantized)
+            build = run_child("build", width, layers, quantized)
+            subnet = run_child("subnet", width, layers, quantized) if not quantized else None
+            subnet_cells = (f"{subnet['seconds']:.2f} ({subnet['seconds'] / forward['seconds']:.1f}x) | "
+                            f"{subnet['peak_above_model_mb']:.0f}") if subnet else "- | -"
+            print(f"| {width} | {layers} | {'W+A' if quantized else 'float'} | {build['model_mb']:.0f} | "
+                  f"{forward['seconds']:.2f} | {build['seconds']:.2f} ({build['seconds'] / forward['seconds']:.1f}x)"
+                  f" | {build['peak_above_model_mb']:.0f} ({forward['peak_above_model_mb']:.0f}) | {subnet_cells} |",
+                  flush=True)
+    state = run_child("optimizer", "512", 2, False)
+    print(f"\nOptimizer state after two steps, 512 width x 2 layers (model {state['model_mb']:.0f} MB): "
+          f"AdamW(fused) {state['adamw_state_mb']:.0f} MB, GETA {state['geta_state_mb']:.0f} MB "
+          f"({state['geta_state_mb'] / state['adamw_state_mb']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
