@@ -43,13 +43,13 @@ def _operator_exists(name: str) -> bool:
 
 def import_or_skip(name: str) -> ModuleType:
     """``pytest.importorskip`` for timm / torchvision / transformers that first makes torchvision importable."""
-    if name.split(".")[0] in ("timm", "torchvision"):
+    if name.split(".")[0] in ("timm", "torchvision", "transformers"):
         _define_missing_torchvision_operators()
     return pytest.importorskip(name)
 
 
 def import_module(name: str) -> ModuleType:
     """The same for benchmarks: raises ImportError when the package is not installed."""
-    if name.split(".")[0] in ("timm", "torchvision"):
+    if name.split(".")[0] in ("timm", "torchvision", "transformers"):
         _define_missing_torchvision_operators()
     return importlib.import_module(name)
