@@ -32,6 +32,7 @@ compressed model is measured and reported.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -47,7 +48,7 @@ from .baking import (BakedLayer, attach_activation_quantizer, attached_quantizer
                      detach_activation_quantizer, set_fused)
 from .bn_folding import fold_batchnorm, foldable_pairs
 from .deploy_files import DEPLOY_FORMAT, save_deployed
-from .int8_layers import integer_ineligibility, integer_layer
+from .int8_layers import integer_ineligibility, integer_layer, output_grid
 from .model_io import named_outputs, second_input
 from .onnx_io import OnnxExportError, export_onnx, optimized_op_types, run_onnx
 
@@ -77,6 +78,8 @@ class DeployConfig:
     tolerance: float = 1e-4
     flip_steps: int = 16
     median_tolerance: float = 1e-2
+    requantize_conv_outputs: bool = True
+    requantization_tolerance: float = 0.1
 
     def __post_init__(self) -> None:
         targets = (self.targets,) if isinstance(self.targets, str) else tuple(self.targets)
@@ -149,6 +152,7 @@ class Reference:
     bound: float
     rounding_bound: float
     median_bound: float
+    peak: float
 
 
 def _largest_step(baked: Dict[str, BakedLayer]) -> float:
@@ -165,7 +169,7 @@ def _reference(model: nn.Module, inputs: Tuple[Any, Any], baked: Dict[str, Baked
     flips = config.flip_steps * _largest_step(baked)
     return Reference(inputs, [name for name, _ in runs[0]], tuple([t for _, t in run] for run in runs),
                      tuple([t for _, t in run] for run in exact), config.tolerance * scale,
-                     max(config.tolerance, flips) * scale, max(config.median_tolerance * peak, config.tolerance))
+                     max(config.tolerance, flips) * scale, max(config.median_tolerance * peak, config.tolerance), peak)
 
 
 def _differences(reference: Sequence[Tensor], candidate: Sequence[Tensor], names: Sequence[str],
@@ -314,11 +318,35 @@ def integer_plan(deployment: Deployment) -> Dict[str, str]:
     return {name: integer_ineligibility(b) or "int8" for name, b in deployment.baked.items()}
 
 
-def _int8_onnx_model(deployment: Deployment, plan: Dict[str, str]) -> nn.Module:
+def _output_ranges(model: nn.Module, inputs: Sequence[Any], names: Sequence[str]) -> Dict[str, Tuple[float, float]]:
+    """``{layer: (min, max)}`` of the outputs of the named layers of ``model`` over ``inputs``."""
+    ranges: Dict[str, Tuple[float, float]] = {}
+
+    def record(name, output):
+        low, high = output.min().item(), output.max().item()
+        old = ranges.get(name, (low, high))
+        ranges[name] = (min(low, old[0]), max(high, old[1]))
+
+    hooks = [model.get_submodule(name).register_forward_hook(lambda _m, _i, out, name=name: record(name, out))
+             for name in names]
+    try:
+        for x in inputs:
+            named_outputs(model, x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+def _int8_onnx_model(deployment: Deployment, plan: Dict[str, str], reference: Reference,
+                     config: DeployConfig) -> nn.Module:
+    integer = [name for name, verdict in plan.items() if verdict == "int8"]
+    convs = [name for name in integer if isinstance(deployment.baked[name].module, nn.Conv2d)]
+    ranges = _output_ranges(deployment.model, reference.inputs, convs) if config.requantize_conv_outputs else {}
     model = _float_onnx_model(deployment)
-    for name, verdict in plan.items():
-        if verdict == "int8":
-            model.set_submodule(name, integer_layer(deployment.baked[name]))
+    for name in integer:
+        grid = output_grid(*ranges[name]) if name in ranges else None
+        model.set_submodule(name, integer_layer(deployment.baked[name], grid))
     return model
 
 
@@ -394,8 +422,14 @@ def export_deployable(model: nn.Module, dummy_input: Any, out_dir: str, targets:
 def _export_int8(deployment: Deployment, reference: Reference, base: str, config: DeployConfig):
     plan = integer_plan(deployment)
     path = base + "_int8.onnx"
-    check = _export_verified_onnx(_int8_onnx_model(deployment, plan), reference, path, config,
-                                  "onnx_int8 target", torchscript_only=any(v == "int8" for v in plan.values()))
+    model = _int8_onnx_model(deployment, plan, reference, config)
+    requantized = [n for n, m in model.named_modules() if getattr(getattr(m, "spec", None), "output_grid", None)]
+    if requantized:  # the uint8 output grids are an approximation: its own, stated bound
+        allowed = config.requantization_tolerance * reference.peak
+        reference = dataclasses.replace(reference, rounding_bound=max(reference.rounding_bound, allowed),
+                                        median_bound=max(reference.median_bound, allowed / 4))
+    check = _export_verified_onnx(model, reference, path, config, "onnx_int8 target",
+                                  torchscript_only=any(v == "int8" for v in plan.values()))
     kernels = _integer_kernels(path)
     integer = sorted(name for name, verdict in plan.items() if verdict == "int8")
     if integer and not kernels:
@@ -403,7 +437,7 @@ def _export_int8(deployment: Deployment, reference: Reference, base: str, config
         raise DeploymentError(f"onnx_int8 target: onnxruntime's optimized graph has no integer kernel although "
                               f"{len(integer)} layers ({integer[:3]}...) are int8")
     details = check.to_dict()
-    details.update({"integer_layers": integer, "float_layers": {n: v for n, v in plan.items() if v != "int8"},
+    details.update({"requantized_conv_outputs": requantized, "integer_layers": integer, "float_layers": {n: v for n, v in plan.items() if v != "int8"},
                     "integer_kernels": kernels})
     logger.info("onnx_int8: %d of %d quantized layers integer (%s); float: %s", len(integer), len(plan), kernels,
                 details["float_layers"])

@@ -104,12 +104,16 @@ def _export(wrapper: nn.Module, args: tuple, path: str, input_names: List[str], 
         program.save(path)
 
 
-def session(path: str, threads: int = 0, optimized_path: Optional[str] = None, log_severity: int = 3):
-    """An onnxruntime CPU session for ``path`` (``threads`` 0: onnxruntime's default)."""
+def session(path: str, threads: int = 0, optimized_path: Optional[str] = None, log_severity: int = 3,
+            spinning: bool = True):
+    """An onnxruntime CPU session for ``path`` (``threads`` 0: onnxruntime's default). ``spinning=False``: idle
+    worker threads sleep instead of spinning (they would steal the cores of whatever runs next)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = log_severity
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
