@@ -97,7 +97,8 @@ def _export(wrapper: nn.Module, args: tuple, path: str, input_names: List[str], 
         warnings.simplefilter("ignore")
         if not dynamo:
             torch.onnx.export(wrapper, args, path, input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes or None, opset_version=OPSET, dynamo=False)
+                              dynamic_axes=axes or None, opset_version=OPSET, dynamo=False,
+                              autograd_inlining=False)  # the integer layers export through their symbolic
             return
         program = torch.onnx.export(wrapper, args, input_names=input_names, output_names=output_names,
                                     dynamic_axes=axes or None, opset_version=18, dynamo=True, verbose=False)
