@@ -2,8 +2,10 @@
 
 Folding is exact in real arithmetic when the BatchNorm's input is the layer's output and nothing else reads that
 output (a residual branch taken before the BatchNorm would see the folded values), so the pairs come from the
-traced graph: a ``conv``/``linear`` node whose only consumer is a ``batchnorm`` node, not a model output. In
-float32 the folded weights differ from the product by rounding (about 1e-7 relative).
+traced graph: a ``conv``/``linear`` node whose only consumer is a ``batchnorm`` node, not a model output. Only
+the torch BatchNorm classes themselves are folded (a subclass may do more in its forward), and timm's
+``BatchNormAct2d``, whose activation stays in place. In float32 the folded weights differ from the product by
+rounding (about 1e-7 relative).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from torch import nn
 
 from ..graph import Graph
 
-__all__ = ["foldable_pairs", "fold_batchnorm"]
+__all__ = ["foldable_pairs", "fold_batchnorm", "norm_replacement"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,19 @@ def _consumer_counts(graph: Graph) -> Counter:
 
 
 def _is_foldable_norm(module: Any) -> bool:
-    return isinstance(module, _NORMS) and not module.training and module.running_mean is not None
+    known = type(module) in _NORMS or _is_norm_act(module)
+    return known and not module.training and module.running_mean is not None
+
+
+def _is_norm_act(module: Any) -> bool:
+    """timm's ``BatchNormAct2d``: a BatchNorm subclass whose forward is the norm, then its ``drop`` and ``act``."""
+    return isinstance(module, _NORMS) and type(module).__name__ == "BatchNormAct2d" and \
+        hasattr(module, "drop") and hasattr(module, "act")
+
+
+def norm_replacement(norm: nn.Module) -> nn.Module:
+    """What stays of a folded norm: nothing, or the dropout and activation of a norm-activation module."""
+    return nn.Sequential(norm.drop, norm.act) if _is_norm_act(norm) else nn.Identity()
 
 
 def foldable_pairs(model: nn.Module, dummy_input: Any) -> List[Tuple[str, str]]:

@@ -46,7 +46,7 @@ from ..quantization.quant_layers import QuantizeMixin
 from ..quantization.rounding import ActivationRoundingBypassed
 from .baking import (BakedLayer, attach_activation_quantizer, attached_quantizers, bake_layer,
                      detach_activation_quantizer, set_fused)
-from .bn_folding import fold_batchnorm, foldable_pairs
+from .bn_folding import fold_batchnorm, foldable_pairs, norm_replacement
 from .deploy_files import DEPLOY_FORMAT, save_deployed
 from .int8_layers import integer_ineligibility, integer_layer, output_grid
 from .model_io import named_outputs, second_input
@@ -118,10 +118,11 @@ def _fold_all(deployed: nn.Module, dummy_input: Any, baked: Dict[str, BakedLayer
         layer = deployed.get_submodule(layer_name)
         if layer.bias is None:
             added.append(layer_name)
-        factor = fold_batchnorm(layer, deployed.get_submodule(norm_name))
+        factor = fold_batchnorm(layer, deployed.get_submodule(norm_name))  # before the norm is replaced
         if layer_name in baked:
             baked[layer_name].channel_scale = baked[layer_name].channel_scale * factor.to(torch.float64).float()
-        deployed.set_submodule(norm_name, nn.Identity())
+        norm = deployed.get_submodule(norm_name)
+        deployed.set_submodule(norm_name, norm_replacement(norm))
     return pairs, added
 
 

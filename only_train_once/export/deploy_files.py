@@ -19,6 +19,7 @@ from torch import nn
 from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
 from .baking import ActivationQuantizer, attach_activation_quantizer
+from .bn_folding import norm_replacement
 
 __all__ = ["DEPLOY_FORMAT", "save_deployed", "load_deployed"]
 
@@ -62,7 +63,7 @@ def load_deployed(model: nn.Module, weights_path: str, description_path: Optiona
     for name in description["standard_layers"]:
         model.set_submodule(name, _standard(model.get_submodule(name)))
     for layer_name, norm_name in description["folded_batchnorm"]:
-        model.set_submodule(norm_name, nn.Identity())
+        model.set_submodule(norm_name, norm_replacement(model.get_submodule(norm_name)))
     for name in description["added_bias"]:
         layer = model.get_submodule(name)
         layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
