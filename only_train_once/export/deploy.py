@@ -69,7 +69,14 @@ class DeploymentError(RuntimeError):
 
 @dataclass(frozen=True)
 class DeployConfig:
-    """Options of :func:`export_deployable` (validated)."""
+    """Options of :func:`export_deployable` (validated).
+
+    ``keep_activation_quantization``: keep each activation quantizer (the trained model's function; False drops
+    them, an approximation the report measures). ``fold_batchnorm``: fold eval-mode BatchNorm where exact.
+    ``tolerance`` / ``flip_steps`` / ``median_tolerance``: the verification bounds (module docstring).
+    ``requantize_conv_outputs``: integer convolutions with uint8 outputs (``QLinearConv``, fast, approximate,
+    within ``requantization_tolerance`` of the output's peak) instead of exact ``ConvInteger``.
+    """
 
     targets: Tuple[str, ...] = TARGETS
     dynamic_axes: bool = True
@@ -138,6 +145,10 @@ def build_deployment(model: nn.Module, dummy_input: Any, config: DeployConfig = 
                 attach_activation_quantizer(layer.module, layer.activation, fused=True)
     logger.info("deployed %s: %d quantized layers baked, %d BatchNorm folded, %d activation quantizers kept",
                 type(model).__name__, len(baked), len(folded), len(attached_quantizers(deployed)))
+    own = sorted({type(m).__name__ for m in deployed.modules() if type(m).__module__.startswith("only_train_once")})
+    if own:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
+        logger.warning("the deployed %s still uses %s from only_train_once: its .pt file needs the library to "
+                       "load", type(model).__name__, own)
     return Deployment(deployed, baked, folded, added)
 
 
@@ -379,8 +390,8 @@ def _integer_kernels(path: str) -> Dict[str, int]:
 def export_deployable(model: nn.Module, dummy_input: Any, out_dir: str, targets: Sequence[str] = TARGETS,
                       dynamic_axes: bool = True, keep_activation_quantization: bool = True,
                       fold_batchnorm: bool = True, name: Optional[str] = None, subnet_spec: Optional[dict] = None,
-                      tolerance: float = 1e-4, flip_steps: int = 16, median_tolerance: float = 1e-2
-                      ) -> Dict[str, Any]:
+                      tolerance: float = 1e-4, flip_steps: int = 16, median_tolerance: float = 1e-2,
+                      requantize_conv_outputs: bool = True) -> Dict[str, Any]:
     """Write the deployable targets of ``model`` (the compressed model, quantized or not) to ``out_dir``.
 
     ``dummy_input``: as for OTO (dict inputs are passed by keyword). ``subnet_spec``: the compressed model's subnet
@@ -390,7 +401,7 @@ def export_deployable(model: nn.Module, dummy_input: Any, out_dir: str, targets:
     Raises :class:`DeploymentError` if a target does not reproduce the model (module docstring).
     """
     config = DeployConfig(tuple(targets), dynamic_axes, keep_activation_quantization, fold_batchnorm, tolerance,
-                          flip_steps, median_tolerance)
+                          flip_steps, median_tolerance, requantize_conv_outputs)
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, name or getattr(model, "name", None) or type(model).__name__)
     deployment = build_deployment(model, dummy_input, config)

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from only_train_once import OTO
-from only_train_once.export import DeploymentError, load_deployed
+from only_train_once.export import DeploymentError, export_deployable, load_deployed
 from only_train_once.export import deploy as deploy_module
 from only_train_once.export.onnx_io import optimized_op_types, run_onnx, session
 from only_train_once.quantization.quant_model import model_to_quantize_model
+from only_train_once.quantization.rounding import ActivationRoundingBypassed
 from tests.export.common import calibrate_in_eval, set_mixed_bits
 from tests.export.deploy_models import tiny_cnn
 from tests.helpers import outputs
@@ -195,3 +196,14 @@ def test_transformer_encoder_exports_every_target(tmp_path):
     for target, bound in (("onnx", FLOAT_RELATIVE), ("onnx_int8", INT8_RELATIVE)):
         assert relative_difference(reference, run_onnx(paths[target], x)[:1]) <= bound
     assert "MatMulIntegerToFloat" in optimized_op_types(paths["onnx_int8"])
+
+
+def test_dropping_activation_quantization_gives_the_rounding_free_model(cnn_export, tmp_path):
+    model, dummy, _ = cnn_export
+    written = export_deployable(model, dummy, str(tmp_path), targets=("torch",), keep_activation_quantization=False)
+    deployed = torch.load(written["torch"], weights_only=False)
+    assert not any(m._forward_pre_hooks for m in deployed.modules())
+    x = torch.randn(3, 3, 12, 12)
+    with ActivationRoundingBypassed():
+        reference = outputs(model, x)
+    assert relative_difference(reference, outputs(deployed, x)) <= 1e-5
