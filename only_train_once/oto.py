@@ -58,6 +58,7 @@ class OTO:
         self._strict_out_nodes = strict_out_nodes
         self._mode = compress_mode
         self._graph: Optional[Graph] = None
+        self._compressed_graph: Optional[Graph] = None  # traced from the compressed model, for the metrics
         self._optimizer = None
         if model is not None and dummy_input is not None:
             with _collector_paused():
@@ -205,6 +206,7 @@ class OTO:
         from .subnet_construction import automated_pruning_compression
 
         graph = self._require_graph()
+        self._compressed_graph = None
         self.compressed_model_path, self.full_group_sparse_model_path = automated_pruning_compression(
             graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
             export_huggingface_format=export_huggingface_format, export_float16=export_float16,
@@ -222,6 +224,24 @@ class OTO:
         from .export import export_qdq_onnx
 
         return export_qdq_onnx(self._model, self._dummy_input if dummy_input is None else dummy_input, path)
+
+    def export(self, out_dir: str, targets: Sequence[str] = ("torch", "onnx", "onnx_int8"), dummy_input: Any = None,
+               dynamic_axes: bool = True, **options) -> Dict[str, str]:
+        """Write deployable forms of the model (the compressed one after :meth:`construct_subnet`) to ``out_dir``.
+
+        ``"torch"``: a plain PyTorch model (quantizers baked into standard layers, BatchNorm folded) as ``.pt`` and
+        weights-only; ``"onnx"``: it as float ONNX with dynamic axes; ``"onnx_int8"``: layers of <= 8 bits as
+        integer ONNX kernels. Returns ``{target: path, "report": path}``. Options and bounds:
+        :func:`only_train_once.export.export_deployable`.
+        """
+        from .export import export_deployable
+        from .subnet_construction.io import load_spec
+
+        spec = None
+        if self.compressed_model_path is not None:
+            spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json").to_dict()
+        return export_deployable(self._model, self._dummy_input if dummy_input is None else dummy_input, out_dir,
+                                 targets=targets, dynamic_axes=dynamic_axes, subnet_spec=spec, **options)
 
     def save_packed(self, path: str) -> str:
         """Write the model with its weights bit-packed at their learned widths (safetensors); returns ``path``.
@@ -245,20 +265,33 @@ class OTO:
         return write_report(self, out_dir)
 
     # -- metrics ------------------------------------------------------------------------------------
+    def _metrics_graph(self) -> Graph:
+        """The graph the metrics read: after :meth:`construct_subnet`, one traced from the compressed model (as a
+        fresh ``OTO(compressed_model, dummy_input)`` would), since the original graph keeps the full shapes."""
+        graph = self._require_graph()
+        if graph.pruning_plan is None:
+            return graph
+        if self._compressed_graph is None:
+            with _collector_paused():
+                self._compressed_graph = Graph(self._model, self._dummy_input, skip_patterns=self._skip_patterns,
+                                               strict_out_nodes=self._strict_out_nodes)
+                build_pruning_dependency_graph(self._compressed_graph)
+        return self._compressed_graph
+
     def compute_flops(self, in_million: bool = True, in_billion: bool = False) -> dict:
-        return metrics.compute_flops(self._require_graph(), in_million, in_billion)
+        return metrics.compute_flops(self._metrics_graph(), in_million, in_billion)
 
     def compute_macs(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
-        return metrics.compute_macs(self._require_graph(), in_million, in_billion, layerwise)
+        return metrics.compute_macs(self._metrics_graph(), in_million, in_billion, layerwise)
 
     def compute_bops(self, in_million: bool = True, in_billion: bool = False, layerwise: bool = False) -> dict:
-        return metrics.compute_bops(self._require_graph(), in_million, in_billion, layerwise)
+        return metrics.compute_bops(self._metrics_graph(), in_million, in_billion, layerwise)
 
     def compute_num_params(self, in_million: bool = True, in_billion: bool = False) -> float:
         return metrics.compute_num_params(self._model, in_million, in_billion)
 
     def compute_weight_size(self, in_million: bool = True, in_billion: bool = False) -> dict:
-        return metrics.compute_weight_size(self._require_graph(), in_million, in_billion)
+        return metrics.compute_weight_size(self._metrics_graph(), in_million, in_billion)
 
     def compute_average_bit_width(self) -> float:
         return self.compute_weight_size()["total"] / self.compute_num_params()

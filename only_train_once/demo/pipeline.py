@@ -4,8 +4,9 @@
 2. from the same initialisation, quantize it (weights and activations), wrap it in ``OTO`` and train it for the
    same number of epochs with ``oto.geta(...)``: bit-width projection, then structured pruning, then fixed bits;
 3. build the compressed model with ``oto.construct_subnet``, write it also bit-packed (``oto.save_packed``) and as
-   an ONNX QDQ graph (``oto.export_qdq_onnx``), and print a before/after table with the real file sizes next to
-   the theoretical weight size.
+   an ONNX QDQ graph (``oto.export_qdq_onnx``), export its deployable forms (``oto.export``), and print a
+   before/after table with the real file sizes next to the theoretical weight size and the deployed model's
+   latency next to the dense model's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from .. import OTO
 from ..quantization.quant_model import model_to_quantize_model
 from .data import digits_loaders
+from .latency import deployed_latency
 from .models import MODELS
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class DemoResult:
     group_sparsity: float
     seconds: float
     file_sizes: Dict[str, int] = field(default_factory=dict)  # bytes of each file of the compressed model
+    latency: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # row: (dense ms, deployed ms)
 
     @property
     def bops_reduction(self) -> float:
@@ -142,9 +145,13 @@ def run(model_name: str = "cnn", epochs: int = 24, target_group_sparsity: float 
              "packed low-bit model": compressed["packed low-bit"],
              "QDQ ONNX model": compressed["QDQ ONNX"],
              "report": oto.report(os.path.join(out_dir, "report"))}
+    deployed = oto.export(os.path.join(out_dir, "deploy"))
+    files.update({f"deployed {target}": path for target, path in deployed.items()})
+    test_batch = next(iter(test_loader))[0]
+    latency = deployed_latency(baseline, deployed, dummy_input, test_batch, out_dir)
     return DemoResult(baseline_accuracy, full_accuracy, compressed_accuracy, before, after,
                       layer_bit_widths(model), files, group_sparsity, time.perf_counter() - start,
-                      {kind: os.path.getsize(path) for kind, path in compressed.items()})
+                      {kind: os.path.getsize(path) for kind, path in compressed.items()}, latency)
 
 
 def file_size_rows(result: DemoResult) -> List[tuple]:
@@ -152,6 +159,12 @@ def file_size_rows(result: DemoResult) -> List[tuple]:
     theoretical = result.after["weight_size"]
     return [(f"  {kind} file (Mbit)", "", f"{8e-6 * size:.3f}", f"{8e-6 * size / theoretical:.2f}x theoretical")
             for kind, size in result.file_sizes.items()]
+
+
+def latency_rows(result: DemoResult) -> List[tuple]:
+    """Table rows of the latency (ms, one test batch) of the dense model and of the deployed exports."""
+    return [(f"latency, {label} (ms)", f"{dense:.2f}", f"{deployed:.2f}", f"{deployed / dense:.2f}x")
+            for label, (dense, deployed) in result.latency.items()]
 
 
 def report(result: DemoResult) -> str:
@@ -168,6 +181,7 @@ def report(result: DemoResult) -> str:
             ("BOPs (M)", f"{before['bops']:.1f}", f"{after['bops']:.1f}", change("bops")),
             ("weight size (Mbit)", f"{before['weight_size']:.3f}", f"{after['weight_size']:.3f}", change("weight_size")),
             *file_size_rows(result),
+            *latency_rows(result),
             ("average bit width", f"{before['average_bits']:.2f}", f"{after['average_bits']:.2f}", "")]
     width = max(22, max(len(row[0]) for row in rows) + 1)
     lines = [f"{'':{width}}{'dense float':>14}{'GETA compressed':>18}   change", "-" * (width + 50)]

@@ -22,3 +22,6 @@ def test_short_demo_run_builds_an_equivalent_compressed_model(tmp_path):
     sizes = result.file_sizes  # real files of the compressed model, the packed one the smallest
     assert set(sizes) == {"pickled .pt", "float safetensors", "packed low-bit", "QDQ ONNX"}
     assert min(sizes, key=sizes.get) == "packed low-bit" and "packed low-bit file (Mbit)" in text
+    assert set(result.latency) == {"eager PyTorch", "onnxruntime", "onnxruntime int8"}
+    assert all(dense > 0 and deployed > 0 for dense, deployed in result.latency.values())
+    assert "latency, eager PyTorch (ms)" in text and "deployed torch" in result.files

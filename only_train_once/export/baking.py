@@ -1,0 +1,177 @@
+"""Quantizer baking: a quantized layer becomes its standard torch layer, its activation quantizer a plain function.
+
+The weight quantizer's output is a constant, ``codes * d`` (:mod:`.integer_weights`), so the standard layer gets
+that tensor as its weight: bitwise the weight the quantized layer computes with.
+
+The activation quantizer ``Q(x) = sign(x) * d * round(min(|x|, q)^t / d)`` with integer range ``n`` becomes, in
+its cheapest form (``n`` read off the quantizer, so the clamp bounds the same integers):
+
+* ``t == 1`` (linear): ``clamp(round(x / d), -n, n) * d``; in eager PyTorch one fused kernel,
+  ``torch.fake_quantize_per_tensor_affine(x, d, 0, -n, n)``, which multiplies by ``1 / d`` instead of dividing;
+* ``t != 1``: ``sign(x) * round(min(|x|, q)^t / d) * d``, with ``pow`` where the library computes
+  ``exp(t * log(.))``.
+
+Both agree with the library's quantizer except where an input lies within float rounding of a rounding boundary
+(a "rounding flip" of one step). The function is attached to the standard layer as a forward pre-hook that is a
+``torch.fx.GraphModule``: it is pickled as generated code, so a saved model unpickles without this library.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import asdict, dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import fx, nn
+
+from ..quantization.quant_layers import QuantizeMixin
+from .integer_weights import IntegerWeight, activation_grid, integer_weight
+
+__all__ = ["ActivationQuantizer", "BakedLayer", "bake_layer", "attach_activation_quantizer",
+           "ACTIVATION_HOOK_ATTRIBUTE"]
+
+#: Attribute under which a deployed layer keeps its activation quantizer (a GraphModule, also its pre-hook).
+ACTIVATION_HOOK_ATTRIBUTE = "deploy_input_quantizer"
+
+
+@dataclass(frozen=True)
+class ActivationQuantizer:
+    """One activation quantizer in plain numbers: step ``scale``, clipping range ``clip`` (``q``), integer range
+    ``int_range`` (``n``) and exponent (``None``: linear). JSON-serialisable through :meth:`to_dict`."""
+
+    scale: float
+    clip: float
+    int_range: int
+    exponent: Optional[float]
+
+    @property
+    def bits(self) -> int:
+        return int(self.int_range).bit_length() + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class BakedLayer:
+    """A quantized layer after baking: the standard ``module`` and what the integer export needs.
+
+    ``codes``: the integer weight; ``channel_scale``: per output channel, so that ``codes * channel_scale``
+    (broadcast along the output axis) is ``module.weight`` (it absorbs a folded BatchNorm's scale);
+    ``activation``: the input quantizer, ``None`` in weight-only mode.
+    """
+
+    module: nn.Module
+    codes: torch.Tensor
+    channel_scale: torch.Tensor
+    activation: Optional[ActivationQuantizer]
+
+    @property
+    def weight_bits(self) -> int:
+        return int(self.codes.abs().max().item()).bit_length() + 1 if self.codes.numel() else 1
+
+
+def _activation_quantizer(layer: QuantizeMixin) -> Optional[ActivationQuantizer]:
+    grid = activation_grid(layer, layer.weight.dtype)
+    if grid is None:
+        return None
+    clip = float(layer.q_m_act.detach().abs().clamp_min(float(grid.scale)).item())
+    return ActivationQuantizer(float(grid.scale.item()), clip, int(grid.int_range), grid.exponent)
+
+
+def _standard_layer(layer: QuantizeMixin, weight: IntegerWeight) -> nn.Module:
+    module = layer._FLOAT_MODULE(**layer._float_module_kwargs(layer), device=layer.weight.device,
+                                 dtype=layer.weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(weight.dequantize())
+        if getattr(layer, "bias", None) is not None:
+            module.bias.copy_(layer.bias)
+    module.train(layer.training)
+    return module
+
+
+@torch.no_grad()
+def bake_layer(layer: QuantizeMixin, name: str) -> BakedLayer:
+    """The standard layer of ``layer`` with the dequantized weight, plus its integers and activation quantizer."""
+    weight = integer_weight(layer, name)
+    module = _standard_layer(layer, weight)
+    out_channels = weight.codes.shape[_output_axis(module)]
+    channel_scale = weight.scale.reshape(()).expand(out_channels).clone()
+    return BakedLayer(module, weight.codes, channel_scale, _activation_quantizer(layer))
+
+
+def _output_axis(module: nn.Module) -> int:
+    """Axis of the weight that indexes output channels (1 for transposed convolutions and embeddings' columns)."""
+    if isinstance(module, nn.ConvTranspose2d):
+        return 1
+    return 1 if isinstance(module, nn.Embedding) else 0
+
+
+# -- the activation quantizer as generated code ---------------------------------------------------------------
+def _quantizer_graph(quantizer: ActivationQuantizer, fused: bool) -> fx.Graph:
+    """``hook(module, args) -> (Q(args[0]),)`` as an fx graph with the quantizer's numbers as constants."""
+    graph = fx.Graph()
+    graph.placeholder("module")
+    args = graph.placeholder("args")
+    x = graph.call_function(operator.getitem, (args, 0))
+    d, n = quantizer.scale, quantizer.int_range
+    if quantizer.exponent is None and fused:
+        y = graph.call_function(torch.fake_quantize_per_tensor_affine, (x, d, 0, -n, n))
+    elif quantizer.exponent is None:
+        levels = graph.call_function(torch.round, (graph.call_function(torch.div, (x, d)),))
+        y = graph.call_function(torch.mul, (graph.call_function(torch.clamp, (levels, -n, n)), d))
+    else:
+        magnitude = graph.call_function(torch.clamp, (graph.call_function(torch.abs, (x,)),), {"max": quantizer.clip})
+        powered = graph.call_function(torch.pow, (magnitude, quantizer.exponent))
+        levels = graph.call_function(torch.round, (graph.call_function(torch.div, (powered, d)),))
+        y = graph.call_function(torch.mul, (graph.call_function(torch.mul, (levels, d)),
+                                            graph.call_function(torch.sign, (x,))))
+    graph.output((y,))
+    return graph
+
+
+def activation_quantizer_module(quantizer: ActivationQuantizer, fused: bool = True) -> fx.GraphModule:
+    """The quantizer as a GraphModule callable as a forward pre-hook; ``fused``: the one-kernel linear form
+    (``False`` for ONNX export, which has no operator for an arbitrary integer range)."""
+    graph = _quantizer_graph(quantizer, fused)
+    graph.lint()
+    return fx.GraphModule(nn.Module(), graph, class_name="ActivationQuantizer")
+
+
+def attach_activation_quantizer(module: nn.Module, quantizer: ActivationQuantizer, fused: bool = True) -> None:
+    """Quantize ``module``'s input with ``quantizer`` before every forward (replacing a previous one)."""
+    detach_activation_quantizer(module)
+    hook_module = activation_quantizer_module(quantizer, fused)
+    handle = module.register_forward_pre_hook(hook_module)
+    # The handle id lets detach find the hook again; plain values only, so that pickling needs no library class.
+    # The GraphModule holds no tensors, so the state_dict is unchanged.
+    module.__dict__[ACTIVATION_HOOK_ATTRIBUTE] = {"hook_id": handle.id, **quantizer.to_dict()}
+
+
+def detach_activation_quantizer(module: nn.Module) -> Optional[ActivationQuantizer]:
+    """Remove the activation quantizer attached by :func:`attach_activation_quantizer`; returns it (or None)."""
+    entry = module.__dict__.pop(ACTIVATION_HOOK_ATTRIBUTE, None)
+    if entry is None:
+        return None
+    module._forward_pre_hooks.pop(entry.pop("hook_id"), None)
+    return ActivationQuantizer(**entry)
+
+
+def attached_quantizers(model: nn.Module) -> Dict[str, ActivationQuantizer]:
+    """``{layer name: quantizer}`` of the activation quantizers attached in ``model``."""
+    found = {}
+    for name, module in model.named_modules():
+        entry = module.__dict__.get(ACTIVATION_HOOK_ATTRIBUTE)
+        if entry is not None:
+            found[name] = ActivationQuantizer(**{k: v for k, v in entry.items() if k != "hook_id"})
+    return found
+
+
+def set_fused(model: nn.Module, fused: bool) -> Tuple[str, ...]:
+    """Re-attach every activation quantizer of ``model`` in the fused or the decomposed form; returns the names."""
+    quantizers = attached_quantizers(model)
+    modules = dict(model.named_modules())
+    for name, quantizer in quantizers.items():
+        attach_activation_quantizer(modules[name], quantizer, fused)
+    return tuple(quantizers)

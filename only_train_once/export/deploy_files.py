@@ -1,0 +1,75 @@
+"""Files of the ``torch`` deployment target: a whole-module ``.pt`` and a weights-only form.
+
+``<base>_deploy.pt`` unpickles with PyTorch and the model's own package (timm, transformers...) only: the
+activation quantizers are ``torch.fx`` GraphModules, pickled as generated code (:mod:`.baking`). It still needs
+``torch.load(..., weights_only=False)``. The weights-only form loads on torch >= 2.6 without unpickling:
+``<base>_deploy.safetensors`` plus ``<base>_deploy.json`` (the compressed architecture as construct_subnet's
+subnet description, the folded BatchNorms, the activation quantizers), applied by :func:`load_deployed` to a fresh
+instance of the original model class.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import torch
+from torch import nn
+
+from ..quantization.quant_layers import QuantizeMixin
+from ..subnet_construction.apply import SubnetSpec, restore_subnet
+from .baking import ActivationQuantizer, attach_activation_quantizer
+from .bn_folding import norm_replacement
+
+__all__ = ["DEPLOY_FORMAT", "save_deployed", "load_deployed"]
+
+DEPLOY_FORMAT = "only_train_once.deploy/1"
+
+
+def save_deployed(model: nn.Module, base: str, description: dict) -> str:
+    """Write ``<base>_deploy.pt``, ``.safetensors`` and ``.json``; returns the ``.pt`` path."""
+    from safetensors.torch import save_model
+
+    path = base + "_deploy.pt"
+    torch.save(model, path)
+    save_model(model, base + "_deploy.safetensors")
+    with open(base + "_deploy.json", "w", encoding="utf-8") as handle:
+        json.dump(description, handle, indent=1, sort_keys=True)
+    return path
+
+
+def _standard(module: nn.Module) -> nn.Module:
+    """The float layer of a quantized one (same shape); other modules unchanged."""
+    if not isinstance(module, QuantizeMixin):
+        return module
+    return module._FLOAT_MODULE(**module._float_module_kwargs(module), device=module.weight.device,
+                                dtype=module.weight.dtype)
+
+
+def load_deployed(model: nn.Module, weights_path: str, description_path: Optional[str] = None) -> nn.Module:
+    """Turn ``model``, a fresh instance of the original architecture, into the deployed model; returns it (eval).
+
+    ``description_path`` defaults to the ``.json`` next to ``weights_path``. No unpickling.
+    """
+    from safetensors.torch import load_model
+
+    description_path = description_path or weights_path.rsplit(".", 1)[0] + ".json"
+    with open(description_path, encoding="utf-8") as handle:
+        description = json.load(handle)
+    if description.get("format") != DEPLOY_FORMAT:
+        raise ValueError(f"{description_path} is not a deployment description (format {DEPLOY_FORMAT!r})")
+    if description.get("subnet"):
+        restore_subnet(model, SubnetSpec.from_dict(description["subnet"]))
+    for name in description["standard_layers"]:
+        model.set_submodule(name, _standard(model.get_submodule(name)))
+    for layer_name, norm_name in description["folded_batchnorm"]:
+        model.set_submodule(norm_name, norm_replacement(model.get_submodule(norm_name)))
+    for name in description["added_bias"]:
+        layer = model.get_submodule(name)
+        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
+                                              device=layer.weight.device))
+    load_model(model, weights_path, strict=True)
+    modules = dict(model.named_modules())
+    for name, quantizer in description["activation_quantizers"].items():
+        attach_activation_quantizer(modules[name], ActivationQuantizer(**quantizer))
+    return model.eval()
