@@ -301,6 +301,9 @@ def table(runs: Sequence[Run]) -> str:
 
 def verdict(runs: Sequence[Run], sparsity: float) -> str:
     grouped = by_method(runs)
+    needed = ("dense float", f"GETA W+A {sparsity:g}", f"sequential {sparsity:g}")
+    if any(method not in grouped for method in needed):
+        return f"target: not evaluated, the results lack {[m for m in needed if m not in grouped]}"
     dense = statistics.mean(r.accuracy for r in grouped["dense float"])
     geta_runs = grouped[f"GETA W+A {sparsity:g}"]
     geta = statistics.mean(r.accuracy for r in geta_runs)
@@ -340,6 +343,19 @@ def pareto_plot(runs: Sequence[Run], path: str) -> str:
     return path
 
 
+def load_runs(path: str) -> List[Run]:
+    """The runs recorded in a ``results.json`` (complete or not)."""
+    with open(path) as handle:
+        return [Run(**run) for run in json.load(handle)["runs"]]
+
+
+def print_report(runs: Sequence[Run], args: argparse.Namespace) -> None:
+    print(table(runs))
+    print()
+    print(verdict(runs, args.sparsity))
+    print(f"Pareto plot: {pareto_plot(runs, args.plot)}")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train-size", type=int, default=10000,
@@ -357,6 +373,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default=os.path.join("outputs", "fashion_mnist"))
     parser.add_argument("--plot", default=os.path.join(ROOT, "img_folder", "fashion_mnist_pareto.png"))
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--from-results", metavar="RESULTS_JSON",
+                        help="train nothing: print the table and draw the plot of a (possibly partial) results file")
     return parser.parse_args(argv)
 
 
@@ -364,16 +382,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
+    if args.from_results:
+        print_report(load_runs(args.from_results), args)
+        return 0
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.perf_counter()
     print(f"Fashion-MNIST: {args.train_size or 60000} training images, {args.epochs} epochs, seeds {args.seeds}; "
           f"{machine()}", flush=True)
     runs = run_all(args)
     print()
-    print(table(runs))
-    print()
-    print(verdict(runs, args.sparsity))
-    print(f"Pareto plot: {pareto_plot(runs, args.plot)}; results: {os.path.join(args.out_dir, 'results.json')}")
+    print_report(runs, args)
+    print(f"results: {os.path.join(args.out_dir, 'results.json')}")
     print(f"total time: {time.perf_counter() - start:.0f} s")
     return 0
 
