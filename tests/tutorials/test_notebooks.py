@@ -22,6 +22,9 @@ NOTEBOOKS = ["01.resnet18_cifar10.ipynb", "02.carnx2_super_resolution.ipynb", "0
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_runs_offline(name, tmp_path, monkeypatch):
     monkeypatch.setenv("OTO_TUTORIAL_OUT", str(tmp_path))
+    # One OpenMP thread in the kernel: on a shared, oversubscribed CPU, torch's default of one thread per core
+    # made notebook 4's 15 training steps exceed 600 s (spinning threads); with one thread the whole run took 2 min.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     notebook = nbformat.read(os.path.join(TUTORIALS, name), as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
                                      resources={"metadata": {"path": TUTORIALS}})
