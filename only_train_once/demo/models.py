@@ -35,3 +35,28 @@ class DigitsMLP(nn.Module):
 
 
 MODELS = {"cnn": DigitsCNN, "mlp": DigitsMLP}
+
+
+class MeanPoolingClassifier(nn.Module):
+    """A sentence classifier over a pretrained transformer encoder: mean of the last hidden states over the
+    attention mask (the sentence-transformers pooling), then one linear layer.
+
+    ``encoder(input_ids=..., attention_mask=...)`` must return an object with ``last_hidden_state`` or a tuple
+    whose first item is it (a Hugging Face ``BertModel`` and the like), of shape ``[batch, tokens, hidden_size]``.
+    Defined in the library, not in a script, so that a pickled compressed model loads in any process.
+    """
+
+    def __init__(self, encoder: nn.Module, hidden_size: int, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = nn.Linear(hidden_size, num_classes)
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled sentence embeddings, ``[batch, hidden_size]``."""
+        output = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(input_ids, attention_mask))
