@@ -108,15 +108,16 @@ def _unet_input(seed: int) -> DummyInput:
 
 
 def _groupconv_input(seed: int) -> DummyInput:
+    """The reference's four inputs (two images, two feature maps at 1/32) at 64x64 instead of 512x512."""
     generator = _generator(seed)
-    shapes = [(2, 3, 64, 64), (2, 48, 8, 8), (2, 8, 8, 8), (2, 8, 8, 8)]
-    return tuple(torch.randn(*shape, generator=generator) for shape in shapes)
+    shapes = [(1, 3, 64, 64), (1, 3, 64, 64), (1, 384, 2, 2), (1, 64, 2, 2)]
+    return tuple(torch.rand(*shape, generator=generator) for shape in shapes)
 
 
 def _batchnorm_pruning_input(seed: int) -> DummyInput:
+    """The reference's list of 3-, 4- and 6-channel images (concatenated to 13 channels) at 32x32, not 256x256."""
     generator = _generator(seed)
-    shapes = [(1, 13, 64, 64), (1, 3, 64, 64), (1, 256)]  # 64 keeps the 2x2 bottleneck trainable with batch 1
-    return [torch.randn(*shape, generator=generator) for shape in shapes]
+    return [torch.rand(1, channels, 32, 32, generator=generator) for channels in (3, 4, 6)]
 
 
 def _convnext_mini(layer_scale_init_value: float) -> nn.Module:
@@ -208,14 +209,16 @@ _ENTRIES = [
         "demonet_groupconv_case1", lambda: backends.DemoNetGroupConvCase1(norm_type="in", affine=True),
         _groupconv_input, tolerance=1e-3,
         unprunable_param_names=("conv_1.conv1.weight", "conv_5.conv2.weight", "conv_6.conv1.weight"),
-        notes="Grouped and depthwise convs, four inputs.",
+        notes="Depthwise-separable encoder, dilated depthwise fusion with a channel split, transposed-conv decoder; "
+              "four inputs, tuple output.",
     ),
     Backbone(
         "demonet_batchnorm_pruning",
         lambda: backends.DemonetBatchnormPruning(13, 32, 256, 5, 3, nn.LeakyReLU(), False, 256),
         _batchnorm_pruning_input,
         unprunable_param_pattern=r".*decoder.*",
-        notes="Spectral-norm convs (weight_orig), list of three inputs; decoder parameters unprunable.",
+        notes="Pre-activation residual blocks with BatchNorm on block inputs, transposed-conv decoder with skip "
+              "concats; list of three inputs; decoder parameters unprunable.",
     ),
     Backbone("demonet_weightshare_case1", backends.DemoNetWeightShareCase1, _CIFAR, notes="A conv module used twice."),
     Backbone(

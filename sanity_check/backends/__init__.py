@@ -8,18 +8,18 @@ from .bert import (
     BertSelfAttention,
 )
 from .carn import CarnNet
-from .convnext import ConvNeXt, convnext_base, convnext_small, convnext_tiny
+from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny, convnext_xlarge
 from .demonet_batchnorm_pruning import DemonetBatchnormPruning
 from .demonet_concat_case1 import DemoNetConcatCase1
 from .demonet_concat_case2 import DemoNetConcatCase2
 from .demonet_convtranspose_in_case1 import DemoNetConvtransposeInCase1
 from .demonet_convtranspose_in_case2 import DemoNetConvtransposeInCase2
-from .demonet_groupconv_case1 import DemoNetGroupConvCase1
+from .demo_group_conv_case1 import DemoNetGroupConvCase1
 from .demonet_groupnorm_case1 import DemoNetGroupNormCase1
 from .demonet_groupnorm_case2 import DemoNetGroupNormCase2
 from .demonet_groupnorm_case3 import DemoNetGroupNormCase3
 from .demonet_groupnorm_case4 import DemoNetGroupNormCase4
-from .demonet_in_case3 import DemoNetInstanceNormCase3
+from .demonet_in_case3 import DemoNetInstanceNorm2DCase3, DemoNetInstanceNormCase3
 from .demonet_weightshare_case1 import DemoNetWeightShareCase1
 from .demonet_weightshare_case2 import DemoNetWeightShareCase2
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
@@ -64,6 +64,7 @@ __all__ = [
     "DemoNetGroupNormCase2",
     "DemoNetGroupNormCase3",
     "DemoNetGroupNormCase4",
+    "DemoNetInstanceNorm2DCase3",
     "DemoNetInstanceNormCase3",
     "DemoNetWeightShareCase1",
     "DemoNetWeightShareCase2",
@@ -92,8 +93,10 @@ __all__ = [
     "VisionTransformer",
     "WindowAttention",
     "convnext_base",
+    "convnext_large",
     "convnext_small",
     "convnext_tiny",
+    "convnext_xlarge",
     "deit_small_patch16_224",
     "deit_tiny_patch16_224",
     "densenet121",
