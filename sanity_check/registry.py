@@ -131,6 +131,7 @@ def _dubn_split() -> nn.Module:
 
 
 _CIFAR = _images(1, 3, 32, 32)
+_PVT_MINI = {"embed_dims": (16, 32, 64, 128), "num_heads": (1, 2, 2, 4), "depths": (1, 1, 1, 1)}
 
 _ENTRIES = [
     Backbone(
@@ -276,6 +277,12 @@ _ENTRIES = [
         "deit_tiny_patch16_224", lambda: backends.deit_tiny_patch16_224(img_size=32, num_classes=10), _CIFAR,
         unprunable_param_names=("patch_embed.proj.weight", "pos_embed"),
         notes="DeiT-Ti dimensions (192 wide, 12 blocks, 3 heads) on 32x32 inputs (4 patches).",
+    ),
+    Backbone(
+        "pvt_v2_mini", lambda: backends.pvt_v2_b0(num_classes=10, **_PVT_MINI), _images(1, 3, 64, 64),
+        unprunable_param_names=("patch_embed.proj.weight",),
+        notes="PVT-v2-B0 layout at one block per stage, dims 16-32-64-128, 64x64 input: overlapping patch embeddings, spatial-reduction attention (strided conv on the "
+              "token map, fused kv), depthwise conv inside the MLP.",
     ),
     Backbone(
         "swin_mini", backends.swin_mini, _CIFAR,

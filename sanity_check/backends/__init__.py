@@ -32,13 +32,18 @@ from .resnet_cifar10 import resnet18_cifar10, resnet34_cifar10, resnet50_cifar10
 from .resnet_DuBIN import DuBIN, ResNet34_DuBIN
 from .resnet_DuBN import DuBN, ResNet18_DuBN, set_route
 from .simple_vit import SimpleViT, SimpleViTAttention, simpleViT_cifar10
-from .swin_transformer import SwinTransformer, WindowAttention, swin_mini, swin_tiny_patch4_window7_224
 from .vgg7 import VGG7_BN, vgg7_bn
 from .vision_transformer import (
+    PyramidVisionTransformerV2,
+    SwinTransformer,
     VisionTransformer,
     ViTAttention,
+    WindowAttention,
     deit_small_patch16_224,
     deit_tiny_patch16_224,
+    pvt_v2_b0,
+    swin_mini,
+    swin_tiny_patch4_window7_224,
     vit_base_patch16_224,
     vit_base_patch16_384,
     vit_small_patch16_224,
@@ -82,6 +87,7 @@ __all__ = [
     "PhiForCausalLM",
     "PhiMHA",
     "PhiModel",
+    "PyramidVisionTransformerV2",
     "ResNet18_DuBN",
     "ResNet34_DuBIN",
     "SimpleViT",
@@ -103,6 +109,7 @@ __all__ = [
     "densenet161",
     "densenet169",
     "densenet201",
+    "pvt_v2_b0",
     "resnet18_cifar10",
     "resnet20_cifar10",
     "resnet32_cifar10",
