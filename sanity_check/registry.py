@@ -46,7 +46,8 @@ class Backbone:
     ``factory`` builds a fresh randomly initialised model (``build`` seeds the global RNG first).
     ``tolerance`` bounds ``max |full - compressed|`` of the outputs. Parameters listed in
     ``unprunable_param_names`` or whose names fully match ``unprunable_param_pattern`` (a regex) are to be marked
-    unprunable.
+    unprunable. ``heavy`` backbones (minutes per case on a laptop CPU) run only when named: the runner's default
+    list and the default test suite leave them out, the slow suite runs them.
     """
 
     name: str
@@ -57,6 +58,7 @@ class Backbone:
     unprunable_param_pattern: Optional[str] = None
     reference: Optional[ReferenceNumbers] = None
     notes: str = ""
+    heavy: bool = False
 
     def build(self, seed: int = 0) -> nn.Module:
         """The model with weights drawn after ``torch.manual_seed(seed)``."""
@@ -105,6 +107,11 @@ def _carn_input(size: int) -> InputFactory:
 def _unet_input(seed: int) -> DummyInput:
     generator = _generator(seed)
     return torch.randn(1, 3, 32, 32, generator=generator), torch.randint(0, 1000, (1,), generator=generator)
+
+
+def _images_and_timestep(channels: int, size: int) -> InputFactory:
+    """The DDPM UNets' single input: ``channels`` image channels and a timestep channel, uniform in [0, 1)."""
+    return lambda seed: torch.rand(1, channels + 1, size, size, generator=_generator(seed))
 
 
 def _groupconv_input(seed: int) -> DummyInput:
@@ -243,6 +250,17 @@ _ENTRIES = [
         notes="DDPM UNet: forward(x, t), GroupNorm+SiLU, time-embedding broadcast add, skip concats, attention.",
     ),
     Backbone(
+        "diffmodel_debug", backends.DiffModelDebug, _images_and_timestep(3, 32), heavy=True,
+        notes="DDPM UNet from diffusion/configs/debug.yml: timestep read from a 4th input channel, GroupNorm(32), "
+              "dropout, attention at 16x16, skip concats.",
+    ),
+    *[Backbone(f"diffmodel_{name}", factory, _images_and_timestep(3, size), heavy=True,
+               notes=f"DDPM UNet from diffusion/configs/{config}.yml at {size}x{size}.")
+      for name, factory, config, size in (("cifar", backends.DiffModelCIFAR, "cifar10", 32),
+                                          ("celeba", backends.DiffModelCeleba, "celeba", 64),
+                                          ("bedroom", backends.DiffModelBedroom, "bedroom", 256),
+                                          ("church", backends.DiffModelChurch, "church", 256))],
+    Backbone(
         "bert", lambda: backends.BertForQuestionAnswering(backends.BertConfig()), _tokens(1000, 16),
         unprunable_param_names=("bert.embeddings.word_embeddings.weight",),
         notes="Returns a dict (start_logits, end_logits); BertConfig(return_dict=False) gives a tuple.",
@@ -297,9 +315,9 @@ if len(BACKBONES) != len(_ENTRIES):
     raise RuntimeError("duplicate backbone names in the registry")
 
 
-def list_backbones() -> List[str]:
-    """Registered names, in registration order."""
-    return list(BACKBONES)
+def list_backbones(include_heavy: bool = False) -> List[str]:
+    """Registered names, in registration order; heavy backbones only with ``include_heavy``."""
+    return [name for name, backbone in BACKBONES.items() if include_heavy or not backbone.heavy]
 
 
 def get_backbone(name: str) -> Backbone:

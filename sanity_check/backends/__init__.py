@@ -23,6 +23,7 @@ from .demonet_in_case3 import DemoNetInstanceNorm2DCase3, DemoNetInstanceNormCas
 from .demonet_weightshare_case1 import DemoNetWeightShareCase1
 from .demonet_weightshare_case2 import DemoNetWeightShareCase2
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
+from .diffusion import DiffModelBedroom, DiffModelCeleba, DiffModelChurch, DiffModelCIFAR, DiffModelDebug
 from .diffusion_unet import TinyUNet
 from .llama import LlamaAttention, LlamaConfig, LlamaForCausalLM, LlamaModel, LlamaRMSNorm
 from .mlp import MLP
@@ -75,6 +76,11 @@ __all__ = [
     "DemoNetWeightShareCase2",
     "DemonetBatchnormPruning",
     "DenseNet",
+    "DiffModelBedroom",
+    "DiffModelCIFAR",
+    "DiffModelCeleba",
+    "DiffModelChurch",
+    "DiffModelDebug",
     "DuBIN",
     "DuBN",
     "LlamaAttention",
