@@ -114,6 +114,21 @@ def _images_and_timestep(channels: int, size: int) -> InputFactory:
     return lambda seed: torch.rand(1, channels + 1, size, size, generator=_generator(seed))
 
 
+_DIFFIR_DOWNSAMPLES = ("down1_2.body.0.weight", "down2_3.body.0.weight", "down3_4.body.0.weight")
+
+
+def _diffir_mini() -> nn.Module:
+    return backends.DiffIRS3SNPE(num_blocks=[1, 1, 1, 1], dim=16)
+
+
+def _diffir_input(*shapes: Tuple[int, ...]) -> InputFactory:
+    """Tensors of ``shapes`` followed by the 256-wide prior ``k_v``, as one tuple of positional inputs."""
+    def factory(seed: int) -> DummyInput:
+        generator = _generator(seed)
+        return tuple(torch.randn(*shape, generator=generator) for shape in (*shapes, (1, 256)))
+    return factory
+
+
 def _groupconv_input(seed: int) -> DummyInput:
     """The reference's four inputs (two images, two feature maps at 1/32) at 64x64 instead of 512x512."""
     generator = _generator(seed)
@@ -260,6 +275,23 @@ _ENTRIES = [
                                           ("celeba", backends.DiffModelCeleba, "celeba", 64),
                                           ("bedroom", backends.DiffModelBedroom, "bedroom", 256),
                                           ("church", backends.DiffModelChurch, "church", 256))],
+    Backbone(
+        "diffir_down_path", lambda: _diffir_mini().G.down_path, _diffir_input((1, 48, 16, 16)),
+        unprunable_param_names=_DIFFIR_DOWNSAMPLES,
+        notes="DiffIR encoder (dim 16): prior-modulated transposed attention and gated depthwise FFN, chunked "
+              "depthwise convs, pixel-unshuffle downsampling; four outputs.",
+    ),
+    Backbone(
+        "diffir_up_path", lambda: _diffir_mini().G.up_path,
+        _diffir_input((1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)),
+        notes="DiffIR decoder (dim 16): pixel-shuffle upsampling, skip concats, 1x1 channel reductions.",
+    ),
+    Backbone(
+        "diffir_g", lambda: _diffir_mini().G, _diffir_input((1, 3, 64, 64)), heavy=True,
+        unprunable_param_names=tuple(f"down_path.{name}" for name in _DIFFIR_DOWNSAMPLES),
+        notes="The whole DiffIR transformer (dim 16): pixel unshuffle x4, encoder, decoder, pixel shuffle, "
+              "global residual.",
+    ),
     Backbone(
         "bert", lambda: backends.BertForQuestionAnswering(backends.BertConfig()), _tokens(1000, 16),
         unprunable_param_names=("bert.embeddings.word_embeddings.weight",),

@@ -24,6 +24,7 @@ from .demonet_weightshare_case1 import DemoNetWeightShareCase1
 from .demonet_weightshare_case2 import DemoNetWeightShareCase2
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
 from .diffusion import DiffModelBedroom, DiffModelCeleba, DiffModelChurch, DiffModelCIFAR, DiffModelDebug
+from .diffusion_transformer_sr import DiffIRS3SNPE
 from .diffusion_unet import TinyUNet
 from .llama import LlamaAttention, LlamaConfig, LlamaForCausalLM, LlamaModel, LlamaRMSNorm
 from .mlp import MLP
@@ -76,6 +77,7 @@ __all__ = [
     "DemoNetWeightShareCase2",
     "DemonetBatchnormPruning",
     "DenseNet",
+    "DiffIRS3SNPE",
     "DiffModelBedroom",
     "DiffModelCIFAR",
     "DiffModelCeleba",
