@@ -4,6 +4,7 @@ An entry's ``example_input(seed)`` returns the ``dummy_input`` to hand to ``OTO`
 arguments (non-tensor items such as CARN's integer scale allowed), or a list passed as one positional argument.
 :func:`run_model` applies the same convention.
 """
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -127,6 +128,24 @@ def _diffir_input(*shapes: Tuple[int, ...]) -> InputFactory:
         generator = _generator(seed)
         return tuple(torch.randn(*shape, generator=generator) for shape in (*shapes, (1, 256)))
     return factory
+
+
+_SAM_ENCODER_MARKS = ("pos_embed", "layers.0.attn.qkv.weight", "neck.layer_norm1.weight")
+_SAM_VISION_MINI = {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "mlp_dim": 384,
+                    "image_size": 128, "window_size": 4, "global_attn_indexes": [1], "output_channels": 32}
+
+
+def _sam():
+    """The SAM backend module (imports transformers, so only when a SAM backbone is built)."""
+    return importlib.import_module(backends.__name__ + ".hf_sam.modeling_sam")
+
+
+def _sam_decoder_input(seed: int) -> DummyInput:
+    """The reference's mask-decoder call: embeddings, positions, one sparse prompt, dense prompt, flags."""
+    generator = _generator(seed)
+    tensors = [torch.randn(*shape, generator=generator)
+               for shape in ((1, 256, 64, 64), (1, 256, 64, 64), (1, 1, 1, 256), (1, 256, 64, 64))]
+    return (*tensors, True, None, None, None)
 
 
 def _groupconv_input(seed: int) -> DummyInput:
@@ -291,6 +310,22 @@ _ENTRIES = [
         unprunable_param_names=tuple(f"down_path.{name}" for name in _DIFFIR_DOWNSAMPLES),
         notes="The whole DiffIR transformer (dim 16): pixel unshuffle x4, encoder, decoder, pixel shuffle, "
               "global residual.",
+    ),
+    Backbone(
+        "sam_mask_decoder", lambda: _sam().sam_mask_decoder(), _sam_decoder_input, heavy=True,
+        notes="Segment Anything mask decoder (transformers, SamConfig() defaults): two-way transformer, "
+              "transposed-conv upscaling, hypernetwork MLPs; the reference's eight positional inputs.",
+    ),
+    Backbone(
+        "sam_vision_encoder_mini", lambda: _sam().sam_vision_encoder(**_SAM_VISION_MINI), _images(1, 3, 128, 128),
+        unprunable_param_names=_SAM_ENCODER_MARKS,
+        notes="Segment Anything image encoder (transformers) at 96 wide, 2 layers, 128x128: windowed and global "
+              "attention with relative position terms, conv + LayerNorm2d neck; the reference's marks.",
+    ),
+    Backbone(
+        "sam_vision_encoder", lambda: _sam().sam_vision_encoder(num_hidden_layers=1), _images(1, 3, 1024, 1024),
+        unprunable_param_names=_SAM_ENCODER_MARKS, heavy=True,
+        notes="The reference's test_sam_vision_encoder: SamConfig() image encoder with one layer at 1024x1024.",
     ),
     Backbone(
         "bert", lambda: backends.BertForQuestionAnswering(backends.BertConfig()), _tokens(1000, 16),

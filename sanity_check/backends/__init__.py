@@ -136,3 +136,12 @@ __all__ = [
     "vit_tiny",
     "vit_tiny_patch16_224",
 ]
+
+
+def __getattr__(name: str):
+    """``SamModel`` / ``SamConfig`` import transformers on first use only (``from backends import SamModel``)."""
+    if name in ("SamConfig", "SamModel"):
+        from .hf_sam import modeling_sam
+
+        return getattr(modeling_sam, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
