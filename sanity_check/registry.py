@@ -295,14 +295,14 @@ _ENTRIES = [
                                           ("bedroom", backends.DiffModelBedroom, "bedroom", 256),
                                           ("church", backends.DiffModelChurch, "church", 256))],
     Backbone(
-        "diffir_down_path", lambda: _diffir_mini().G.down_path, _diffir_input((1, 48, 16, 16)),
+        "diffir_down_path", lambda: _diffir_mini().G.down_path, _diffir_input((1, 48, 16, 16)), heavy=True,
         unprunable_param_names=_DIFFIR_DOWNSAMPLES,
         notes="DiffIR encoder (dim 16): prior-modulated transposed attention and gated depthwise FFN, chunked "
               "depthwise convs, pixel-unshuffle downsampling; four outputs.",
     ),
     Backbone(
         "diffir_up_path", lambda: _diffir_mini().G.up_path,
-        _diffir_input((1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)),
+        _diffir_input((1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)), heavy=True,
         notes="DiffIR decoder (dim 16): pixel-shuffle upsampling, skip concats, 1x1 channel reductions.",
     ),
     Backbone(
@@ -318,7 +318,7 @@ _ENTRIES = [
     ),
     Backbone(
         "sam_vision_encoder_mini", lambda: _sam().sam_vision_encoder(**_SAM_VISION_MINI), _images(1, 3, 128, 128),
-        unprunable_param_names=_SAM_ENCODER_MARKS,
+        unprunable_param_names=_SAM_ENCODER_MARKS, heavy=True,
         notes="Segment Anything image encoder (transformers) at 96 wide, 2 layers, 128x128: windowed and global "
               "attention with relative position terms, conv + LayerNorm2d neck; the reference's marks.",
     ),
