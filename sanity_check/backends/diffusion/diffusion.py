@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ class Level(nn.Module):
     """One resolution of the UNet: residual ``blocks``, an attention block after each when the resolution is
     in ``attn_resolutions`` (``attn``), and an optional ``resample`` (down- or upsampling)."""
 
-    def __init__(self, blocks: List[ResBlock], attn: List[nn.Module], resample: nn.Module = None) -> None:
+    def __init__(self, blocks: List[ResBlock], attn: List[nn.Module], resample: Optional[nn.Module] = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.attn = nn.ModuleList(attn)
