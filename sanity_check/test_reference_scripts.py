@@ -87,6 +87,7 @@ def test_tinyunet(tmp_path):
     run_reference_pattern(TinyUNet(), dummy_input, tmp_path, 1e-4, call_input=(dummy_input,))
 
 
+@pytest.mark.slow
 def test_diffmodel_debug(tmp_path):
     run_reference_pattern(DiffModelDebug(), torch.rand(1, 4, 32, 32), tmp_path, 1e-4)
 
