@@ -44,14 +44,16 @@ class OTO:
     a list passed as one argument, or a dict of keyword inputs), partitions its parameters into pruning
     zero-invariant groups, and exposes them to :meth:`geta` / :meth:`hesso`. After training,
     :meth:`construct_subnet` removes the zeroed groups and writes the compressed model.
+
+    ``compress_mode="erase"`` analyses the model the same way, but :meth:`construct_subnet` keeps the
+    architecture: the zeroed groups stay in place with their parameters exactly zero (nothing is removed).
+    The reference's operator-erasing search (``h2spg``) is not provided.
     """
 
     def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, compress_mode: str = "prune",
                  skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False):
         if compress_mode not in _MODES:
             raise ValueError(f"compress_mode must be one of {_MODES}, got {compress_mode!r}")
-        if compress_mode == "erase":
-            raise NotImplementedError("compress_mode='erase' is not implemented; use 'prune'")
         self._model = model
         self._dummy_input = dummy_input
         self._skip_patterns = skip_patterns
@@ -196,23 +198,42 @@ class OTO:
         ``ckpt_format``: ``"torch"`` (pickled ``.pt`` and ``.safetensors``), ``"onnx"`` (float ONNX, quantizers as
         float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see :meth:`export_qdq_onnx`).
         The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
-        in ``compressed_model_path`` and ``full_group_sparse_model_path``.
+        in ``compressed_model_path`` and ``full_group_sparse_model_path``. Pickled models are written in eval
+        mode (the live model keeps its modes), so ``torch.load``-ed models compare deterministically. In
+        ``compress_mode="erase"`` nothing is removed: the zero groups are kept, exactly zero, in both files.
 
         Hugging Face models: their config's size fields follow the pruning where every layer kept the same sizes;
         ``export_huggingface_format=True`` writes the compressed model as a ``save_pretrained`` directory
         (``<out_dir>/<Name>_compressed_hf``, see :func:`only_train_once.load_pretrained`), which becomes
         ``compressed_model_path``.
         """
+        graph = self._require_graph()
+        full_dir, compressed_dir = full_group_sparse_model_dir or out_dir, compressed_model_dir or out_dir
+        if self._mode == "erase":
+            self._erase(graph, full_dir, compressed_dir, save_full_group_sparse_model, ckpt_format, export_float16,
+                        merge_lora_to_base or unmerge_lora_to_base or export_huggingface_format, **kwargs)
+            return
         from .subnet_construction import automated_pruning_compression
 
-        graph = self._require_graph()
         self._compressed_graph = None
         self.compressed_model_path, self.full_group_sparse_model_path = automated_pruning_compression(
             graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
             export_huggingface_format=export_huggingface_format, export_float16=export_float16,
-            full_group_sparse_model_dir=full_group_sparse_model_dir or out_dir,
-            compressed_model_dir=compressed_model_dir or out_dir,
+            full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
+
+    def _erase(self, graph, full_dir: str, compressed_dir: str, save_full: bool, ckpt_format: str,
+               export_float16: bool, unsupported: bool, **kwargs) -> None:
+        """``compress_mode="erase"``: write the full model and the erased one (same architecture)."""
+        from .subnet_construction import automated_erasing_compression
+
+        if unsupported:
+            raise NotImplementedError("compress_mode='erase' does not merge LoRA or export the Hugging Face format")
+        self.compressed_model_path, self.full_group_sparse_model_path, erased = automated_erasing_compression(
+            graph, self._model, full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
+            save_full_group_sparse_model=save_full, ckpt_format=ckpt_format, export_float16=export_float16,
+            **kwargs)
+        logger.info("erase mode: %d zero units kept in place", erased)
 
     # -- low-bit export -----------------------------------------------------------------------------
     def export_qdq_onnx(self, path: str, dummy_input: Any = None) -> str:

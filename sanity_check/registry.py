@@ -4,6 +4,7 @@ An entry's ``example_input(seed)`` returns the ``dummy_input`` to hand to ``OTO`
 arguments (non-tensor items such as CARN's integer scale allowed), or a list passed as one positional argument.
 :func:`run_model` applies the same convention.
 """
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
@@ -46,7 +47,8 @@ class Backbone:
     ``factory`` builds a fresh randomly initialised model (``build`` seeds the global RNG first).
     ``tolerance`` bounds ``max |full - compressed|`` of the outputs. Parameters listed in
     ``unprunable_param_names`` or whose names fully match ``unprunable_param_pattern`` (a regex) are to be marked
-    unprunable.
+    unprunable. ``heavy`` backbones (minutes per case on a laptop CPU) run only when named: the runner's default
+    list and the default test suite leave them out, the slow suite runs them.
     """
 
     name: str
@@ -57,6 +59,7 @@ class Backbone:
     unprunable_param_pattern: Optional[str] = None
     reference: Optional[ReferenceNumbers] = None
     notes: str = ""
+    heavy: bool = False
 
     def build(self, seed: int = 0) -> nn.Module:
         """The model with weights drawn after ``torch.manual_seed(seed)``."""
@@ -107,16 +110,55 @@ def _unet_input(seed: int) -> DummyInput:
     return torch.randn(1, 3, 32, 32, generator=generator), torch.randint(0, 1000, (1,), generator=generator)
 
 
-def _groupconv_input(seed: int) -> DummyInput:
+def _images_and_timestep(channels: int, size: int) -> InputFactory:
+    """The DDPM UNets' single input: ``channels`` image channels and a timestep channel, uniform in [0, 1)."""
+    return lambda seed: torch.rand(1, channels + 1, size, size, generator=_generator(seed))
+
+
+_DIFFIR_DOWNSAMPLES = ("down1_2.body.0.weight", "down2_3.body.0.weight", "down3_4.body.0.weight")
+
+
+def _diffir_mini() -> nn.Module:
+    return backends.DiffIRS3SNPE(num_blocks=[1, 1, 1, 1], dim=16)
+
+
+def _diffir_input(*shapes: Tuple[int, ...]) -> InputFactory:
+    """Tensors of ``shapes`` followed by the 256-wide prior ``k_v``, as one tuple of positional inputs."""
+    def factory(seed: int) -> DummyInput:
+        generator = _generator(seed)
+        return tuple(torch.randn(*shape, generator=generator) for shape in (*shapes, (1, 256)))
+    return factory
+
+
+_SAM_ENCODER_MARKS = ("pos_embed", "layers.0.attn.qkv.weight", "neck.layer_norm1.weight")
+_SAM_VISION_MINI = {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4, "mlp_dim": 384,
+                    "image_size": 128, "window_size": 4, "global_attn_indexes": [1], "output_channels": 32}
+
+
+def _sam():
+    """The SAM backend module (imports transformers, so only when a SAM backbone is built)."""
+    return importlib.import_module(backends.__name__ + ".hf_sam.modeling_sam")
+
+
+def _sam_decoder_input(seed: int) -> DummyInput:
+    """The reference's mask-decoder call: embeddings, positions, one sparse prompt, dense prompt, flags."""
     generator = _generator(seed)
-    shapes = [(2, 3, 64, 64), (2, 48, 8, 8), (2, 8, 8, 8), (2, 8, 8, 8)]
-    return tuple(torch.randn(*shape, generator=generator) for shape in shapes)
+    tensors = [torch.randn(*shape, generator=generator)
+               for shape in ((1, 256, 64, 64), (1, 256, 64, 64), (1, 1, 1, 256), (1, 256, 64, 64))]
+    return (*tensors, True, None, None, None)
+
+
+def _groupconv_input(seed: int) -> DummyInput:
+    """The reference's four inputs (two images, two feature maps at 1/32) at 64x64 instead of 512x512."""
+    generator = _generator(seed)
+    shapes = [(1, 3, 64, 64), (1, 3, 64, 64), (1, 384, 2, 2), (1, 64, 2, 2)]
+    return tuple(torch.rand(*shape, generator=generator) for shape in shapes)
 
 
 def _batchnorm_pruning_input(seed: int) -> DummyInput:
+    """The reference's list of 3-, 4- and 6-channel images (concatenated to 13 channels) at 32x32, not 256x256."""
     generator = _generator(seed)
-    shapes = [(1, 13, 64, 64), (1, 3, 64, 64), (1, 256)]  # 64 keeps the 2x2 bottleneck trainable with batch 1
-    return [torch.randn(*shape, generator=generator) for shape in shapes]
+    return [torch.rand(1, channels, 32, 32, generator=generator) for channels in (3, 4, 6)]
 
 
 def _convnext_mini(layer_scale_init_value: float) -> nn.Module:
@@ -130,6 +172,7 @@ def _dubn_split() -> nn.Module:
 
 
 _CIFAR = _images(1, 3, 32, 32)
+_PVT_MINI = {"embed_dims": (16, 32, 64, 128), "num_heads": (1, 2, 2, 4), "depths": (1, 1, 1, 1)}
 
 _ENTRIES = [
     Backbone(
@@ -208,14 +251,16 @@ _ENTRIES = [
         "demonet_groupconv_case1", lambda: backends.DemoNetGroupConvCase1(norm_type="in", affine=True),
         _groupconv_input, tolerance=1e-3,
         unprunable_param_names=("conv_1.conv1.weight", "conv_5.conv2.weight", "conv_6.conv1.weight"),
-        notes="Grouped and depthwise convs, four inputs.",
+        notes="Depthwise-separable encoder, dilated depthwise fusion with a channel split, transposed-conv decoder; "
+              "four inputs, tuple output.",
     ),
     Backbone(
         "demonet_batchnorm_pruning",
         lambda: backends.DemonetBatchnormPruning(13, 32, 256, 5, 3, nn.LeakyReLU(), False, 256),
         _batchnorm_pruning_input,
         unprunable_param_pattern=r".*decoder.*",
-        notes="Spectral-norm convs (weight_orig), list of three inputs; decoder parameters unprunable.",
+        notes="Pre-activation residual blocks with BatchNorm on block inputs, transposed-conv decoder with skip "
+              "concats; list of three inputs; decoder parameters unprunable.",
     ),
     Backbone("demonet_weightshare_case1", backends.DemoNetWeightShareCase1, _CIFAR, notes="A conv module used twice."),
     Backbone(
@@ -237,6 +282,50 @@ _ENTRIES = [
     Backbone(
         "tiny_unet", backends.TinyUNet, _unet_input,
         notes="DDPM UNet: forward(x, t), GroupNorm+SiLU, time-embedding broadcast add, skip concats, attention.",
+    ),
+    Backbone(
+        "diffmodel_debug", backends.DiffModelDebug, _images_and_timestep(3, 32), heavy=True,
+        notes="DDPM UNet from diffusion/configs/debug.yml: timestep read from a 4th input channel, GroupNorm(32), "
+              "dropout, attention at 16x16, skip concats.",
+    ),
+    *[Backbone(f"diffmodel_{name}", factory, _images_and_timestep(3, size), heavy=True,
+               notes=f"DDPM UNet from diffusion/configs/{config}.yml at {size}x{size}.")
+      for name, factory, config, size in (("cifar", backends.DiffModelCIFAR, "cifar10", 32),
+                                          ("celeba", backends.DiffModelCeleba, "celeba", 64),
+                                          ("bedroom", backends.DiffModelBedroom, "bedroom", 256),
+                                          ("church", backends.DiffModelChurch, "church", 256))],
+    Backbone(
+        "diffir_down_path", lambda: _diffir_mini().G.down_path, _diffir_input((1, 48, 16, 16)), heavy=True,
+        unprunable_param_names=_DIFFIR_DOWNSAMPLES,
+        notes="DiffIR encoder (dim 16): prior-modulated transposed attention and gated depthwise FFN, chunked "
+              "depthwise convs, pixel-unshuffle downsampling; four outputs.",
+    ),
+    Backbone(
+        "diffir_up_path", lambda: _diffir_mini().G.up_path,
+        _diffir_input((1, 16, 16, 16), (1, 32, 8, 8), (1, 64, 4, 4), (1, 128, 2, 2)), heavy=True,
+        notes="DiffIR decoder (dim 16): pixel-shuffle upsampling, skip concats, 1x1 channel reductions.",
+    ),
+    Backbone(
+        "diffir_g", lambda: _diffir_mini().G, _diffir_input((1, 3, 64, 64)), heavy=True,
+        unprunable_param_names=tuple(f"down_path.{name}" for name in _DIFFIR_DOWNSAMPLES),
+        notes="The whole DiffIR transformer (dim 16): pixel unshuffle x4, encoder, decoder, pixel shuffle, "
+              "global residual.",
+    ),
+    Backbone(
+        "sam_mask_decoder", lambda: _sam().sam_mask_decoder(), _sam_decoder_input, heavy=True,
+        notes="Segment Anything mask decoder (transformers, SamConfig() defaults): two-way transformer, "
+              "transposed-conv upscaling, hypernetwork MLPs; the reference's eight positional inputs.",
+    ),
+    Backbone(
+        "sam_vision_encoder_mini", lambda: _sam().sam_vision_encoder(**_SAM_VISION_MINI), _images(1, 3, 128, 128),
+        unprunable_param_names=_SAM_ENCODER_MARKS, heavy=True,
+        notes="Segment Anything image encoder (transformers) at 96 wide, 2 layers, 128x128: windowed and global "
+              "attention with relative position terms, conv + LayerNorm2d neck; the reference's marks.",
+    ),
+    Backbone(
+        "sam_vision_encoder", lambda: _sam().sam_vision_encoder(num_hidden_layers=1), _images(1, 3, 1024, 1024),
+        unprunable_param_names=_SAM_ENCODER_MARKS, heavy=True,
+        notes="The reference's test_sam_vision_encoder: SamConfig() image encoder with one layer at 1024x1024.",
     ),
     Backbone(
         "bert", lambda: backends.BertForQuestionAnswering(backends.BertConfig()), _tokens(1000, 16),
@@ -275,6 +364,12 @@ _ENTRIES = [
         notes="DeiT-Ti dimensions (192 wide, 12 blocks, 3 heads) on 32x32 inputs (4 patches).",
     ),
     Backbone(
+        "pvt_v2_mini", lambda: backends.pvt_v2_b0(num_classes=10, **_PVT_MINI), _images(1, 3, 64, 64),
+        unprunable_param_names=("patch_embed.proj.weight",),
+        notes="PVT-v2-B0 layout at one block per stage, dims 16-32-64-128, 64x64 input: overlapping patch embeddings, spatial-reduction attention (strided conv on the "
+              "token map, fused kv), depthwise conv inside the MLP.",
+    ),
+    Backbone(
         "swin_mini", backends.swin_mini, _CIFAR,
         unprunable_param_names=("patch_embed.proj.weight",),
         unprunable_param_pattern=r".*attn\.qkv\..*",
@@ -287,9 +382,9 @@ if len(BACKBONES) != len(_ENTRIES):
     raise RuntimeError("duplicate backbone names in the registry")
 
 
-def list_backbones() -> List[str]:
-    """Registered names, in registration order."""
-    return list(BACKBONES)
+def list_backbones(include_heavy: bool = False) -> List[str]:
+    """Registered names, in registration order; heavy backbones only with ``include_heavy``."""
+    return [name for name, backbone in BACKBONES.items() if include_heavy or not backbone.heavy]
 
 
 def get_backbone(name: str) -> Backbone:

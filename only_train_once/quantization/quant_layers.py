@@ -17,7 +17,7 @@ that a dummy input is not taken as the calibration batch.
 """
 import logging
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,65 @@ class QuantizationConfig:
             if not lo < hi:
                 raise ValueError(f"{name} must be (lo, hi) with lo < hi, got {getattr(self, name)!r}.")
             object.__setattr__(self, name, (lo, hi))
+
+
+def _from_module_for(layer_class: type) -> Callable[..., "QuantizeMixin"]:
+    """The ``from_module`` static method of ``layer_class`` (see :meth:`QuantizeMixin.__init_subclass__`)."""
+
+    def from_module(
+        module: Optional[nn.Module] = None,
+        d_quant_init: float = 1.0,
+        t_quant_init: float = 1.0,
+        q_m_init: float = 1.0,
+        quant_type: QuantType = QuantizationType.SYMMETRIC_LINEAR,
+        quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
+        quant_init_by_module: bool = True,
+        num_bits: int = 8,
+        *,
+        share_parameters: bool = False,
+    ) -> "QuantizeMixin":
+        """Quantized copy of the float ``module``: same shape, device, dtype, padding mode and training flag.
+
+        The weight and bias are copied (``share_parameters=True``: the new layer takes the module's Parameter
+        objects, keeping tied weights tied and ``requires_grad`` flags). If ``quant_init_by_module``, the
+        quantizers are then initialised by :func:`initialize_quant_layer` at ``num_bits`` bits, overriding the
+        ``*_init`` values. A layer that cannot quantize activations is created weight-only.
+        """
+        if not isinstance(module, layer_class._FLOAT_MODULE):
+            expected, given = layer_class._FLOAT_MODULE.__name__, type(module).__name__
+            raise TypeError(f"{layer_class.__name__}.from_module needs a {expected}, got {given}.")
+        if isinstance(module.weight, nn.parameter.UninitializedParameter):
+            raise ValueError(f"{type(module).__name__} is not initialised yet; run one forward pass before converting.")
+        quant_mode = QuantizationMode.parse(quant_mode)
+        if quant_mode is QuantizationMode.WEIGHT_AND_ACTIVATION and not layer_class._QUANTIZES_ACTIVATION:
+            logger.info("%s quantizes its weight only; its input is not a float activation.", layer_class.__name__)
+            quant_mode = QuantizationMode.WEIGHT_ONLY
+        layer = layer_class(
+            **layer_class._float_module_kwargs(module),
+            d_quant_init=d_quant_init,
+            t_quant_init=t_quant_init,
+            q_m_init=q_m_init,
+            quant_type=quant_type,
+            quant_mode=quant_mode,
+            device=module.weight.device,
+            dtype=module.weight.dtype,
+        )
+        for name in ("weight", "bias"):
+            source = getattr(module, name, None)
+            if source is None:
+                continue
+            if share_parameters:
+                setattr(layer, name, source)
+            else:
+                with torch.no_grad():
+                    getattr(layer, name).copy_(source)
+                getattr(layer, name).requires_grad_(source.requires_grad)
+        layer.train(module.training)
+        if quant_init_by_module:
+            initialize_quant_layer(layer, num_bits, layer.quant_type, layer.quant_mode)
+        return layer
+
+    return from_module
 
 
 class QuantizeMixin(nn.Module):
@@ -239,60 +298,12 @@ class QuantizeMixin(nn.Module):
             # Checkpoints written without the flag (the reference's) hold trained activation ranges.
             self._act_calibrated = bool(state_dict.get(key, True))
 
-    @classmethod
-    def from_module(
-        cls,
-        module: Optional[nn.Module] = None,
-        d_quant_init: float = 1.0,
-        t_quant_init: float = 1.0,
-        q_m_init: float = 1.0,
-        quant_type: QuantType = QuantizationType.SYMMETRIC_LINEAR,
-        quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
-        quant_init_by_module: bool = True,
-        num_bits: int = 8,
-        *,
-        share_parameters: bool = False,
-    ) -> "QuantizeMixin":
-        """Quantized copy of the float ``module``: same shape, device, dtype, padding mode and training flag.
-
-        The weight and bias are copied (``share_parameters=True``: the new layer takes the module's Parameter
-        objects, keeping tied weights tied and ``requires_grad`` flags). If ``quant_init_by_module``, the
-        quantizers are then initialised by :func:`initialize_quant_layer` at ``num_bits`` bits, overriding the
-        ``*_init`` values. A layer that cannot quantize activations is created weight-only.
-        """
-        if not isinstance(module, cls._FLOAT_MODULE):
-            expected, given = cls._FLOAT_MODULE.__name__, type(module).__name__
-            raise TypeError(f"{cls.__name__}.from_module needs a {expected}, got {given}.")
-        if isinstance(module.weight, nn.parameter.UninitializedParameter):
-            raise ValueError(f"{type(module).__name__} is not initialised yet; run one forward pass before converting.")
-        quant_mode = QuantizationMode.parse(quant_mode)
-        if quant_mode is QuantizationMode.WEIGHT_AND_ACTIVATION and not cls._QUANTIZES_ACTIVATION:
-            logger.info("%s quantizes its weight only; its input is not a float activation.", cls.__name__)
-            quant_mode = QuantizationMode.WEIGHT_ONLY
-        layer = cls(
-            **cls._float_module_kwargs(module),
-            d_quant_init=d_quant_init,
-            t_quant_init=t_quant_init,
-            q_m_init=q_m_init,
-            quant_type=quant_type,
-            quant_mode=quant_mode,
-            device=module.weight.device,
-            dtype=module.weight.dtype,
-        )
-        for name in ("weight", "bias"):
-            source = getattr(module, name, None)
-            if source is None:
-                continue
-            if share_parameters:
-                setattr(layer, name, source)
-            else:
-                with torch.no_grad():
-                    getattr(layer, name).copy_(source)
-                getattr(layer, name).requires_grad_(source.requires_grad)
-        layer.train(module.training)
-        if quant_init_by_module:
-            initialize_quant_layer(layer, num_bits, layer.quant_type, layer.quant_mode)
-        return layer
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Give every quantized layer class its own static ``from_module`` (a static method, as in the reference),
+        building instances of that class: subclasses of a quantized layer convert to the subclass."""
+        super().__init_subclass__(**kwargs)
+        if "from_module" not in cls.__dict__:
+            cls.from_module = staticmethod(_from_module_for(cls))
 
 
 class QuantizeLinear(nn.Linear, QuantizeMixin):

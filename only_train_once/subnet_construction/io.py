@@ -11,6 +11,7 @@ trust, or load the weights-only form with :func:`load_compressed_weights`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -64,6 +65,19 @@ def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Opti
     return model
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block; every module's own training flag is restored on exit
+    (``model.train(flag)`` would overwrite submodules that were deliberately left in the other mode)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
     """Export ``model`` to ONNX (opset 17) and return when the file is written.
 
@@ -73,21 +87,16 @@ def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
     """
     args = tuple(dummy_input.values()) if isinstance(dummy_input, dict) else dummy_input
     args = args if isinstance(args, tuple) else (args,)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
+    with eval_mode(model), torch.no_grad():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
+        except Exception as error:
+            logger.info("TorchScript ONNX export failed (%s); trying the torch.export-based exporter", error)
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
-            except Exception as error:
-                logger.info("TorchScript ONNX export failed (%s); trying the torch.export-based exporter", error)
-                try:
-                    import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-                except ImportError as missing:
-                    raise RuntimeError(f"ONNX export of this model needs the torch.export-based exporter: "
-                                       f"pip install onnxscript (TorchScript exporter error: {error})") from missing
-                torch.onnx.export(model, args, path, dynamo=True)
-    finally:
-        model.train(was_training)
+                import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+            except ImportError as missing:
+                raise RuntimeError(f"ONNX export of this model needs the torch.export-based exporter: "
+                                   f"pip install onnxscript (TorchScript exporter error: {error})") from missing
+            torch.onnx.export(model, args, path, dynamo=True)

@@ -7,6 +7,7 @@ import logging
 import os
 from typing import Any, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -15,7 +16,7 @@ from ..quantization.rounding import ActivationRoundingBypassed, max_activation_s
 from .apply import apply_plan
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
-from .io import export_onnx, save_spec, save_weights
+from .io import eval_mode, export_onnx, save_spec, save_weights
 from .plan import build_plan
 
 logger = logging.getLogger(__name__)
@@ -53,15 +54,10 @@ def _check_unchanged(graph, model: nn.Module) -> None:
 def _outputs(model: nn.Module, dummy_input: Any):
     from ..graph.trace import _flatten_structure
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            found = []
-            _flatten_structure(run_model(model, dummy_input), found, set())
-            return found
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        found = []
+        _flatten_structure(run_model(model, dummy_input), found, set())
+        return found
 
 
 def max_output_difference(reference, candidate) -> float:
@@ -112,6 +108,8 @@ def verify_subnet(full_outputs: Tuple[list, list], model: nn.Module, dummy_input
 
 
 def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
+    """Write ``model`` in ``ckpt_format``. Pickled models are written in eval mode (every module's flag is
+    restored afterwards), so that ``torch.load``-ed models compare deterministically (Dropout, BatchNorm)."""
     if ckpt_format == "onnx_qdq":
         from ..export import export_qdq_onnx  # the export package builds on this one
 
@@ -124,7 +122,8 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    torch.save(target, path)
+    with eval_mode(target):
+        torch.save(target, path)
     save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
 
 
@@ -205,3 +204,44 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
         save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
     return compressed_path, (full_path if save_full_group_sparse_model else None)
+
+
+def automated_erasing_compression(graph, model: nn.Module, full_group_sparse_model_dir: str = "./",
+                                  compressed_model_dir: str = "./", save_full_group_sparse_model: bool = True,
+                                  ckpt_format: str = "torch", export_float16: bool = False, verify: bool = True,
+                                  tolerance: float = 1e-4) -> Tuple[str, Optional[str], int]:
+    """``compress_mode="erase"``: keep the architecture, erase the zero groups in place.
+
+    Every unit of a prunable group whose parameter slices are all zero (the units the prune mode would
+    remove) has every parameter slice it owns set exactly to zero; nothing is removed or reshaped, so the
+    "compressed" model has the full model's architecture and state-dict shapes and computes the same outputs.
+    Returns ``(compressed_model_path, full_group_sparse_model_path, erased_unit_count)``.
+    """
+    from ..dependency_graph.param_groups import (emitted_groups, get_param_groups, unit_offsets, zero_global_units,
+                                                 zero_units_by_group)
+
+    if ckpt_format not in ("torch", "onnx"):
+        raise ValueError(f"compress_mode='erase' saves with ckpt_format 'torch' or 'onnx', got {ckpt_format!r}")
+    if graph.analysis is None:
+        raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
+    _check_unchanged(graph, model)
+    prefix = getattr(model, "name", None) or type(model).__name__
+    suffix = ".onnx" if ckpt_format == "onnx" else ".pt"
+    full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
+    erased_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
+    full_outputs = reference_outputs(model, graph.dummy_input) if verify else None
+    if save_full_group_sparse_model:
+        _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
+    param_groups = get_param_groups(graph)
+    offsets = unit_offsets(emitted_groups(graph))
+    zero_units = zero_units_by_group(graph)
+    erased = [torch.from_numpy(units.astype(np.int64)) + offsets[key]
+              for key, units in zero_units.items() if key in offsets and units.size]
+    erased_ids = torch.cat(erased) if erased else torch.empty(0, dtype=torch.int64)
+    zero_global_units(param_groups, erased_ids)
+    if verify:
+        difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
+        logger.info("erased model matches the full group-sparse model (max |difference| %.3g)", difference)
+    _save(model, erased_path, ckpt_format, graph.dummy_input, export_float16)
+    logger.info("compress_mode='erase': %d zero units kept in place at exactly zero", erased_ids.numel())
+    return erased_path, (full_path if save_full_group_sparse_model else None), int(erased_ids.numel())

@@ -119,3 +119,17 @@ def convnext_base(
 ) -> ConvNeXt:
     """ConvNeXt-B: depths 3-3-27-3, dims 128-256-512-1024."""
     return ConvNeXt(in_chans, num_classes, (3, 3, 27, 3), (128, 256, 512, 1024), layer_scale_init_value)
+
+
+def convnext_large(
+    layer_scale_init_value: float = 1e-6, num_classes: int = 1000, in_chans: int = 3
+) -> ConvNeXt:
+    """ConvNeXt-L: depths 3-3-27-3, dims 192-384-768-1536."""
+    return ConvNeXt(in_chans, num_classes, (3, 3, 27, 3), (192, 384, 768, 1536), layer_scale_init_value)
+
+
+def convnext_xlarge(
+    layer_scale_init_value: float = 1e-6, num_classes: int = 1000, in_chans: int = 3
+) -> ConvNeXt:
+    """ConvNeXt-XL: depths 3-3-27-3, dims 256-512-1024-2048."""
+    return ConvNeXt(in_chans, num_classes, (3, 3, 27, 3), (256, 512, 1024, 2048), layer_scale_init_value)

@@ -27,3 +27,6 @@ class DemoNetInstanceNormCase3(nn.Module):
         x3 = F.relu(self.in_3(self.conv_3(x2)))
         x4 = F.relu(self.in_4(self.deconv_4(x3)) + x2)
         return self.conv_out(x4)
+
+
+DemoNetInstanceNorm2DCase3 = DemoNetInstanceNormCase3  # the reference's name

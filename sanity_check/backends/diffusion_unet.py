@@ -1,6 +1,6 @@
 """Small DDPM-style UNet (Ho et al. 2020) for noise prediction ``eps(x_t, t)``."""
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,28 +19,30 @@ class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv3x3, plus the projected time embedding broadcast over H and W, GroupNorm-SiLU-conv3x3,
     and a residual (1x1 conv where the channel count changes)."""
 
-    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, groups: int = 8) -> None:
+    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, groups: int = 8, dropout: float = 0.0,
+                 eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.temb_proj = nn.Linear(temb_dim, out_channels)
-        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.norm2 = nn.GroupNorm(groups, out_channels, eps=eps)
+        self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
     def forward(self, x: Tensor, temb: Tensor) -> Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
         h = h + self.temb_proj(F.silu(temb))[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         return self.skip(x) + h
 
 
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with 1x1 conv q/k/v/proj and a residual."""
 
-    def __init__(self, channels: int, groups: int = 8) -> None:
+    def __init__(self, channels: int, groups: int = 8, eps: float = 1e-5) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = nn.GroupNorm(groups, channels, eps=eps)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -84,7 +86,8 @@ class TinyUNet(nn.Module):
     middle at the lowest resolution.
 
     ``forward(x, t)``: ``x`` ``[B, in_channels, H, W]`` (H, W divisible by ``2 ** (len(channel_mults) - 1)``),
-    ``t`` ``[B]`` timesteps; returns ``[B, in_channels, H, W]``.
+    ``t`` ``[B]`` timesteps; returns ``[B, in_channels, H, W]``. ``forward((x, t))`` (one tuple, as the
+    reference's test script calls the loaded models) is the same call.
     """
 
     def __init__(
@@ -117,7 +120,9 @@ class TinyUNet(nn.Module):
         self.norm_out = nn.GroupNorm(groups, channels)
         self.conv_out = nn.Conv2d(channels, in_channels, 3, padding=1)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Optional[Tensor] = None) -> Tensor:
+        if t is None:
+            x, t = x
         temb = self.time_embed(timestep_embedding(t, self.base_channels))
         h = self.conv_in(x)
         skips = []

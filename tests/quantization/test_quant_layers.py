@@ -314,3 +314,17 @@ def test_layers_deepcopy_and_pickle():
     x = torch.randn(3, 4)
     with torch.no_grad():
         assert torch.equal(restored(x), layer(x)) and restored.act_calibrated == layer.act_calibrated
+
+
+def test_from_module_is_a_static_method_building_the_subclass():
+    """The reference declares ``from_module`` static; a subclass of a quantized layer still converts to itself."""
+    import inspect
+
+    class WiderLinear(QuantizeLinear):
+        pass
+
+    for layer_class in (QuantizeLinear, QuantizeConv2d, WiderLinear):
+        assert isinstance(inspect.getattr_static(layer_class, "from_module"), staticmethod)
+    assert type(WiderLinear.from_module(nn.Linear(4, 2))) is WiderLinear
+    assert type(QuantizeLinear.from_module(module=nn.Linear(4, 2))) is QuantizeLinear
+    assert type(QuantizeConv2d.from_module(nn.Conv2d(3, 4, 3))) is QuantizeConv2d

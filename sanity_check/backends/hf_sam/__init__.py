@@ -1,0 +1,1 @@
+"""Segment Anything on transformers' implementation (imported on first use: it needs transformers)."""
