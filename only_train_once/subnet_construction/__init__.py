@@ -3,7 +3,8 @@
 from .apply import SubnetSpec, apply_plan, restore_subnet
 from .io import load_compressed_weights, load_model
 from .plan import PruningPlan, build_plan
-from .pruning_compression import SubnetConstructionError, automated_pruning_compression, verify_subnet
+from .pruning_compression import automated_pruning_compression, verify_subnet
+from .verification import SubnetConstructionError, SubnetVerifier
 
-__all__ = ["automated_pruning_compression", "SubnetConstructionError", "verify_subnet", "build_plan",
+__all__ = ["automated_pruning_compression", "SubnetConstructionError", "SubnetVerifier", "verify_subnet", "build_plan",
            "PruningPlan", "apply_plan", "restore_subnet", "SubnetSpec", "load_model", "load_compressed_weights"]
