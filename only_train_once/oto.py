@@ -13,10 +13,14 @@ from . import metrics, visualization
 from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
+from .subnet_construction.group_check import run_check, should_check
 
 logger = logging.getLogger(__name__)
 
 _MODES = ("prune", "erase")
+#: ``verify_groups=None`` checks the groups at build time for models with at most this many parameter and buffer
+#: elements (the check deep-copies the model once).
+VERIFY_GROUPS_MAX_ELEMENTS = 50_000_000
 
 
 @contextlib.contextmanager
@@ -43,10 +47,16 @@ class OTO:
     a list passed as one argument, or a dict of keyword inputs), partitions its parameters into pruning
     zero-invariant groups, and exposes them to :meth:`geta` / :meth:`hesso`. After training,
     :meth:`construct_subnet` removes the zeroed groups and writes the compressed model.
+
+    ``verify_groups``: check the groups right after the build by pruning random units of each on a scratch copy
+    (:meth:`verify_groups`); a group the analyzer got wrong is then left unprunable before training instead of
+    failing ``construct_subnet`` after it. ``None`` (default) checks models of up to
+    ``VERIFY_GROUPS_MAX_ELEMENTS`` parameter elements that are not on the meta device; ``True``/``False`` force it.
     """
 
     def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, compress_mode: str = "prune",
-                 skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False):
+                 skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False,
+                 verify_groups: Optional[bool] = None):
         if compress_mode not in _MODES:
             raise ValueError(f"compress_mode must be one of {_MODES}, got {compress_mode!r}")
         if compress_mode == "erase":
@@ -63,6 +73,8 @@ class OTO:
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
                 self.set_trainable()
+                if should_check(model, verify_groups, VERIFY_GROUPS_MAX_ELEMENTS):
+                    self.verify_groups()
                 self.cluster_node_groups()
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
@@ -87,6 +99,15 @@ class OTO:
     def partition_pzigs(self) -> None:
         """Partition the parameters into pruning zero-invariant groups."""
         build_pruning_dependency_graph(self._require_graph())
+
+    def verify_groups(self, tolerance: float = 1e-4) -> List[str]:
+        """Check the pruning groups on a scratch copy of the model (see :mod:`subnet_construction.group_check`).
+
+        Each group whose removal would change the model's output (an analyzer mistake) is left unprunable, with
+        the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
+        """
+        failed = run_check(self._require_graph(), self._model, tolerance)
+        return [group.id for group in failed]
 
     def set_trainable(self) -> None:
         group_ops.set_trainable(self._require_graph())

@@ -95,8 +95,11 @@ def random_set_zero_groups(graph, target_group_sparsity: Optional[float] = None,
     logger.info("random_set_zero_groups: zeroed %d units", flat.size)
 
 
-def zero_units_by_group(graph) -> Dict[int, np.ndarray]:
-    """For every prunable unit group, the sorted unit indices whose parameter slices are all exactly zero."""
+def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> Dict[int, np.ndarray]:
+    """For every prunable unit group, the sorted unit indices whose parameter slices are all exactly zero.
+
+    ``tensors`` (name -> tensor) reads the parameters of another copy of the model instead of the traced one.
+    """
     result: Dict[int, np.ndarray] = {}
     for group in graph.node_groups.values():
         if not group.is_prunable or group.is_auxiliary:
@@ -110,7 +113,8 @@ def zero_units_by_group(graph) -> Dict[int, np.ndarray]:
             mine = keys == group.key
             if not mine.any():
                 continue
-            tensor = member.tensor.detach().to(torch.float64).movedim(member.axis, 0).reshape(keys.size, -1)
+            source = member.tensor if tensors is None else tensors[member.name]
+            tensor = source.detach().to(torch.float64).movedim(member.axis, 0).reshape(keys.size, -1)
             slice_norms = tensor.pow(2).sum(dim=1).cpu()
             norms.index_add_(0, torch.from_numpy(indices[mine]), slice_norms[torch.from_numpy(mine)])
             counted = True

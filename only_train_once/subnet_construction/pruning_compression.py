@@ -10,21 +10,14 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import nn
 
-from ..graph.trace import run_model
-from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
 from .apply import apply_plan
 from .io import export_onnx, save_spec, save_weights
 from .plan import build_plan
+from .verification import ROUNDING_FLIP_STEPS, SubnetConstructionError, SubnetVerifier  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 CKPT_FORMATS = ("torch", "onnx", "onnx_qdq")
-# Rounding flips allowed when comparing fake-quantized outputs, in activation quantization steps.
-ROUNDING_FLIP_STEPS = 16
-
-
-class SubnetConstructionError(RuntimeError):
-    """The compressed model would not compute what the full group-sparse model computes."""
 
 
 def _prepare_dir(path: str) -> str:
@@ -48,65 +41,10 @@ def _check_unchanged(graph, model: nn.Module) -> None:
                                  "new OTO(model, dummy_input) before construct_subnet")
 
 
-def _outputs(model: nn.Module, dummy_input: Any):
-    from ..graph.trace import _flatten_structure
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            found = []
-            _flatten_structure(run_model(model, dummy_input), found, set())
-            return found
-    finally:
-        model.train(was_training)
-
-
-def max_output_difference(reference, candidate) -> float:
-    """Largest absolute difference between two lists of output tensors (inf if shapes differ)."""
-    if len(reference) != len(candidate):
-        return float("inf")
-    worst = 0.0
-    for a, b in zip(reference, candidate):
-        if a.shape != b.shape:
-            return float("inf")
-        if a.numel():
-            worst = max(worst, (a.double() - b.double()).abs().max().item())
-    return worst
-
-
-def reference_outputs(model: nn.Module, dummy_input: Any) -> Tuple[list, list]:
-    """The model's outputs with and without activation rounding (see :mod:`quantization.rounding`)."""
-    with ActivationRoundingBypassed():
-        exact = _outputs(model, dummy_input)
-    return exact, _outputs(model, dummy_input)
-
-
-def verify_subnet(full_outputs: Tuple[list, list], model: nn.Module, dummy_input: Any, tolerance: float) -> float:
-    """Raise :class:`SubnetConstructionError` unless the compressed model reproduces the full outputs.
-
-    ``full_outputs`` comes from :func:`reference_outputs` on the full model. With activation rounding bypassed
-    the outputs must agree within ``tolerance x max(1, |output|)``; with rounding, within that or a few
-    activation quantization steps (rounding flips). Returns the difference without rounding.
-    """
-    full_exact, full_rounded = full_outputs
-    try:
-        exact, rounded = reference_outputs(model, dummy_input)
-    except Exception as error:
-        raise SubnetConstructionError(f"the compressed model fails to run ({type(error).__name__}: {error}); please "
-                                      "report this model: the analyzer should have left these groups unprunable") \
-            from error
-    scale = max(1.0, max((t.abs().max().item() for t in full_exact if t.numel() and t.is_floating_point()),
-                         default=1.0))
-    difference = max_output_difference(full_exact, exact)
-    rounding = max_output_difference(full_rounded, rounded)
-    flips = ROUNDING_FLIP_STEPS * max_activation_step(model)
-    if not difference <= tolerance * scale or not rounding <= max(tolerance, flips) * scale:
-        raise SubnetConstructionError(f"the compressed model differs from the full group-sparse model by "
-                                      f"{difference:.3g} ({rounding:.3g} with activation rounding; allowed "
-                                      f"{tolerance:.1g} x max(1, |output|)); please report this model: the analyzer "
-                                      "should have left these groups unprunable")
-    return difference
+def verify_subnet(verifier: SubnetVerifier, model: nn.Module) -> float:
+    """Raise :class:`SubnetConstructionError` unless ``model`` (compressed) reproduces the outputs ``verifier``
+    recorded on the full model (see :mod:`.verification`); returns the worst relative difference."""
+    return verifier.verify(model)
 
 
 def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
@@ -156,9 +94,11 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     """Prune ``model`` in place to its compressed form and save it.
 
     Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved).
-    With ``verify`` (default) the compressed model is run on the traced dummy input and must match the full
-    group-sparse model within ``tolerance`` (relative to the output magnitude); otherwise
-    :class:`SubnetConstructionError` is raised.
+    With ``verify`` (default) the compressed model is run on the traced dummy input and on a fresh random input
+    of the same structure and must match the full group-sparse model, output leaf by output leaf, within
+    ``tolerance`` relative to each leaf's own scale (more for float16/bfloat16 models, see
+    :mod:`.verification`); otherwise :class:`SubnetConstructionError` is raised and the compressed model is not
+    written. A full model whose outputs are NaN/inf is refused the same way.
     """
     if ckpt_format not in CKPT_FORMATS:
         raise ValueError(f"ckpt_format must be one of {CKPT_FORMATS}, got {ckpt_format!r}")
@@ -175,15 +115,18 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
     compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
 
-    full_outputs = reference_outputs(model, graph.dummy_input) if verify else None
+    verifier = SubnetVerifier(model, graph.dummy_input, tolerance) if verify else None
     if save_full_group_sparse_model:
         _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
     graph.pruning_plan = plan
+    for node in graph.nodes.values():
+        node.pruned_status = {"out_dim": True, "in_dim": True}
     if verify:
-        difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
-        logger.info("compressed model matches the full group-sparse model (max |difference| %.3g)", difference)
+        difference = verify_subnet(verifier, model)
+        logger.info("compressed model matches the full group-sparse model (worst relative difference %.3g)",
+                    difference)
     _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
     save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
     return compressed_path, (full_path if save_full_group_sparse_model else None)
