@@ -104,7 +104,7 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
     for group in graph.node_groups.values():
         if not group.is_prunable or group.is_auxiliary:
             continue
-        norms = torch.zeros(group.num_groups, dtype=torch.float64)
+        nonzeros = torch.zeros(group.num_groups, dtype=torch.int64)
         counted = False
         for member in group.members:
             if member.axis is None or member.owners is None or not member.is_parameter:
@@ -114,12 +114,12 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
             if not mine.any():
                 continue
             source = member.tensor if tensors is None else tensors[member.name]
-            tensor = source.detach().to(torch.float64).movedim(member.axis, 0).reshape(keys.size, -1)
-            slice_norms = tensor.pow(2).sum(dim=1).cpu()
-            norms.index_add_(0, torch.from_numpy(indices[mine]), slice_norms[torch.from_numpy(mine)])
+            # counting nonzero elements needs no float64 copy of the tensor (NaN counts as nonzero)
+            slice_counts = (source.detach() != 0).movedim(member.axis, 0).reshape(keys.size, -1).sum(dim=1).cpu()
+            nonzeros.index_add_(0, torch.from_numpy(indices[mine]), slice_counts[torch.from_numpy(mine)])
             counted = True
         if counted:
-            result[group.key] = np.flatnonzero(norms.numpy() == 0)
+            result[group.key] = np.flatnonzero(nonzeros.numpy() == 0)
     return result
 
 

@@ -64,7 +64,8 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                  additional_defaults: Optional[dict] = None,
                  importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  fixed_zero_groups: bool = True, redundant_selection: str = "score",
-                 auxiliary_scaling: str = "once", moment_initialization: str = "standard"):
+                 auxiliary_scaling: str = "once", moment_initialization: str = "standard",
+                 non_finite: str = "raise"):
         if isinstance(target_group_sparsity, bool) or not 0.0 <= float(target_group_sparsity) < 1.0:
             raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity!r}")
         if isinstance(group_divisible, bool) or int(group_divisible) != group_divisible or group_divisible < 1:
@@ -73,7 +74,8 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         check_choice("auxiliary_scaling", auxiliary_scaling, AUXILIARY_SCALINGS)
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
-                         additional_defaults=additional_defaults, moment_initialization=moment_initialization)
+                         additional_defaults=additional_defaults, moment_initialization=moment_initialization,
+                         non_finite=non_finite)
         self.target_group_sparsity = float(target_group_sparsity)
         self.group_divisible = int(group_divisible)
         self.fixed_zero_groups = bool(fixed_zero_groups)

@@ -5,15 +5,16 @@ does), the subnet is built in memory and compared with the zeroed copy (:mod:`.v
 the groups responsible are found by bisection and left unprunable, with the reason recorded on the group and
 one warning naming them. The traced model is never touched.
 
-Cost: one deep copy of the model, one in-memory subnet construction and two forwards on each of two inputs
-(the dummy input and a fresh one) while every group passes; a few more per group that fails.
+Cost: one deep copy of the model, one in-memory subnet construction and two forwards on the dummy input (a
+randomly initialised model shows analyzer mistakes there; ``construct_subnet`` later also compares on a fresh
+input) while every group passes; a few more per group that fails.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -90,7 +91,8 @@ class GroupChecker:
         tensors = named_tensors(scratch)
         zero_units(self.graph, tensors, {g.key: masks[g.key] for g in groups})
         try:
-            verifier = SubnetVerifier(scratch, self.graph.dummy_input, self.tolerance, seed=self.seed)
+            verifier = SubnetVerifier(scratch, self.graph.dummy_input, self.tolerance, fresh_inputs=0,
+                                      rounding=False)
         except SubnetConstructionError:
             return True  # the zeroed full model is not finite: nothing to learn about the groups
         try:
@@ -132,16 +134,6 @@ def check_groups(graph, model: nn.Module, tolerance: float = 1e-4, seed: int = 0
                        ", ".join(f"{g.id} (params {', '.join(g.param_names[:4])})" for g in failed))
     logger.debug("group check: %d trial subnets", checker.trials)
     return failed
-
-
-def should_check(model: nn.Module, requested: Optional[bool], max_parameters: int) -> bool:
-    """``requested`` when given; otherwise on for models that run on a real device and are small enough to copy."""
-    if requested is not None:
-        return requested
-    tensors = list(model.parameters()) + list(model.buffers())
-    if any(t.is_meta for t in tensors):
-        return False
-    return sum(t.numel() for t in tensors) <= max_parameters
 
 
 def run_check(graph, model: nn.Module, tolerance: float = 1e-4) -> List:

@@ -110,9 +110,13 @@ def _run(model: nn.Module, model_input: Any) -> Leaves:
         model.train(was_training)
 
 
-def snapshot(model: nn.Module, inputs: Sequence[Any]) -> Snapshot:
-    """Run ``model`` on copies of ``inputs`` (eval mode, no grad)."""
+def snapshot(model: nn.Module, inputs: Sequence[Any], rounding: bool = True) -> Snapshot:
+    """Run ``model`` on copies of ``inputs`` (eval mode, no grad); without ``rounding`` only the exact run."""
     quantized = any(hasattr(m, "d_quant_act") for m in model.modules())
+    if quantized and not rounding:
+        with ActivationRoundingBypassed():
+            exact = [_run(model, x) for x in inputs]
+        return Snapshot(exact, exact, lowest_precision(model))
     rounded = [_run(model, x) for x in inputs]
     if not quantized:
         return Snapshot(rounded, rounded, lowest_precision(model))
@@ -204,16 +208,19 @@ class SubnetVerifier:
     """Record the full model's outputs once, then check any number of compressed candidates against them.
 
     Raises :class:`SubnetConstructionError` at construction when the full model is not finite on the dummy input.
+    ``fresh_inputs``: random inputs compared besides the dummy input; ``rounding=False`` compares weight+activation
+    models with activation rounding bypassed only (the strict comparison; rounding flips are noise).
     """
 
     def __init__(self, full_model: nn.Module, dummy_input: Any, tolerance: float = 1e-4,
-                 fresh_inputs: int = FRESH_INPUTS, seed: int = 0):
+                 fresh_inputs: int = FRESH_INPUTS, seed: int = 0, rounding: bool = True):
         if not tolerance > 0:
             raise ValueError(f"tolerance must be > 0, got {tolerance!r}")
         self.tolerance = tolerance
+        self.rounding = rounding
         inputs = verification_inputs(dummy_input, fresh_inputs, seed)
         described = describe_inputs(len(inputs))
-        full = snapshot(full_model, inputs)
+        full = snapshot(full_model, inputs, rounding)
         usable = check_finite(full, described)
         self.inputs = [inputs[i] for i in usable]
         self.described = [described[i] for i in usable]
@@ -221,7 +228,7 @@ class SubnetVerifier:
 
     def mismatch(self, compressed_model: nn.Module) -> Tuple[Mismatch, Mismatch]:
         """Worst leaves (exact, rounded); ratios above 1 fail. Raises if the compressed model cannot run."""
-        compressed = snapshot(compressed_model, self.inputs)
+        compressed = snapshot(compressed_model, self.inputs, self.rounding)
         return compare(self.full, compressed, self.tolerance, max_activation_step(compressed_model), self.described)
 
     def passes(self, compressed_model: nn.Module) -> bool:
