@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .apply import apply_plan
+from .integrity import save_module
 from .io import export_onnx, save_spec, save_weights
 from .plan import build_plan
 from .verification import ROUNDING_FLIP_STEPS, SubnetConstructionError, SubnetVerifier  # noqa: F401 (re-exported)
@@ -48,6 +50,8 @@ def verify_subnet(verifier: SubnetVerifier, model: nn.Module) -> float:
 
 
 def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
+    """Write ``model`` to ``path``; raises :class:`_NotPicklable` after writing the weights-only file when the
+    whole module cannot be pickled."""
     if ckpt_format == "onnx_qdq":
         from ..export import export_qdq_onnx  # the export package builds on this one
 
@@ -60,8 +64,32 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    torch.save(target, path)
     save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
+    try:
+        save_module(target, path)
+    except (pickle.PicklingError, AttributeError, TypeError, RuntimeError) as error:
+        # weight_norm parametrizations, local hook functions, classes defined in a function cannot be pickled
+        raise _NotPicklable(f"{type(error).__name__}: {error}") from error
+
+
+class _NotPicklable(Exception):
+    """The model cannot be pickled as a whole module; its weights-only files were written."""
+
+
+def _save_all(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool,
+              unpicklable: list) -> str:
+    """:func:`_save`; returns the path of the file that holds the model (the ``.safetensors`` one when the module
+    cannot be pickled, with one warning per construct_subnet call)."""
+    try:
+        _save(model, path, ckpt_format, dummy_input, export_float16)
+        return path
+    except _NotPicklable as error:
+        if not unpicklable:
+            logger.warning("construct_subnet: the model cannot be pickled as a whole module (%s); wrote the "
+                           "weights-only .safetensors files and the subnet JSON instead of the .pt files (load them "
+                           "with subnet_construction.load_compressed_weights)", error)
+        unpicklable.append(path)
+        return path.rsplit(".", 1)[0] + ".safetensors"
 
 
 def _check_qdq_exportable(model: nn.Module, export_float16: bool) -> None:
@@ -93,7 +121,9 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
                                   tolerance: float = 1e-4) -> Tuple[str, Optional[str]]:
     """Prune ``model`` in place to its compressed form and save it.
 
-    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved).
+    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved); for a model
+    that cannot be pickled (weight_norm parametrizations, local hooks, classes defined in a function) these are the
+    weights-only ``.safetensors`` files, written with the subnet JSON, and one warning says so.
     With ``verify`` (default) the compressed model is run on the traced dummy input and on a fresh random input
     of the same structure and must match the full group-sparse model, output leaf by output leaf, within
     ``tolerance`` relative to each leaf's own scale (more for float16/bfloat16 models, see
@@ -116,8 +146,9 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
 
     verifier = SubnetVerifier(model, graph.dummy_input, tolerance) if verify else None
+    unpicklable: list = []
     if save_full_group_sparse_model:
-        _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
+        full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
     graph.pruning_plan = plan
@@ -127,6 +158,6 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         difference = verify_subnet(verifier, model)
         logger.info("compressed model matches the full group-sparse model (worst relative difference %.3g)",
                     difference)
-    _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
+    compressed_path = _save_all(model, compressed_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
     return compressed_path, (full_path if save_full_group_sparse_model else None)
