@@ -8,6 +8,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..meta_device import check_materialized
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +80,7 @@ def random_set_zero_groups(graph, target_group_sparsity: Optional[float] = None,
     """
     if target_group_sparsity is not None and not 0 <= target_group_sparsity < 1:
         raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity}")
+    check_materialized(graph.parameters.values(), "random_set_zero_groups")
     param_groups = get_param_groups(graph)
     pruned: List[np.ndarray] = []
     for param_group in param_groups:

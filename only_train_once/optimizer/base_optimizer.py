@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
+from ..meta_device import check_materialized
 from .finite import NON_FINITE_POLICIES, NonFiniteError, describe, non_finite_names
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
@@ -59,6 +60,8 @@ class BaseOptimizer(Optimizer):
         check_choice("moment_initialization", moment_initialization, MOMENT_INITIALIZATIONS)
         check_choice("non_finite", non_finite, NON_FINITE_POLICIES)
         params = list(params)
+        check_materialized((t for g in params for t in (g["params"] if isinstance(g, dict) else [g])),
+                           type(self).__name__)
         if not params:
             raise ValueError(f"{type(self).__name__} got no parameters to train: the model has no parameters (or "
                              "none that require grad). Give OTO a model with trainable parameters")
