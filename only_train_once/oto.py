@@ -219,6 +219,13 @@ class OTO:
             compressed_model_dir=compressed_model_dir or out_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
 
+    def calibrate_activations(self, inputs: Any = None) -> List[str]:
+        """Calibrate the activation ranges a freshly quantized weight+activation model has not calibrated yet, on
+        ``inputs`` (default: the traced dummy input; real data gives better ranges); returns the layers' names."""
+        from .quantization.calibration import calibrate_activations
+
+        return calibrate_activations(self._model, self._dummy_input if inputs is None else inputs)
+
     # -- low-bit export -----------------------------------------------------------------------------
     def export_qdq_onnx(self, path: str, dummy_input: Any = None) -> str:
         """Write the model (the compressed one after :meth:`construct_subnet`) as an ONNX QDQ graph; returns ``path``.
@@ -227,7 +234,9 @@ class OTO:
         activations (see :func:`only_train_once.export.export_qdq_onnx`). ``dummy_input`` defaults to the traced one.
         """
         from .export import export_qdq_onnx
+        from .quantization.calibration import warn_if_uncalibrated
 
+        warn_if_uncalibrated(self._model, "export_qdq_onnx")
         return export_qdq_onnx(self._model, self._dummy_input if dummy_input is None else dummy_input, path)
 
     def save_packed(self, path: str) -> str:
@@ -237,8 +246,10 @@ class OTO:
         :func:`only_train_once.export.load_packed` rebuilds the model from a fresh instance of the original class.
         """
         from .export import save_packed
+        from .quantization.calibration import warn_if_uncalibrated
         from .subnet_construction.io import load_spec
 
+        warn_if_uncalibrated(self._model, "save_packed")
         spec = None
         if self.compressed_model_path is not None:  # construct_subnet wrote <compressed>_subnet.json next to it
             spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json")

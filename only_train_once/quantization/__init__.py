@@ -1,4 +1,5 @@
 """Quantization: learned-step fake quantizers, quantized layers and model conversion (SPEC sections 3 and 4)."""
+from .calibration import calibrate_activations, uncalibrated_layers
 from .quant_layers import (
     LAYER_TO_QUANTLAYER,
     QUANT_PARAMETER_NAMES,
@@ -32,6 +33,8 @@ from .quantizer import (
 )
 
 __all__ = [
+    "calibrate_activations",
+    "uncalibrated_layers",
     "QuantizationType",
     "QuantizationMode",
     "NanInGradientError",

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..meta_device import check_materialized
+from ..quantization.calibration import warn_if_uncalibrated
 from .apply import apply_plan
 from .integrity import save_module
 from .io import export_onnx, save_spec, save_weights
@@ -140,6 +141,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
     _check_unchanged(graph, model)
     check_materialized(list(model.parameters()) + list(model.buffers()), "construct_subnet")
+    warn_if_uncalibrated(model, "construct_subnet")
     if ckpt_format == "onnx_qdq":
         _check_qdq_exportable(model, export_float16)
     prefix = getattr(model, "name", None) or type(model).__name__
