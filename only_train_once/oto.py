@@ -13,6 +13,7 @@ from . import metrics, visualization
 from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
+from .graph.control_flow import warn_about_control_flow
 from .subnet_construction.group_check import run_check
 
 logger = logging.getLogger(__name__)
@@ -50,11 +51,16 @@ class OTO:
     failing ``construct_subnet`` after it. Off by default: it costs one deep copy of the model, two forwards and
     one in-memory subnet construction, measured at 1.3x to 5x the graph build on the sanity zoo
     (``benchmarks/group_check.py``); ``construct_subnet`` verifies the compressed model either way.
+
+    Limitation: the graph is one execution path, the dummy input's. Control flow that depends on tensor values
+    (``if x.sum() > 0``, a loop count read from a tensor) is not captured: groups follow the traced path only,
+    and the compressed model may fail or differ on inputs taking another path. ``check_control_flow=True`` (off by
+    default: three more traces) runs the model on other inputs and warns, naming the module, when the path changes.
     """
 
     def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, compress_mode: str = "prune",
                  skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False,
-                 verify_groups: bool = False):
+                 verify_groups: bool = False, check_control_flow: bool = False):
         if compress_mode not in _MODES:
             raise ValueError(f"compress_mode must be one of {_MODES}, got {compress_mode!r}")
         if compress_mode == "erase":
@@ -73,6 +79,8 @@ class OTO:
                 self.set_trainable()
                 if verify_groups:
                     self.verify_groups()
+                if check_control_flow:
+                    self.check_control_flow()
                 self.cluster_node_groups()
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
@@ -106,6 +114,13 @@ class OTO:
         """
         failed = run_check(self._require_graph(), self._model, tolerance)
         return [group.id for group in failed]
+
+    def check_control_flow(self) -> Optional[str]:
+        """Run the model on other inputs (the negated dummy input, fresh random ones) and warn once, naming the
+        module, if it takes another path than the traced one (see :mod:`graph.control_flow`); returns that module's
+        name or None."""
+        graph = self._require_graph()
+        return warn_about_control_flow(self._model, self._dummy_input, graph.module_names, graph.tensor_names)
 
     def set_trainable(self) -> None:
         group_ops.set_trainable(self._require_graph())
