@@ -128,8 +128,9 @@ def test_output_leaves_walk_tuples_dicts_dataclasses_and_objects():
             self.layers = [{"keys": torch.ones(1), "values": torch.zeros(1)}]
 
     found = output_leaves((torch.ones(1), Prediction(torch.ones(2), {"c": Cache()})))
-    assert [path for path, _ in found] == ["output[0]", "output[1].logits", "output[1].extras.c.layers[0].keys",
-                                           "output[1].extras.c.layers[0].values"]
+    assert [leaf.path for leaf in found] == ["output[0]", "output[1].logits", "output[1].extras.c.layers[0].keys",
+                                             "output[1].extras.c.layers[0].values"]
+    assert [leaf.in_state for leaf in found] == [False, False, True, True]  # caches may shrink with the model
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
