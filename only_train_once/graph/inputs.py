@@ -27,17 +27,17 @@ def copy_input(value: Any) -> Any:
     """
     try:
         return copy.deepcopy(value)
-    except RuntimeError:
+    except Exception:  # non-leaf tensors, or objects that refuse copying (locks, generators): copy what we can
         return map_tensors(value, _copy_tensor)
 
 
 def map_tensors(value: Any, function, depth: int = 0) -> Any:
     """``value`` with every tensor ``t`` inside tensors, lists, tuples, dicts and dataclasses replaced by
-    ``function(t)``; other objects are deep-copied (so the result shares nothing mutable with ``value``)."""
+    ``function(t)``; other objects are deep-copied where they allow it."""
     if isinstance(value, torch.Tensor):
         return function(value)
     if depth > 8:
-        return copy.deepcopy(value)
+        return _copied_if_possible(value)
     if isinstance(value, dict):
         items = {k: map_tensors(v, function, depth + 1) for k, v in value.items()}
         return items if type(value) is dict else _rebuild_mapping(value, items)
@@ -49,7 +49,15 @@ def map_tensors(value: Any, function, depth: int = 0) -> Any:
         changes = {f.name: map_tensors(getattr(value, f.name), function, depth + 1)
                    for f in dataclasses.fields(value) if f.init}
         return dataclasses.replace(value, **changes)
-    return copy.deepcopy(value)
+    return _copied_if_possible(value)
+
+
+def _copied_if_possible(value: Any) -> Any:
+    """A deep copy of ``value``, or ``value`` itself when it cannot be copied (it is then shared)."""
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
 
 
 def _rebuild_mapping(original: dict, items: dict) -> dict:
