@@ -53,8 +53,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     print(f"machine: {machine()}\n")
-    rows = [measure(name, quantized, args.repeats) for name in args.models.split(",")
-            for quantized in ((False,) if args.float_only else (False, True))]
+    rows = []
+    for name in args.models.split(","):
+        for quantized in (False,) if args.float_only else (False, True):
+            rows.append(measure(name, quantized, args.repeats))
+            print(" | ".join(str(c) for c in rows[-1]), flush=True)
     print_table("Build-time group check", ["model", "weights", "forward ms", "OTO ms", "OTO + check ms",
                                            "extra / build", "extra / forward", "groups failed"], rows)
 
