@@ -8,6 +8,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..meta_device import check_materialized
+
 logger = logging.getLogger(__name__)
 
 
@@ -78,6 +80,7 @@ def random_set_zero_groups(graph, target_group_sparsity: Optional[float] = None,
     """
     if target_group_sparsity is not None and not 0 <= target_group_sparsity < 1:
         raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity}")
+    check_materialized(graph.parameters.values(), "random_set_zero_groups")
     param_groups = get_param_groups(graph)
     pruned: List[np.ndarray] = []
     for param_group in param_groups:
@@ -95,13 +98,16 @@ def random_set_zero_groups(graph, target_group_sparsity: Optional[float] = None,
     logger.info("random_set_zero_groups: zeroed %d units", flat.size)
 
 
-def zero_units_by_group(graph) -> Dict[int, np.ndarray]:
-    """For every prunable unit group, the sorted unit indices whose parameter slices are all exactly zero."""
+def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> Dict[int, np.ndarray]:
+    """For every prunable unit group, the sorted unit indices whose parameter slices are all exactly zero.
+
+    ``tensors`` (name -> tensor) reads the parameters of another copy of the model instead of the traced one.
+    """
     result: Dict[int, np.ndarray] = {}
     for group in graph.node_groups.values():
         if not group.is_prunable or group.is_auxiliary:
             continue
-        norms = torch.zeros(group.num_groups, dtype=torch.float64)
+        nonzeros = torch.zeros(group.num_groups, dtype=torch.int64)
         counted = False
         for member in group.members:
             if member.axis is None or member.owners is None or not member.is_parameter:
@@ -110,12 +116,13 @@ def zero_units_by_group(graph) -> Dict[int, np.ndarray]:
             mine = keys == group.key
             if not mine.any():
                 continue
-            tensor = member.tensor.detach().to(torch.float64).movedim(member.axis, 0).reshape(keys.size, -1)
-            slice_norms = tensor.pow(2).sum(dim=1).cpu()
-            norms.index_add_(0, torch.from_numpy(indices[mine]), slice_norms[torch.from_numpy(mine)])
+            source = member.tensor if tensors is None else tensors[member.name]
+            # counting nonzero elements needs no float64 copy of the tensor (NaN counts as nonzero)
+            slice_counts = (source.detach() != 0).movedim(member.axis, 0).reshape(keys.size, -1).sum(dim=1).cpu()
+            nonzeros.index_add_(0, torch.from_numpy(indices[mine]), slice_counts[torch.from_numpy(mine)])
             counted = True
         if counted:
-            result[group.key] = np.flatnonzero(norms.numpy() == 0)
+            result[group.key] = np.flatnonzero(nonzeros.numpy() == 0)
     return result
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from ..subnet_construction.apply import SubnetSpec, restore_subnet, set_submodule
+from ..subnet_construction.integrity import CHECKSUM_KEY, digests, reading, verify_digests, write_atomically
 from .bitpack import pack_bits, unpack_bits
 from .grid_layers import GRID_LAYERS, to_grid_layer
 from .integer_weights import integer_weight, quantized_layers
@@ -103,7 +104,8 @@ def save_packed(model: nn.Module, path: str, subnet_spec: Optional[SubnetSpec] =
     tensors.update(float_tensors)
     header = {"format": PACKED_FORMAT, "layers": records, "aliases": aliases,
               "subnet": None if subnet_spec is None else subnet_spec.to_dict()}
-    save_file(tensors, path, metadata={_METADATA_KEY: json.dumps(header, separators=(",", ":"))})
+    metadata = {_METADATA_KEY: json.dumps(header, separators=(",", ":")), CHECKSUM_KEY: json.dumps(digests(tensors))}
+    write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
     logger.info("wrote %s: %d quantized layers at %s bits, %d bytes", path, len(records),
                 sorted({r["bits"] for r in records.values()}), os.path.getsize(path))
     return path
@@ -114,10 +116,13 @@ def _read(path: str) -> Tuple[dict, Dict[str, Tensor]]:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no packed model file at {path}")
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    header = json.loads(metadata[_METADATA_KEY]) if _METADATA_KEY in metadata else {}
+    with reading(path, "a packed model (safetensors) written by save_packed"):
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        header = json.loads(metadata[_METADATA_KEY]) if _METADATA_KEY in metadata else {}
+        expected = json.loads(metadata[CHECKSUM_KEY]) if CHECKSUM_KEY in metadata else None
+    verify_digests(path, expected, tensors)
     if header.get("format") != PACKED_FORMAT:
         raise ValueError(f"{path} is not an only_train_once packed model (no {PACKED_FORMAT!r} header); weights-only "
                          "files of construct_subnet load with subnet_construction.load_compressed_weights")

@@ -29,6 +29,11 @@ def _substitute(template: Any, old: str, new: str) -> Any:
 def fold_quantizers(graph) -> int:
     """Fold quantizer nodes into their consumers; returns the number folded."""
     folded = 0
+    # The last call of each quantized layer's forward is its operator (conv2d, linear...). A padding mode other
+    # than zeros puts an F.pad between the activation quantizer and that operator; the quantizer's parameters
+    # still belong to the layer, i.e. to the group of its weight.
+    layer_operator = {id(n.call.module): n for n in graph.nodes.values()
+                      if n.op_name != "quantize" and n.call.module is not None}
     for node in list(graph.nodes.values()):
         if node.op_name != "quantize":
             continue
@@ -52,7 +57,10 @@ def fold_quantizers(graph) -> int:
                 consumer.param_names.insert(position, source_value.name)
             else:
                 consumer.inputs = [source if v == out else v for v in consumer.inputs]
-            consumer.quant_param_names.extend(n for n in quant_names if n not in consumer.quant_param_names)
+            owner = consumer
+            if consumer.call.module is node.call.module and node.call.module is not None:
+                owner = layer_operator.get(id(node.call.module), consumer)
+            owner.quant_param_names.extend(n for n in quant_names if n not in owner.quant_param_names)
             consumer.folded_quantizers.append(node.call)
         graph.remove_node(node, reconnect=True)
         folded += 1

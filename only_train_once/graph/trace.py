@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .inputs import copy_input
+
 logger = logging.getLogger(__name__)
 
 # Calls that return tensors but carry no data dependency worth a node.
@@ -451,6 +453,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
     """
     if dummy_input is None:
         raise GraphCaptureError("dummy_input is None: pass an example input, e.g. torch.randn(1, 3, 32, 32).")
+    dummy_input = copy_input(dummy_input)  # a forward may mutate its inputs (caches grow): keep the user's intact
     recorder = _Recorder(tensor_names)
     input_tensors: List[torch.Tensor] = []
     _flatten_structure(dummy_input, input_tensors, set())

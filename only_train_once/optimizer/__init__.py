@@ -2,6 +2,7 @@
 
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import BaseOptimizer
+from .finite import NonFiniteError
 from .geta import GETA
 from .hesso import HESSO
 from .hessocric import HESSOCRIC
@@ -14,6 +15,7 @@ __all__ = [
     "GETA",
     "HESSO",
     "HESSOCRIC",
+    "NonFiniteError",
     "DEFAULT_OPT_PARAMS",
     "SUPPORT_GRADIENT_ESTIMATES",
     "SparseOptimizerMetrics",

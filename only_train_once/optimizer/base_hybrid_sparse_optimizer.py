@@ -69,7 +69,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                  importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  fixed_zero_groups: bool = True, redundant_selection: str = "score",
                  auxiliary_scaling: str = "once", moment_initialization: str = "standard",
-                 max_group_sparsity: Optional[float] = None):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
         if isinstance(target_group_sparsity, bool) or not 0.0 <= float(target_group_sparsity) < 1.0:
             raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity!r}")
         if max_group_sparsity is None:
@@ -82,7 +82,8 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         check_choice("auxiliary_scaling", auxiliary_scaling, AUXILIARY_SCALINGS)
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
-                         additional_defaults=additional_defaults, moment_initialization=moment_initialization)
+                         additional_defaults=additional_defaults, moment_initialization=moment_initialization,
+                         non_finite=non_finite)
         self.target_group_sparsity = float(target_group_sparsity)
         self.group_divisible = int(group_divisible)
         self.max_group_sparsity = float(max_group_sparsity)

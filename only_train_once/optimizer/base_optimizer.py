@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
+from ..meta_device import check_materialized
+from .finite import NON_FINITE_POLICIES, NonFiniteError, describe, non_finite_names
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
 logger = logging.getLogger(__name__)
@@ -45,14 +47,24 @@ class BaseOptimizer(Optimizer):
     ``moment_initialization`` (SPEC 12.4 O15): ``"standard"`` (default, measured better, see the optimizer README
     notes) starts Adam's moments at zero as ``torch.optim.Adam`` does; ``"reference"`` starts them at the first
     gradient (and its square), as the reference implementation does.
+
+    ``non_finite`` (:mod:`.finite`): ``"raise"`` (default) raises :class:`NonFiniteError` naming the parameters
+    whose gradient is NaN/inf before anything is written; ``"skip"`` skips such steps with a warning.
     """
 
     def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,
                  weight_decay: Optional[float] = None, additional_defaults: Optional[dict] = None,
-                 moment_initialization: str = "standard"):
+                 moment_initialization: str = "standard", non_finite: str = "raise"):
         check_choice("variant", variant, SUPPORT_GRADIENT_ESTIMATES)
         check_choice("moment_initialization", moment_initialization, MOMENT_INITIALIZATIONS)
+        check_choice("non_finite", non_finite, NON_FINITE_POLICIES)
+        params = list(params)
+        check_materialized((t for g in params for t in (g["params"] if isinstance(g, dict) else [g])),
+                           type(self).__name__)
+        if not params:
+            raise ValueError(f"{type(self).__name__} got no parameters to train: the model has no parameters (or "
+                             "none that require grad). Give OTO a model with trainable parameters")
         if lr is required:
             raise ValueError("lr is required: pass the learning rate, e.g. lr=1e-3")
         check_non_negative("lr", lr)
@@ -78,6 +90,7 @@ class BaseOptimizer(Optimizer):
         if len(set(names)) != len(names):
             raise ValueError("parameter names (p_names) must be unique over all param groups")
         self.moment_initialization = moment_initialization
+        self.non_finite = non_finite
         self.num_steps = 0
         self.safe_guard = 1e-8
         self.first_moment_grads: Dict[str, Tensor] = {}
@@ -96,6 +109,34 @@ class BaseOptimizer(Optimizer):
     def get_learning_rate(self) -> float:
         """``lr`` of the last param group (the reference's convention)."""
         return self.param_groups[-1]["lr"]
+
+    # -- non-finite values ------------------------------------------------------------------------------
+    def _named(self, with_grad: bool) -> tuple:
+        pairs = [(p.grad if with_grad else p, name) for group in self.param_groups
+                 for p, name in zip(group["params"], group["p_names"]) if not with_grad or p.grad is not None]
+        return [t for t, _ in pairs], [n for _, n in pairs]
+
+    def gradients_are_finite(self) -> bool:
+        """True when every gradient is finite; otherwise raise :class:`NonFiniteError` (``non_finite="raise"``)
+        or log and return False so that the step is skipped (``non_finite="skip"``). See :mod:`.finite`."""
+        bad = non_finite_names(*self._named(with_grad=True))
+        if not bad:
+            return True
+        message = (f"NaN or inf in the gradient of {describe(bad)} before step {self.num_steps + 1}; no parameter "
+                   "was changed. Check the loss and the inputs of this batch for NaN/inf, lower the learning rate, "
+                   "or pass non_finite='skip' to skip such steps")
+        if self.non_finite == "raise":
+            raise NonFiniteError(message)
+        logger.warning("%s: skipping the step (non_finite='skip')", message.split("; no parameter")[0])
+        return False
+
+    def check_parameters_finite(self) -> None:
+        """Raise :class:`NonFiniteError` naming every parameter the last step made NaN or inf."""
+        bad = non_finite_names(*self._named(with_grad=False))
+        if bad:
+            raise NonFiniteError(f"step {self.num_steps} produced NaN or inf in {describe(bad)} from finite "
+                                 "gradients; please report this model and optimizer settings (a learning rate far "
+                                 "too large can also overflow)")
 
     # -- gradient variant -----------------------------------------------------------------------------
     def compute_grad_variant(self) -> None:

@@ -100,7 +100,7 @@ class GETA(BaseHybridSparseOptimizer):
                  enable_grad_clipping: bool = False, forget_rate_guard: str = "magnitude",
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
                  moment_initialization: str = "standard", health_thresholds: Optional[HealthThresholds] = None,
-                 max_group_sparsity: Optional[float] = None):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
         check_non_negative("lr_quant", lr_quant)
         check_choice("forget_rate_guard", forget_rate_guard, FORGET_RATE_GUARDS)
         _check_bits("min_bit_wt", "max_bit_wt", min_bit_wt, max_bit_wt)
@@ -115,7 +115,8 @@ class GETA(BaseHybridSparseOptimizer):
                          additional_defaults={"lr_quant": lr_quant},
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
                          redundant_selection=redundant_selection, auxiliary_scaling=auxiliary_scaling,
-                         moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity)
+                         moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity,
+                         non_finite=non_finite)
         self._setup_pruning_schedule(start_pruning_step, pruning_steps, pruning_periods)
         self._setup_projection_schedule(start_projection_step, projection_steps, projection_periods)
         self.lr_quant = lr_quant
@@ -195,6 +196,8 @@ class GETA(BaseHybridSparseOptimizer):
             with torch.enable_grad():
                 loss = closure()
             self.report_loss(loss)
+        if not self.gradients_are_finite():
+            return loss
         self.num_steps += 1
         step = self.num_steps
         if self.enable_grad_clipping:
@@ -217,6 +220,7 @@ class GETA(BaseHybridSparseOptimizer):
         self._project_bits(phase, set(joint))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
+        self.check_parameters_finite()
         self._check_health_if_period_ends(step)
         return loss
 

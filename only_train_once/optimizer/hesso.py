@@ -36,13 +36,14 @@ class HESSO(BaseHybridSparseOptimizer):
                  group_divisible: int = 1, importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  device: str = "cuda", fixed_zero_groups: bool = True, redundant_selection: str = "score",
                  auxiliary_scaling: str = "once", moment_initialization: str = "standard",
-                 max_group_sparsity: Optional[float] = None):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
                          target_group_sparsity=target_group_sparsity, group_divisible=group_divisible,
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
                          redundant_selection=redundant_selection, auxiliary_scaling=auxiliary_scaling,
-                         moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity)
+                         moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity,
+                         non_finite=non_finite)
         self.device = device
         self._setup_pruning_schedule(start_pruning_step, pruning_steps, pruning_periods)
         logger.info("Setup HESSO: %d prunable units, target %d redundant (sparsity %s), periods %d x %d steps from "
@@ -57,6 +58,8 @@ class HESSO(BaseHybridSparseOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.gradients_are_finite():
+            return loss
         self.num_steps += 1
         step = self.num_steps
         self.compute_grad_variant()
@@ -72,6 +75,7 @@ class HESSO(BaseHybridSparseOptimizer):
             self._shrink_active(self._shrink_factor(position))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
+        self.check_parameters_finite()
         return loss
 
     def _state_keys(self):

@@ -93,6 +93,8 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if not self.gradients_are_finite():
+            return loss
         loss_value = None if loss is None else float(loss)
         self.num_steps += 1
         self.compute_grad_variant()

@@ -7,19 +7,22 @@ import glob
 import logging
 import os
 import pickle
+import zipfile
 from typing import Any, Iterator, Optional, Union
 
 import torch
+
+from ..subnet_construction.integrity import CorruptFileError, write_atomically
 
 logger = logging.getLogger(__name__)
 
 
 def save_checkpoint(filepath: str, obj: Any) -> None:
-    """``torch.save(obj, filepath)``, creating the folder; logs the path (INFO)."""
+    """``torch.save(obj, filepath)``, creating the folder, written atomically (no partial file); logs the path."""
     folder = os.path.dirname(filepath)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    torch.save(obj, filepath)
+    write_atomically(filepath, lambda temporary: torch.save(obj, temporary))
     logger.info("saved checkpoint %s", filepath)
 
 
@@ -33,11 +36,17 @@ def load_checkpoint(filepath: str, device: Union[str, torch.device, None] = None
     """
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"no checkpoint at {filepath}")
+    if not zipfile.is_zipfile(filepath):
+        raise CorruptFileError(f"{filepath} ({os.path.getsize(filepath)} bytes) is not a torch checkpoint: it is "
+                               "empty, truncated or another kind of file")
     try:
         return torch.load(filepath, map_location=device, weights_only=weights_only)
     except pickle.UnpicklingError as error:
         raise ValueError(f"{filepath} holds objects the safe loader refuses ({error}). If you trust the file, "
                          "call load_checkpoint(filepath, device, weights_only=False).") from error
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as error:
+        raise CorruptFileError(f"{filepath} is a damaged torch checkpoint ({type(error).__name__}: {error})") \
+            from error
 
 
 def scan_checkpoint(cp_dir: str, prefix: str) -> Optional[str]:

@@ -1,4 +1,5 @@
 """Quantization: learned-step fake quantizers, quantized layers and model conversion (SPEC sections 3 and 4)."""
+from .calibration import calibrate_activations, uncalibrated_layers
 from .fused import fused_kernels_enabled, set_fused_kernels
 from .quant_layers import (
     LAYER_TO_QUANTLAYER,
@@ -34,6 +35,8 @@ from .quantizer import (
 from .transposed_linear import QuantizeTransposedLinear, is_transposed_linear
 
 __all__ = [
+    "calibrate_activations",
+    "uncalibrated_layers",
     "QuantizationType",
     "QuantizationMode",
     "NanInGradientError",

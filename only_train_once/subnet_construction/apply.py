@@ -118,33 +118,36 @@ for _op_name, _shrink in {
 
 
 def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
-    """Shrink ``model`` in place following ``plan``; returns the log of every shape and attribute change."""
+    """Shrink ``model`` in place following ``plan``; returns the log of every shape and attribute change.
+
+    ``model`` is the traced model or a deep copy of it (modules and tensors are found by name).
+    """
     spec = SubnetSpec()
     if plan.is_empty:
         return spec
-    module_names = {id(m): n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())  # ``model`` may be a copy of the traced model: find modules by name
     attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
                            if isinstance(m, nn.MultiheadAttention)}
     old_attributes = {}
     for node in graph.nodes.values():
         shrink = MODULE_SHRINKS.get(node.op_name)
-        module = node.call.module
+        module_name = graph.module_names.get(id(node.call.module))
+        module = modules.get(module_name)
         if shrink is None or not isinstance(module, shrink.module_type) or not node.inputs:
             continue
         channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
-        old_attributes[id(module)] = (node, module, kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
+        old_attributes[id(module)] = (node, module_name, module,
+                                      kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
     _replace_tensors(model, plan, spec)
-    for node, module, kept_in in old_attributes.values():
+    for node, module_name, module, kept_in in old_attributes.values():
         updater: Callable = MODULE_SHRINKS[node.op_name].update
         for name, value in updater(module, node, kept_in).items():
-            _set_attribute(spec, module_names[id(module)], module, name, value)
+            _set_attribute(spec, module_name, module, name, value)
     _replace_attention_modules(model, plan, spec, attention_head_dims)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
         size = kept_size(graph, plan.pruned_units, update.value_id, update.axis)
         _set_attribute(spec, update.module_name, modules[update.module_name], update.attribute, size)
-    for node in graph.nodes.values():
-        node.pruned_status = {"out_dim": True, "in_dim": True}
     return spec
 
 

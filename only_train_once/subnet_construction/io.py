@@ -4,6 +4,8 @@ Each model is written as a whole pickled module (``.pt``, the reference's format
 (``.safetensors``). The compressed model also gets ``<Name>_compressed_subnet.json``: the new tensor shapes
 and module attributes, which rebuild the compressed architecture from a fresh instance of the original class.
 
+Every file carries checksums of its data, verified on load (see :mod:`.integrity`).
+
 Loading a pickled module runs code from the file: since torch 2.6 ``torch.load`` refuses it by default
 (``weights_only=True``). :func:`load_model` passes ``weights_only=False`` for you; use it only on files you
 trust, or load the weights-only form with :func:`load_compressed_weights`.
@@ -16,51 +18,92 @@ import json
 import logging
 import os
 import warnings
-from typing import Any, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
 
 from .apply import SubnetSpec, restore_subnet
+from .integrity import (CHECKSUM_KEY, CorruptFileError, content_checksum, digests, reading, recorded_module_digests,
+                        state_tensors, verify_digests, write_atomically)
 
 logger = logging.getLogger(__name__)
 
 
 def load_model(path: str, map_location: Union[str, torch.device, None] = "cpu") -> nn.Module:
-    """Load a whole-module ``.pt`` file written by ``construct_subnet`` (trusted files only)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no model file at {path}")
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Load a whole-module ``.pt`` file written by ``construct_subnet`` (trusted files only); checks its checksums.
+
+    Raises :class:`CorruptFileError` for a damaged, truncated or foreign file.
+    """
+    with reading(path, "a whole-module .pt file written by construct_subnet"):
+        model = torch.load(path, map_location=map_location, weights_only=False)
+        expected = recorded_module_digests(path)
+    if not isinstance(model, nn.Module):
+        raise CorruptFileError(f"{path} holds a {type(model).__name__}, not a model: expected a whole-module .pt file "
+                               "written by construct_subnet")
+    verify_digests(path, expected, state_tensors(model))
+    return model
 
 
 def save_weights(model: nn.Module, path: str) -> None:
-    """Write the model's state dict as safetensors (shared tensors are stored once)."""
+    """Write the model's state dict as safetensors (shared tensors are stored once), with per-tensor checksums."""
     from safetensors.torch import save_model
 
-    save_model(model, path)
+    metadata = {CHECKSUM_KEY: json.dumps(digests(state_tensors(model)))}
+    write_atomically(path, lambda temporary: save_model(model, temporary, metadata=metadata))
+
+
+def read_weights(path: str) -> Dict[str, torch.Tensor]:
+    """The tensors of a safetensors file written by :func:`save_weights`, checksums verified."""
+    from safetensors import safe_open
+
+    with reading(path, "a safetensors weights file written by construct_subnet"):
+        with safe_open(path, framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        expected = json.loads(metadata[CHECKSUM_KEY]) if CHECKSUM_KEY in metadata else None
+    verify_digests(path, expected, tensors)
+    return tensors
 
 
 def save_spec(spec: SubnetSpec, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(spec.to_dict(), handle, indent=1, sort_keys=True)
+    data = spec.to_dict()
+    data["checksum"] = content_checksum(data)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+
+    write_atomically(path, write)
 
 
 def load_spec(path: str) -> SubnetSpec:
-    with open(path, encoding="utf-8") as handle:
-        return SubnetSpec.from_dict(json.load(handle))
+    with reading(path, "a subnet description (JSON) written by construct_subnet"):
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError("the JSON document is not an object")
+        spec = SubnetSpec.from_dict(data)
+    if "checksum" in data and data["checksum"] != content_checksum(data):
+        raise CorruptFileError(f"{path}: the subnet description does not match its checksum (the file was changed "
+                               "after construct_subnet wrote it)")
+    return spec
 
 
 def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Optional[str] = None,
                             strict: bool = True) -> nn.Module:
     """Turn a fresh instance of the original architecture into the compressed model, without unpickling.
 
-    ``spec_path`` defaults to the ``_subnet.json`` file next to ``weights_path``. Returns ``model``.
+    ``spec_path`` defaults to the ``_subnet.json`` file next to ``weights_path``. Returns ``model``. Checksums of
+    both files are verified (:class:`CorruptFileError` on a damaged file).
     """
-    from safetensors.torch import load_model as load_safetensors
-
     if spec_path is None:
         spec_path = weights_path.rsplit(".", 1)[0] + "_subnet.json"
-    restore_subnet(model, load_spec(spec_path))
+    from safetensors.torch import load_model as load_safetensors
+
+    spec = load_spec(spec_path)
+    read_weights(weights_path)  # verifies the checksums before anything is changed
+    restore_subnet(model, spec)
     load_safetensors(model, weights_path, strict=strict)
     return model
 

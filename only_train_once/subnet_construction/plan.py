@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
@@ -26,10 +26,13 @@ class PruningPlan:
         return not self.keep
 
 
-def pruned_unit_masks(graph) -> Dict[int, np.ndarray]:
-    """Boolean mask of zeroed units per prunable group; at least one unit of each group is kept."""
+def pruned_unit_masks(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> Dict[int, np.ndarray]:
+    """Boolean mask of zeroed units per prunable group; at least one unit of each group is kept.
+
+    ``tensors`` (name -> tensor): read the zeros from another copy of the traced model.
+    """
     masks: Dict[int, np.ndarray] = {}
-    for key, zero_units in zero_units_by_group(graph).items():
+    for key, zero_units in zero_units_by_group(graph, tensors).items():
         size = graph.analysis.unit_space(key).size
         mask = np.zeros(size, dtype=bool)
         mask[zero_units] = True
@@ -51,10 +54,13 @@ def removed_mask(analysis, space, masks: Dict[int, np.ndarray]) -> np.ndarray:
     return removed
 
 
-def build_plan(graph) -> PruningPlan:
-    """Kept indices for every parameter and buffer axis that loses elements."""
+def build_plan(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> PruningPlan:
+    """Kept indices for every parameter and buffer axis that loses elements.
+
+    The zeroed units are read from the traced model, or from ``tensors`` (name -> tensor of a copy of it).
+    """
     analysis = graph.analysis
-    masks = pruned_unit_masks(graph)
+    masks = pruned_unit_masks(graph, tensors)
     plan = PruningPlan(pruned_units=masks)
     if not masks:
         return plan

@@ -5,29 +5,26 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 from typing import Any, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..graph.trace import run_model
-from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
+from ..meta_device import check_materialized
+from ..quantization.calibration import warn_if_uncalibrated
 from .apply import apply_plan
-from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
+from .integrity import save_module
 from .io import eval_mode, export_onnx, save_spec, save_weights
+from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .plan import build_plan
+from .verification import ROUNDING_FLIP_STEPS, SubnetConstructionError, SubnetVerifier  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 
 CKPT_FORMATS = ("torch", "onnx", "onnx_qdq")
-# Rounding flips allowed when comparing fake-quantized outputs, in activation quantization steps.
-ROUNDING_FLIP_STEPS = 16
-
-
-class SubnetConstructionError(RuntimeError):
-    """The compressed model would not compute what the full group-sparse model computes."""
 
 
 def _prepare_dir(path: str) -> str:
@@ -51,65 +48,16 @@ def _check_unchanged(graph, model: nn.Module) -> None:
                                  "new OTO(model, dummy_input) before construct_subnet")
 
 
-def _outputs(model: nn.Module, dummy_input: Any):
-    from ..graph.trace import _flatten_structure
-
-    with eval_mode(model), torch.no_grad():
-        found = []
-        _flatten_structure(run_model(model, dummy_input), found, set())
-        return found
-
-
-def max_output_difference(reference, candidate) -> float:
-    """Largest absolute difference between two lists of output tensors (inf if shapes differ)."""
-    if len(reference) != len(candidate):
-        return float("inf")
-    worst = 0.0
-    for a, b in zip(reference, candidate):
-        if a.shape != b.shape:
-            return float("inf")
-        if a.numel():
-            worst = max(worst, (a.double() - b.double()).abs().max().item())
-    return worst
-
-
-def reference_outputs(model: nn.Module, dummy_input: Any) -> Tuple[list, list]:
-    """The model's outputs with and without activation rounding (see :mod:`quantization.rounding`)."""
-    with ActivationRoundingBypassed():
-        exact = _outputs(model, dummy_input)
-    return exact, _outputs(model, dummy_input)
-
-
-def verify_subnet(full_outputs: Tuple[list, list], model: nn.Module, dummy_input: Any, tolerance: float) -> float:
-    """Raise :class:`SubnetConstructionError` unless the compressed model reproduces the full outputs.
-
-    ``full_outputs`` comes from :func:`reference_outputs` on the full model. With activation rounding bypassed
-    the outputs must agree within ``tolerance x max(1, |output|)``; with rounding, within that or a few
-    activation quantization steps (rounding flips). Returns the difference without rounding.
-    """
-    full_exact, full_rounded = full_outputs
-    try:
-        exact, rounded = reference_outputs(model, dummy_input)
-    except Exception as error:
-        raise SubnetConstructionError(f"the compressed model fails to run ({type(error).__name__}: {error}); please "
-                                      "report this model: the analyzer should have left these groups unprunable") \
-            from error
-    scale = max(1.0, max((t.abs().max().item() for t in full_exact if t.numel() and t.is_floating_point()),
-                         default=1.0))
-    difference = max_output_difference(full_exact, exact)
-    rounding = max_output_difference(full_rounded, rounded)
-    flips = ROUNDING_FLIP_STEPS * max_activation_step(model)
-    if not difference <= tolerance * scale or not rounding <= max(tolerance, flips) * scale:
-        raise SubnetConstructionError(f"the compressed model differs from the full group-sparse model by "
-                                      f"{difference:.3g} ({rounding:.3g} with activation rounding; allowed "
-                                      f"{tolerance:.1g} x max(1, |output|)); please report this model: the analyzer "
-                                      "should have left these groups unprunable")
-    return difference
+def verify_subnet(verifier: SubnetVerifier, model: nn.Module) -> float:
+    """Raise :class:`SubnetConstructionError` unless ``model`` (compressed) reproduces the outputs ``verifier``
+    recorded on the full model (see :mod:`.verification`); returns the worst relative difference."""
+    return verifier.verify(model)
 
 
 def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool) -> None:
-    """Write ``model`` in ``ckpt_format``. Pickled models are written in eval mode (every module's flag is
-    restored afterwards), so that ``torch.load``-ed models compare deterministically (Dropout, BatchNorm)."""
+    """Write ``model`` to ``path``; raises :class:`_NotPicklable` after writing the weights-only file when the
+    whole module cannot be pickled. Pickled models are written in eval mode (every module's flag is restored
+    afterwards), so that ``torch.load``-ed models compare deterministically (Dropout, BatchNorm)."""
     if ckpt_format == "onnx_qdq":
         from ..export import export_qdq_onnx  # the export package builds on this one
 
@@ -122,9 +70,33 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    with eval_mode(target):
-        torch.save(target, path)
     save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
+    try:
+        with eval_mode(target):
+            save_module(target, path)
+    except (pickle.PicklingError, AttributeError, TypeError, RuntimeError) as error:
+        # weight_norm parametrizations, local hook functions, classes defined in a function cannot be pickled
+        raise _NotPicklable(f"{type(error).__name__}: {error}") from error
+
+
+class _NotPicklable(Exception):
+    """The model cannot be pickled as a whole module; its weights-only files were written."""
+
+
+def _save_all(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, export_float16: bool,
+              unpicklable: list) -> str:
+    """:func:`_save`; returns the path of the file that holds the model (the ``.safetensors`` one when the module
+    cannot be pickled, with one warning per construct_subnet call)."""
+    try:
+        _save(model, path, ckpt_format, dummy_input, export_float16)
+        return path
+    except _NotPicklable as error:
+        if not unpicklable:
+            logger.warning("construct_subnet: the model cannot be pickled as a whole module (%s); wrote the "
+                           "weights-only .safetensors files and the subnet JSON instead of the .pt files (load them "
+                           "with subnet_construction.load_compressed_weights)", error)
+        unpicklable.append(path)
+        return path.rsplit(".", 1)[0] + ".safetensors"
 
 
 def _check_qdq_exportable(model: nn.Module, export_float16: bool) -> None:
@@ -156,10 +128,14 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
                                   tolerance: float = 1e-4) -> Tuple[str, Optional[str]]:
     """Prune ``model`` in place to its compressed form and save it.
 
-    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved).
-    With ``verify`` (default) the compressed model is run on the traced dummy input and must match the full
-    group-sparse model within ``tolerance`` (relative to the output magnitude); otherwise
-    :class:`SubnetConstructionError` is raised.
+    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved); for a model
+    that cannot be pickled (weight_norm parametrizations, local hooks, classes defined in a function) these are the
+    weights-only ``.safetensors`` files, written with the subnet JSON, and one warning says so.
+    With ``verify`` (default) the compressed model is run on the traced dummy input and on a fresh random input
+    of the same structure and must match the full group-sparse model, output leaf by output leaf, within
+    ``tolerance`` relative to each leaf's own scale (more for float16/bfloat16 models, see
+    :mod:`.verification`); otherwise :class:`SubnetConstructionError` is raised and the compressed model is not
+    written. A full model whose outputs are NaN/inf is refused the same way.
     """
     if ckpt_format not in CKPT_FORMATS:
         raise ValueError(f"ckpt_format must be one of {CKPT_FORMATS}, got {ckpt_format!r}")
@@ -177,6 +153,8 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     if graph.analysis is None:
         raise RuntimeError("the graph has no pruning groups yet: build it with OTO(model, dummy_input)")
     _check_unchanged(graph, model)
+    check_materialized(list(model.parameters()) + list(model.buffers()), "construct_subnet")
+    warn_if_uncalibrated(model, "construct_subnet")
     if ckpt_format == "onnx_qdq":
         _check_qdq_exportable(model, export_float16)
     prefix = getattr(model, "name", None) or type(model).__name__
@@ -184,24 +162,29 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
     compressed_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
 
-    full_outputs = reference_outputs(model, graph.dummy_input) if verify else None
+    verifier = SubnetVerifier(model, graph.dummy_input, tolerance) if verify else None
+    unpicklable: list = []
     if save_full_group_sparse_model:
-        _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
+        full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
     graph.pruning_plan = plan
+    for node in graph.nodes.values():
+        node.pruned_status = {"out_dim": True, "in_dim": True}
     if refresh_adapter_sizes(model) and merge_lora_to_base:
         model = merge_adapters(model)
     if is_huggingface_model(model):
         fit_config_to_model(model)
     if verify:
-        difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
-        logger.info("compressed model matches the full group-sparse model (max |difference| %.3g)", difference)
+        difference = verify_subnet(verifier, model)
+        logger.info("compressed model matches the full group-sparse model (worst relative difference %.3g)",
+                    difference)
     if export_huggingface_format:
         hf_dir = _prepare_dir(os.path.join(compressed_model_dir, f"{prefix}_compressed_hf"))
         compressed_path = save_huggingface(model, spec, hf_dir, export_float16)
     else:
-        _save(model, compressed_path, ckpt_format, graph.dummy_input, export_float16)
+        compressed_path = _save_all(model, compressed_path, ckpt_format, graph.dummy_input, export_float16,
+                                    unpicklable)
         save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
     return compressed_path, (full_path if save_full_group_sparse_model else None)
 
@@ -229,9 +212,11 @@ def automated_erasing_compression(graph, model: nn.Module, full_group_sparse_mod
     suffix = ".onnx" if ckpt_format == "onnx" else ".pt"
     full_path = os.path.join(_prepare_dir(full_group_sparse_model_dir), f"{prefix}_full_group_sparse{suffix}")
     erased_path = os.path.join(_prepare_dir(compressed_model_dir), f"{prefix}_compressed{suffix}")
-    full_outputs = reference_outputs(model, graph.dummy_input) if verify else None
+    check_materialized(list(model.parameters()) + list(model.buffers()), "construct_subnet")
+    verifier = SubnetVerifier(model, graph.dummy_input, tolerance) if verify else None
+    unpicklable: list = []
     if save_full_group_sparse_model:
-        _save(model, full_path, ckpt_format, graph.dummy_input, export_float16)
+        full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     param_groups = get_param_groups(graph)
     offsets = unit_offsets(emitted_groups(graph))
     zero_units = zero_units_by_group(graph)
@@ -240,8 +225,8 @@ def automated_erasing_compression(graph, model: nn.Module, full_group_sparse_mod
     erased_ids = torch.cat(erased) if erased else torch.empty(0, dtype=torch.int64)
     zero_global_units(param_groups, erased_ids)
     if verify:
-        difference = verify_subnet(full_outputs, model, graph.dummy_input, tolerance)
-        logger.info("erased model matches the full group-sparse model (max |difference| %.3g)", difference)
-    _save(model, erased_path, ckpt_format, graph.dummy_input, export_float16)
+        difference = verify_subnet(verifier, model)
+        logger.info("erased model matches the full group-sparse model (worst relative difference %.3g)", difference)
+    erased_path = _save_all(model, erased_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     logger.info("compress_mode='erase': %d zero units kept in place at exactly zero", erased_ids.numel())
     return erased_path, (full_path if save_full_group_sparse_model else None), int(erased_ids.numel())

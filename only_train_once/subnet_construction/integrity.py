@@ -1,0 +1,119 @@
+"""File integrity: checksums of tensor data, atomic writes, and one clear error for a damaged file.
+
+Every file the library writes records a digest of each tensor it holds (BLAKE2b over dtype, shape and bytes):
+safetensors files in their metadata under :data:`CHECKSUM_KEY`, whole-module ``.pt`` files in an extra record of
+their zip archive (``torch.load`` ignores it), subnet JSON files over their own content. Loading verifies them;
+a mismatch, a truncated, empty or foreign file raises :class:`CorruptFileError` naming the file and what was
+expected. Files are written to a temporary name in the same folder and renamed when complete, so an interrupted
+or failed write never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Callable, Dict, Iterator, Mapping, Optional
+
+import torch
+from torch import nn
+
+CHECKSUM_KEY = "only_train_once.checksums"
+#: Name of the checksum record appended to a ``.pt`` zip archive.
+PT_RECORD = "only_train_once_checksums.json"
+
+
+class CorruptFileError(ValueError):
+    """A file the library wrote is damaged (checksum mismatch, truncated, empty) or is not the expected kind."""
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """Hex BLAKE2b digest of a tensor's dtype, shape and bytes."""
+    data = tensor.detach().cpu().contiguous().reshape(-1)
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{data.dtype}{tuple(tensor.shape)}".encode())
+    if data.numel():
+        digest.update(data.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def digests(tensors: Mapping[str, torch.Tensor]) -> Dict[str, str]:
+    return {name: tensor_digest(tensor) for name, tensor in tensors.items()}
+
+
+def verify_digests(path: str, expected: Optional[Mapping[str, str]], tensors: Mapping[str, torch.Tensor]) -> None:
+    """Raise :class:`CorruptFileError` unless every tensor of ``tensors`` has its recorded digest.
+
+    Files written before checksums existed (``expected`` None) are accepted as they are.
+    """
+    if expected is None:
+        return
+    for name, tensor in tensors.items():
+        if expected.get(name) != tensor_digest(tensor):
+            raise CorruptFileError(f"{path}: the data of tensor {name!r} does not match its checksum (the file was "
+                                   "damaged after it was written); write it again from the model")
+
+
+@contextlib.contextmanager
+def reading(path: str, expected: str) -> Iterator[None]:
+    """Turn any failure to parse ``path`` into one :class:`CorruptFileError` naming the file and ``expected``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no file at {path} (expected {expected})")
+    try:
+        yield
+    except (CorruptFileError, FileNotFoundError):
+        raise
+    except Exception as error:
+        size = os.path.getsize(path)
+        state = "is empty" if size == 0 else f"({size} bytes) cannot be read"
+        raise CorruptFileError(f"{path} {state}: expected {expected}; it is truncated, damaged or another kind of "
+                               f"file ({type(error).__name__}: {error})") from error
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """``write(temporary_path)``, then rename to ``path``; on failure no file is left under either name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix="-" + os.path.basename(path), dir=folder)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def state_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
+    return dict(model.state_dict(keep_vars=False))
+
+
+def save_module(model: nn.Module, path: str) -> None:
+    """``torch.save(model)`` with the digests of its state dict appended as a zip record; atomic."""
+    checksums = json.dumps(digests(state_tensors(model)))
+
+    def write(temporary: str) -> None:
+        torch.save(model, temporary)
+        with zipfile.ZipFile(temporary, "a") as archive:
+            root = archive.namelist()[0].split("/")[0]
+            archive.writestr(f"{root}/{PT_RECORD}", checksums)
+
+    write_atomically(path, write)
+
+
+def recorded_module_digests(path: str) -> Optional[Dict[str, str]]:
+    """The digests :func:`save_module` appended to ``path`` (None for files written without them)."""
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("/" + PT_RECORD):
+                return json.loads(archive.read(name))
+    return None
+
+
+def content_checksum(data: dict) -> str:
+    """SHA-256 of a JSON document's canonical form (sorted keys), excluding its own ``checksum`` field."""
+    body = {k: v for k, v in data.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
