@@ -111,8 +111,9 @@ def _from_module_for(layer_class: type) -> Callable[..., "QuantizeMixin"]:
         quantizers are then initialised by :func:`initialize_quant_layer` at ``num_bits`` bits, overriding the
         ``*_init`` values. A layer that cannot quantize activations is created weight-only.
         """
-        if not isinstance(module, layer_class._FLOAT_MODULE):
-            expected, given = layer_class._FLOAT_MODULE.__name__, type(module).__name__
+        if not layer_class._accepts_float_module(module):
+            expected = getattr(layer_class, "_FLOAT_MODULE_DESCRIPTION", layer_class._FLOAT_MODULE.__name__)
+            given = type(module).__name__
             raise TypeError(f"{layer_class.__name__}.from_module needs a {expected}, got {given}.")
         if isinstance(module.weight, nn.parameter.UninitializedParameter):
             raise ValueError(f"{type(module).__name__} is not initialised yet; run one forward pass before converting.")
@@ -297,6 +298,11 @@ class QuantizeMixin(nn.Module):
         if self.quantizes_activation:
             # Checkpoints written without the flag (the reference's) hold trained activation ranges.
             self._act_calibrated = bool(state_dict.get(key, True))
+
+    @classmethod
+    def _accepts_float_module(cls, module: Optional[nn.Module]) -> bool:
+        """Whether ``from_module`` can convert ``module`` (an instance of ``_FLOAT_MODULE`` unless overridden)."""
+        return isinstance(module, cls._FLOAT_MODULE)
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Give every quantized layer class its own static ``from_module`` (a static method, as in the reference),

@@ -24,7 +24,8 @@ class QuantizeTransposedLinear(QuantizeMixin):
     """``transformers.pytorch_utils.Conv1D`` with quantized weight (and input activation in weight+activation
     mode); weight ``(nx, nf)``, bias ``(nf,)`` not quantized."""
 
-    _FLOAT_MODULE = nn.Module  # matched by is_transposed_linear, not by isinstance
+    _FLOAT_MODULE = nn.Module  # matched by is_transposed_linear (see _accepts_float_module), not by isinstance
+    _FLOAT_MODULE_DESCRIPTION = "transformers.pytorch_utils.Conv1D"
 
     def __init__(
         self,
@@ -59,9 +60,5 @@ class QuantizeTransposedLinear(QuantizeMixin):
         return dict(nf=module.nf, nx=module.nx)
 
     @classmethod
-    def from_module(cls, module: Optional[nn.Module] = None, *args, **kwargs) -> "QuantizeTransposedLinear":
-        """Quantized copy of a ``transformers.pytorch_utils.Conv1D`` (see :meth:`QuantizeMixin.from_module`)."""
-        if not is_transposed_linear(module):
-            raise TypeError(f"{cls.__name__}.from_module needs a transformers.pytorch_utils.Conv1D, got "
-                            f"{type(module).__name__}.")
-        return super().from_module(module, *args, **kwargs)
+    def _accepts_float_module(cls, module: Optional[nn.Module]) -> bool:
+        return module is not None and is_transposed_linear(module)

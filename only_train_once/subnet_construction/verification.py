@@ -26,6 +26,7 @@ from torch import nn
 from ..graph.inputs import copy_input, fresh_input_like
 from ..graph.trace import run_model
 from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
+from .io import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -113,14 +114,9 @@ def verification_inputs(dummy_input: Any, count: int = FRESH_INPUTS, seed: int =
 
 
 def _run(model: nn.Module, model_input: Any) -> Leaves:
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return [leaf._replace(tensor=leaf.tensor.detach())
-                    for leaf in output_leaves(run_model(model, copy_input(model_input)))]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        return [leaf._replace(tensor=leaf.tensor.detach())
+                for leaf in output_leaves(run_model(model, copy_input(model_input)))]
 
 
 def snapshot(model: nn.Module, inputs: Sequence[Any], rounding: bool = True) -> Snapshot:

@@ -10,16 +10,16 @@ from torch import nn
 
 from only_train_once import OTO
 from only_train_once.subnet_construction.group_check import REASON
-from tests.subnet_construction.test_verification import SmallMLP, TokenMixSmallOut
+from tests.subnet_construction.test_verification import ExpSmallOut, SmallMLP, misread_exp
 
 
 class MixedBranches(nn.Module):
-    """One correct branch (a plain MLP) and one the analyzer gets wrong (token mixing), summed at the end."""
+    """One correct branch (a plain MLP) and one the analyzer gets wrong (see misread_exp), summed at the end."""
 
     def __init__(self):
         super().__init__()
         self.good_in, self.good_out = nn.Linear(4, 6), nn.Linear(6, 2)
-        self.mixer = TokenMixSmallOut()
+        self.mixer = ExpSmallOut()
 
     def forward(self, x):
         return self.good_out(torch.relu(self.good_in(x))) * 1e-4 + self.mixer(x)
@@ -61,8 +61,9 @@ def checked(model, dummy, caplog):
     return oto, failed
 
 
-def test_the_token_mixing_group_is_left_unprunable_with_one_warning(caplog, tmp_path):
-    oto, failed = checked(TokenMixSmallOut(), torch.randn(2, 3, 4), caplog)
+def test_a_misread_group_is_left_unprunable_with_one_warning(caplog, tmp_path, monkeypatch):
+    misread_exp(monkeypatch)
+    oto, failed = checked(ExpSmallOut(), torch.randn(2, 3, 4), caplog)
     assert [g.param_names[:2] for g in failed] == [["pre.weight", "pre.bias"]]
     (record,) = warnings_of(caplog)
     assert "pre.weight" in record.getMessage()
@@ -71,7 +72,8 @@ def test_the_token_mixing_group_is_left_unprunable_with_one_warning(caplog, tmp_
     oto.construct_subnet(out_dir=str(tmp_path))  # what failed after training now simply keeps those channels
 
 
-def test_bisection_keeps_the_correct_groups_prunable(caplog):
+def test_bisection_keeps_the_correct_groups_prunable(caplog, monkeypatch):
+    misread_exp(monkeypatch)
     oto, failed = checked(MixedBranches(), torch.randn(2, 3, 4), caplog)
     assert [g.param_names[0] for g in failed] == ["mixer.pre.weight"]
     good = [g for g in oto._graph.node_groups.values() if "good_in.weight" in g.param_names]
@@ -98,7 +100,8 @@ def test_a_correct_model_keeps_every_group_and_is_not_touched(caplog):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_the_check_is_off_by_default():
-    oto = OTO(TokenMixSmallOut(), torch.randn(2, 3, 4))
+def test_the_check_is_off_by_default(monkeypatch):
+    misread_exp(monkeypatch)
+    oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4))
     assert all(REASON not in g.unprunable_reasons for g in oto._graph.node_groups.values())
     assert oto.verify_groups() != []  # and can be run afterwards
