@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import numpy as np
+from safetensors import torch as safetensors_torch
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ from only_train_once import OTO
 from only_train_once.graph.trace import _flatten_structure, run_model
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.quantization.rounding import ActivationRoundingBypassed
-from only_train_once.subnet_construction import load_model
+from only_train_once.subnet_construction import load_compressed_weights, load_model
 
 RELATIVE_TOLERANCE = 1e-4
 SCALE_FLOOR = 1e-30
@@ -80,6 +81,18 @@ def prunable_group_count(oto: OTO) -> int:
     return sum(1 for group in oto.get_param_groups() if group["is_prunable"])
 
 
+def _reload(path: str, architecture: nn.Module, pruned: bool) -> nn.Module:
+    """Load a saved model; a model that cannot be pickled was written weights-only (``.safetensors``), and is
+    rebuilt on a copy of its original architecture (with the subnet description when it was pruned)."""
+    if not path.endswith(".safetensors"):
+        return load_model(path)
+    fresh = copy.deepcopy(architecture)
+    if pruned:
+        return load_compressed_weights(fresh, path)
+    safetensors_torch.load_model(fresh, path)
+    return fresh
+
+
 def compress_and_compare(model: nn.Module, dummy_input: Any, out_dir: str, fresh_input: Optional[Any] = None,
                          quantize: bool = False, seed: int = 0, sparsity: float = 0.5,
                          before_zeroing: Optional[Callable[[OTO], None]] = None) -> CompressionResult:
@@ -93,10 +106,12 @@ def compress_and_compare(model: nn.Module, dummy_input: Any, out_dir: str, fresh
     groups = prunable_group_count(oto)
     fraction = prunable_param_fraction(oto, model)
     before = sum(p.numel() for p in model.parameters())
+    architecture = copy.deepcopy(model)  # a fresh instance for models that can only be saved weights-only
     np.random.seed(seed)
     oto.random_set_zero_groups(sparsity)
     oto.construct_subnet(out_dir=out_dir)
-    full, compressed = load_model(oto.full_group_sparse_model_path), load_model(oto.compressed_model_path)
+    full = _reload(oto.full_group_sparse_model_path, architecture, pruned=False)
+    compressed = _reload(oto.compressed_model_path, architecture, pruned=True)
     error = relative_error(model_outputs(full, dummy_input), model_outputs(compressed, dummy_input))
     fresh_error = 0.0
     if fresh_input is not None:
