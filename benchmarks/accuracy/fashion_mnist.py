@@ -42,7 +42,7 @@ from tqdm import tqdm
 from accuracy_common import ROOT, costs, file_sizes, load_or_exit, machine, markdown_table, mean_and_spread
 from only_train_once import OTO
 from only_train_once.datasets import load_fashion_mnist
-from only_train_once.demo.pipeline import geta_schedule
+from only_train_once.demo.pipeline import evaluate, geta_schedule
 from only_train_once.quantization.quant_model import model_to_quantize_model
 
 logger = logging.getLogger(__name__)
@@ -114,17 +114,6 @@ def train_loader(train: TensorDataset, batch_size: int, seed: int) -> DataLoader
 
 
 # -- training ---------------------------------------------------------------------------------------
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy (%)."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for images, labels in loader:
-            correct += (model(images).argmax(1) == labels).sum().item()
-            total += labels.numel()
-    return 100.0 * correct / total
-
-
 def train(model: nn.Module, optimizer, loader: DataLoader, epochs: int, description: str, quiet: bool) -> None:
     criterion = nn.CrossEntropyLoss()
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
