@@ -137,6 +137,10 @@ class GETA(BaseHybridSparseOptimizer):
         self._quant_groups: List[QuantGroup] = [classify_group(g, i) for i, g in enumerate(self.param_groups)]
         layers = [layer for quant_group in self._quant_groups for layer in quant_group.layers]
         self._layers_by_name = {layer.name: layer for layer in layers}
+        # Quantizer parameters take no weight decay: their loss gradient is ~0 once the bits are fixed, so a coupled
+        # decay under Adam became a unit-size step pulling every activation range q_m down (issue 19).
+        self._decay_exempt = {(index, j) for index, quant_group in enumerate(self._quant_groups)
+                              for j in quant_group.quant}
         self._weight_table = QuantLayerTable(self.param_groups, layers, "wt")
         self._act_table = QuantLayerTable(self.param_groups, layers, "act")
         self._own_slices_by_group: Dict[int, List[int]] = {}
@@ -284,9 +288,9 @@ class GETA(BaseHybridSparseOptimizer):
                 entries += [(j, lr) for j in quant_group.plain]
                 plan.add(group, entries, self._variants[index], decay=False)
                 continue
-            entries = [(j, lr_quant) for j in quant_group.weight_quant + quant_group.act_quant]
-            entries += [(j, lr) for j in quant_group.plain]
-            plan.add(group, entries, self._variants[index], decay=group["variant"] == "adamw")
+            plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._variants[index], decay=False)
+            plan.add(group, [(j, lr) for j in quant_group.plain], self._variants[index],
+                     decay=group["variant"] == "adamw")
         plan.run()
 
     def _project_bits(self, phase: str, joint: set) -> None:
@@ -506,8 +510,8 @@ class GETA(BaseHybridSparseOptimizer):
         quant_group = self._quant_groups[index]
         lr, lr_quant = param_group["lr"], param_group["lr_quant"]
         plan = DescentPlan()
-        plan.add(param_group, [(j, lr_quant) for j in quant_group.weight_quant + quant_group.act_quant] +
-                 [(j, lr) for j in quant_group.plain], self._variants[index],
+        plan.add(param_group, [(j, lr_quant) for j in quant_group.quant], self._variants[index], decay=False)
+        plan.add(param_group, [(j, lr) for j in quant_group.plain], self._variants[index],
                  decay=param_group["variant"] == "adamw")
         plan.run()
         return quant_group.layers
