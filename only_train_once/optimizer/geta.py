@@ -3,7 +3,9 @@
 Phases on the step counter ``n`` (``S_q, T_q, K_q``: start, length and periods of the projection stage;
 ``S_p, T_p, K_p``: those of the pruning stage; ``D = T_q // K_q``, ``P = T_p // K_p``):
 
-- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``;
+- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``; a step
+  size ``d`` moves by ``lr_quant`` of itself (its gradient variant times ``|d|``) and no quantizer parameter takes
+  weight decay (issue 19; the reference steps ``d`` by ``lr_quant`` and decays everything);
 - **projection** ``S_q < n <= S_p + T_p``: the same steps, then every layer's weight step ``d`` is projected into
   ``[d(max_bit_wt), d(min_bit_wt)]`` and its activation step into ``[d(max_bit_act), d(min_bit_act)]`` (for its
   own range ``q_m`` and exponent ``t``). At the start of projection periods ``1 .. K_q - 1`` (steps
@@ -288,10 +290,24 @@ class GETA(BaseHybridSparseOptimizer):
                 entries += [(j, lr) for j in quant_group.plain]
                 plan.add(group, entries, self._variants[index], decay=False)
                 continue
-            plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._variants[index], decay=False)
+            plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
+                     decay=False)
             plan.add(group, [(j, lr) for j in quant_group.plain], self._variants[index],
                      decay=group["variant"] == "adamw")
         plan.run()
+
+    def _relative_step_variants(self, index: int) -> List[Optional[Tensor]]:
+        """Group ``index``'s gradient variants with each quantizer step size's scaled by ``|d|``.
+
+        A step size then moves by ``lr_quant`` *of itself* per step. Adam normalises a gradient to about one, so an
+        absolute step moved ``d`` by ``lr_quant`` (1e-3) per step, about ``d`` itself for an 8-bit layer: activation
+        bit widths (never projected) jumped between 9 and 16 from one evaluation to the next (issue 19).
+        """
+        params, variants = self.param_groups[index]["params"], list(self._variants[index])
+        for j in self._quant_groups[index].step_sizes:
+            if variants[j] is not None:
+                variants[j] = variants[j] * params[j].detach().abs()
+        return variants
 
     def _project_bits(self, phase: str, joint: set) -> None:
         layers = [l for l in self._weight_table.layers + self._act_table.layers if l.group_index not in joint]
@@ -510,7 +526,8 @@ class GETA(BaseHybridSparseOptimizer):
         quant_group = self._quant_groups[index]
         lr, lr_quant = param_group["lr"], param_group["lr_quant"]
         plan = DescentPlan()
-        plan.add(param_group, [(j, lr_quant) for j in quant_group.quant], self._variants[index], decay=False)
+        plan.add(param_group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
+                 decay=False)
         plan.add(param_group, [(j, lr) for j in quant_group.plain], self._variants[index],
                  decay=param_group["variant"] == "adamw")
         plan.run()

@@ -50,7 +50,8 @@ class QuantGroup:
 
     ``weight_quant``: ``d/q_m/t`` of weight quantizers; ``act_quant``: those of activation quantizers;
     ``range_exponent_wt``: ``q_m_wt`` and ``t_quant_wt`` (what the joint step trains); ``plain``: every other
-    parameter (weights, biases, norms); ``layers``: the quantized layers, in order of first appearance.
+    parameter (weights, biases, norms); ``layers``: the quantized layers, in order of first appearance;
+    ``step_sizes``: ``d_quant_wt`` and ``d_quant_act``.
     """
 
     layers: List[QuantLayer]
@@ -58,6 +59,7 @@ class QuantGroup:
     act_quant: List[int]
     range_exponent_wt: List[int]
     plain: List[int]
+    step_sizes: List[int] = field(default_factory=list)
 
     @property
     def quant(self) -> List[int]:
@@ -84,7 +86,8 @@ def classify_group(group: dict, group_index: int) -> QuantGroup:
         layer.bias = by_name.get(f"{prefix}.bias" if prefix else "bias")
     quant = set(weight_quant) | set(act_quant)
     plain = [j for j in range(len(names)) if j not in quant]
-    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain)
+    step_sizes = [j for j in sorted(quant) if names[j].rpartition(".")[2] in ("d_quant_wt", "d_quant_act")]
+    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain, step_sizes)
 
 
 def unit_step(bits: float) -> float:

@@ -103,3 +103,21 @@ def test_weight_decay_never_moves_a_quantizer_parameter(variant, start, phase):
     moved = [name for name, value in before.items()
              if not torch.allclose(quantizer_parameters(model)[name], value, rtol=1e-6, atol=0)]
     assert before and not moved, f"weight decay moved {moved}"
+
+
+@pytest.mark.parametrize("variant", ["sgd", "adam"])
+def test_a_quantizer_step_size_moves_by_lr_quant_of_itself(variant):
+    model, oto = build(DigitsNet)
+    optimizer = oto.geta(variant=variant, lr=1e-3, lr_quant=1e-2, start_projection_step=100, projection_steps=1,
+                         start_pruning_step=100, pruning_steps=1)
+    steps = {name: param for name, param in quantizer_parameters(model).items() if ".d_quant_" in name}
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    for param in steps.values():
+        param.grad = torch.ones_like(param)  # Adam's first direction: exactly 1; SGD's: the gradient, 1
+    before = {name: param.detach().clone() for name, param in steps.items()}
+    optimizer.step()
+    # Before the fix d moved by lr_quant in absolute terms (Adam: whatever the gradient's scale), ten times an
+    # 8-bit weight step of 1e-3: the bit widths jumped by several bits per step.
+    for name, param in steps.items():
+        assert torch.allclose(param, before[name] * (1 - 1e-2), rtol=1e-4), name
