@@ -3,9 +3,9 @@
 Phases on the step counter ``n`` (``S_q, T_q, K_q``: start, length and periods of the projection stage;
 ``S_p, T_p, K_p``: those of the pruning stage; ``D = T_q // K_q``, ``P = T_p // K_p``):
 
-- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``; a step
-  size ``d`` moves by ``lr_quant`` of itself (its gradient variant times ``|d|``) and no quantizer parameter takes
-  weight decay (issue 19; the reference steps ``d`` by ``lr_quant`` and decays everything);
+- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``; a weight
+  step ``d_quant_wt`` moves by ``lr_quant`` of itself (its gradient variant times ``|d|``) and no quantizer parameter
+  takes weight decay (issue 19; the reference steps ``d`` by ``lr_quant`` and decays everything);
 - **projection** ``S_q < n <= S_p + T_p``: the same steps, then every layer's weight step ``d`` is projected into
   ``[d(max_bit_wt), d(min_bit_wt)]`` and its activation step into ``[d(max_bit_act), d(min_bit_act)]`` (for its
   own range ``q_m`` and exponent ``t``). At the start of projection periods ``1 .. K_q - 1`` (steps
@@ -297,14 +297,15 @@ class GETA(BaseHybridSparseOptimizer):
         plan.run()
 
     def _relative_step_variants(self, index: int) -> List[Optional[Tensor]]:
-        """Group ``index``'s gradient variants with each quantizer step size's scaled by ``|d|``.
+        """Group ``index``'s gradient variants with each weight step size's scaled by ``|d_quant_wt|``.
 
-        A step size then moves by ``lr_quant`` *of itself* per step. Adam normalises a gradient to about one, so an
-        absolute step moved ``d`` by ``lr_quant`` (1e-3) per step, about ``d`` itself for an 8-bit layer: activation
-        bit widths (never projected) jumped between 9 and 16 from one evaluation to the next (issue 19).
+        A weight step then moves by ``lr_quant`` *of itself* per step. Adam normalises a gradient to about one, so an
+        absolute step moved ``d_quant_wt`` by ``lr_quant`` (1e-3) per step, about ``d`` itself for an 8-bit layer,
+        across its whole projected bit range. Activation steps keep the absolute step: making them relative too
+        froze activations at 16 bits and measured worse on the 30-epoch recipe (benchmarks/RESULTS.md, issue 19).
         """
         params, variants = self.param_groups[index]["params"], list(self._variants[index])
-        for j in self._quant_groups[index].step_sizes:
+        for j in self._quant_groups[index].weight_steps:
             if variants[j] is not None:
                 variants[j] = variants[j] * params[j].detach().abs()
         return variants

@@ -51,7 +51,7 @@ class QuantGroup:
     ``weight_quant``: ``d/q_m/t`` of weight quantizers; ``act_quant``: those of activation quantizers;
     ``range_exponent_wt``: ``q_m_wt`` and ``t_quant_wt`` (what the joint step trains); ``plain``: every other
     parameter (weights, biases, norms); ``layers``: the quantized layers, in order of first appearance;
-    ``step_sizes``: ``d_quant_wt`` and ``d_quant_act``.
+    ``weight_steps``: the ``d_quant_wt`` parameters.
     """
 
     layers: List[QuantLayer]
@@ -59,7 +59,7 @@ class QuantGroup:
     act_quant: List[int]
     range_exponent_wt: List[int]
     plain: List[int]
-    step_sizes: List[int] = field(default_factory=list)
+    weight_steps: List[int] = field(default_factory=list)
 
     @property
     def quant(self) -> List[int]:
@@ -86,8 +86,8 @@ def classify_group(group: dict, group_index: int) -> QuantGroup:
         layer.bias = by_name.get(f"{prefix}.bias" if prefix else "bias")
     quant = set(weight_quant) | set(act_quant)
     plain = [j for j in range(len(names)) if j not in quant]
-    step_sizes = [j for j in sorted(quant) if names[j].rpartition(".")[2] in ("d_quant_wt", "d_quant_act")]
-    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain, step_sizes)
+    weight_steps = [j for j in weight_quant if names[j].rpartition(".")[2] == "d_quant_wt"]
+    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain, weight_steps)
 
 
 def unit_step(bits: float) -> float:

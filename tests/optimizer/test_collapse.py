@@ -106,11 +106,11 @@ def test_weight_decay_never_moves_a_quantizer_parameter(variant, start, phase):
 
 
 @pytest.mark.parametrize("variant", ["sgd", "adam"])
-def test_a_quantizer_step_size_moves_by_lr_quant_of_itself(variant):
+def test_a_weight_step_size_moves_by_lr_quant_of_itself(variant):
     model, oto = build(DigitsNet)
     optimizer = oto.geta(variant=variant, lr=1e-3, lr_quant=1e-2, start_projection_step=100, projection_steps=1,
                          start_pruning_step=100, pruning_steps=1)
-    steps = {name: param for name, param in quantizer_parameters(model).items() if ".d_quant_" in name}
+    steps = {name: param for name, param in quantizer_parameters(model).items() if name.endswith(".d_quant_wt")}
     for param in model.parameters():
         param.grad = torch.zeros_like(param)
     for param in steps.values():
