@@ -445,9 +445,9 @@ def _export_int8(deployment: Deployment, reference: Reference, base: str, config
     kernels = _integer_kernels(path)
     integer = sorted(name for name, verdict in plan.items() if verdict == "int8")
     if integer and not kernels:
-        os.remove(path)
-        raise DeploymentError(f"onnx_int8 target: onnxruntime's optimized graph has no integer kernel although "
-                              f"{len(integer)} layers ({integer[:3]}...) are int8")
+        # The file is verified and correct, only not faster: onnxruntime left its QDQ groups as float operators.
+        logger.warning("onnx_int8: onnxruntime's optimized graph has no integer kernel although %d layers (%s) are "
+                       "int8; they run as Dequantize -> float operators", len(integer), ", ".join(integer[:3]))
     details = check.to_dict()
     details.update({"requantized_conv_outputs": requantized, "integer_layers": integer, "float_layers": {n: v for n, v in plan.items() if v != "int8"},
                     "integer_kernels": kernels})

@@ -98,6 +98,8 @@ class BaseOptimizer(Optimizer):
         self._scratch: Dict[str, Tensor] = {}
         # Gradient variants of the current step, aligned with each group's params (None: no gradient).
         self._variants: List[List[Optional[Tensor]]] = [[None] * len(g["params"]) for g in self.param_groups]
+        # (group index, param index) of parameters that never take weight decay (GETA: the quantizers' d, q_m, t).
+        self._decay_exempt: set = set()
 
     # -- learning rate ------------------------------------------------------------------------------
     def set_learning_rate(self, lr: float) -> None:
@@ -146,9 +148,11 @@ class BaseOptimizer(Optimizer):
             group["grad_variant"] = {}
             self._variants[group_index] = [None] * len(group["params"])
             key = tuple(group[k] for k in HYPER_PARAMETER_KEYS)
+            exempt_key = tuple(0.0 if k == "weight_decay" else group[k] for k in HYPER_PARAMETER_KEYS)
             for param_index, param in enumerate(group["params"]):
                 if param.grad is not None:
-                    buckets[key].append((group_index, param_index))
+                    undecayed = (group_index, param_index) in self._decay_exempt
+                    buckets[exempt_key if undecayed else key].append((group_index, param_index))
         for key, members in buckets.items():
             hyper = dict(zip(HYPER_PARAMETER_KEYS, key))
             params = [self.param_groups[i]["params"][j] for i, j in members]

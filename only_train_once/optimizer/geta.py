@@ -3,7 +3,9 @@
 Phases on the step counter ``n`` (``S_q, T_q, K_q``: start, length and periods of the projection stage;
 ``S_p, T_p, K_p``: those of the pruning stage; ``D = T_q // K_q``, ``P = T_p // K_p``):
 
-- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``;
+- **warm-up** ``n <= S_q``: plain steps, quantizer parameters with ``lr_quant``, the others with ``lr``; a weight
+  step ``d_quant_wt`` moves by ``lr_quant`` of itself (its gradient variant times ``|d|``) and no quantizer parameter
+  takes weight decay (issue 19; the reference steps ``d`` by ``lr_quant`` and decays everything);
 - **projection** ``S_q < n <= S_p + T_p``: the same steps, then every layer's weight step ``d`` is projected into
   ``[d(max_bit_wt), d(min_bit_wt)]`` and its activation step into ``[d(max_bit_act), d(min_bit_act)]`` (for its
   own range ``q_m`` and exponent ``t``). At the start of projection periods ``1 .. K_q - 1`` (steps
@@ -138,6 +140,10 @@ class GETA(BaseHybridSparseOptimizer):
         self._quant_groups: List[QuantGroup] = [classify_group(g, i) for i, g in enumerate(self.param_groups)]
         layers = [layer for quant_group in self._quant_groups for layer in quant_group.layers]
         self._layers_by_name = {layer.name: layer for layer in layers}
+        # Quantizer parameters take no weight decay: their loss gradient is ~0 once the bits are fixed, so a coupled
+        # decay under Adam became a unit-size step pulling every activation range q_m down (issue 19).
+        self._decay_exempt = {(index, j) for index, quant_group in enumerate(self._quant_groups)
+                              for j in quant_group.quant}
         self._weight_table = QuantLayerTable(self.param_groups, layers, "wt")
         self._act_table = QuantLayerTable(self.param_groups, layers, "act")
         self._own_slices_by_group: Dict[int, List[int]] = {}
@@ -288,10 +294,25 @@ class GETA(BaseHybridSparseOptimizer):
                 entries += [(j, lr) for j in quant_group.plain]
                 plan.add(group, entries, self._variants[index], decay=False)
                 continue
-            entries = [(j, lr_quant) for j in quant_group.weight_quant + quant_group.act_quant]
-            entries += [(j, lr) for j in quant_group.plain]
-            plan.add(group, entries, self._variants[index], decay=group["variant"] == "adamw")
+            plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
+                     decay=False)
+            plan.add(group, [(j, lr) for j in quant_group.plain], self._variants[index],
+                     decay=group["variant"] == "adamw")
         plan.run()
+
+    def _relative_step_variants(self, index: int) -> List[Optional[Tensor]]:
+        """Group ``index``'s gradient variants with each weight step size's scaled by ``|d_quant_wt|``.
+
+        A weight step then moves by ``lr_quant`` *of itself* per step. Adam normalises a gradient to about one, so an
+        absolute step moved ``d_quant_wt`` by ``lr_quant`` (1e-3) per step, about ``d`` itself for an 8-bit layer,
+        across its whole projected bit range. Activation steps keep the absolute step: making them relative too
+        froze activations at 16 bits and measured worse on the 30-epoch recipe (benchmarks/RESULTS.md, issue 19).
+        """
+        params, variants = self.param_groups[index]["params"], list(self._variants[index])
+        for j in self._quant_groups[index].weight_steps:
+            if variants[j] is not None:
+                variants[j] = variants[j] * params[j].detach().abs()
+        return variants
 
     def _project_bits(self, phase: str, joint: set) -> None:
         layers = [l for l in self._weight_table.layers + self._act_table.layers if l.group_index not in joint]
@@ -510,8 +531,9 @@ class GETA(BaseHybridSparseOptimizer):
         quant_group = self._quant_groups[index]
         lr, lr_quant = param_group["lr"], param_group["lr_quant"]
         plan = DescentPlan()
-        plan.add(param_group, [(j, lr_quant) for j in quant_group.weight_quant + quant_group.act_quant] +
-                 [(j, lr) for j in quant_group.plain], self._variants[index],
+        plan.add(param_group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
+                 decay=False)
+        plan.add(param_group, [(j, lr) for j in quant_group.plain], self._variants[index],
                  decay=param_group["variant"] == "adamw")
         plan.run()
         return quant_group.layers

@@ -50,7 +50,8 @@ class QuantGroup:
 
     ``weight_quant``: ``d/q_m/t`` of weight quantizers; ``act_quant``: those of activation quantizers;
     ``range_exponent_wt``: ``q_m_wt`` and ``t_quant_wt`` (what the joint step trains); ``plain``: every other
-    parameter (weights, biases, norms); ``layers``: the quantized layers, in order of first appearance.
+    parameter (weights, biases, norms); ``layers``: the quantized layers, in order of first appearance;
+    ``weight_steps``: the ``d_quant_wt`` parameters.
     """
 
     layers: List[QuantLayer]
@@ -58,6 +59,7 @@ class QuantGroup:
     act_quant: List[int]
     range_exponent_wt: List[int]
     plain: List[int]
+    weight_steps: List[int] = field(default_factory=list)
 
     @property
     def quant(self) -> List[int]:
@@ -84,7 +86,8 @@ def classify_group(group: dict, group_index: int) -> QuantGroup:
         layer.bias = by_name.get(f"{prefix}.bias" if prefix else "bias")
     quant = set(weight_quant) | set(act_quant)
     plain = [j for j in range(len(names)) if j not in quant]
-    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain)
+    weight_steps = [j for j in weight_quant if names[j].rpartition(".")[2] == "d_quant_wt"]
+    return QuantGroup(list(layers.values()), weight_quant, act_quant, range_exponent, plain, weight_steps)
 
 
 def unit_step(bits: float) -> float:

@@ -1,5 +1,6 @@
 """Issue 19: GETA's redundant units must fade out over their pruning period, so that no period end removes live
-channels at once; the README recipe trained long stays within a point of the dense model."""
+channels at once; weight decay never moves a quantizer's d, q_m or t; the README recipe trained long stays within a
+point of the dense model."""
 
 import pytest
 import torch
@@ -70,3 +71,53 @@ def test_the_readme_recipe_trained_30_epochs_stays_within_a_point_of_dense():
     result = run(Recipe(epochs=30))
     assert result.dense_accuracy > 97.0
     assert result.drop <= 1.0, f"dense {result.dense_accuracy:.2f}%, GETA {result.geta_accuracy:.2f}%"
+
+
+def quantizer_parameters(model):
+    return {f"{n}.{p}": param for n, module in model.named_modules() if isinstance(module, QuantizeMixin)
+            for p, param in module.named_parameters(recurse=False) if p not in ("weight", "bias")}
+
+
+def flat_quantizer_gradients(model) -> None:
+    """Task gradients on weights and biases, none on the quantizers: a quantizer at rest under the loss."""
+    quantizers = set(map(id, quantizer_parameters(model).values()))
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param) if id(param) in quantizers else torch.randn_like(param)
+
+
+@pytest.mark.parametrize("variant, start, phase", [("sgd", 0, "fixed"), ("adam", 0, "fixed"),
+                                                   ("adamw", 0, "fixed"), ("adam", 100, "warmup")])
+def test_weight_decay_never_moves_a_quantizer_parameter(variant, start, phase):
+    model, oto = build(DigitsNet)
+    optimizer = oto.geta(variant=variant, lr=1e-3, lr_quant=1e-3, weight_decay=1e-2, target_group_sparsity=0.0,
+                         start_projection_step=start, projection_steps=1, projection_periods=1,
+                         start_pruning_step=start, pruning_steps=1, pruning_periods=1)
+    before = {name: param.detach().clone() for name, param in quantizer_parameters(model).items()}
+    torch.manual_seed(1)
+    for _ in range(4):
+        flat_quantizer_gradients(model)
+        optimizer.step()
+    assert optimizer.phase() == phase
+    # Before the fix a coupled decay under Adam was a unit-size step on a parameter with no loss gradient:
+    # q_m_act fell by lr_quant every step (4.5 -> 4.15 over the 30-epoch recipe's fixed phase).
+    moved = [name for name, value in before.items()
+             if not torch.allclose(quantizer_parameters(model)[name], value, rtol=1e-6, atol=0)]
+    assert before and not moved, f"weight decay moved {moved}"
+
+
+@pytest.mark.parametrize("variant", ["sgd", "adam"])
+def test_a_weight_step_size_moves_by_lr_quant_of_itself(variant):
+    model, oto = build(DigitsNet)
+    optimizer = oto.geta(variant=variant, lr=1e-3, lr_quant=1e-2, start_projection_step=100, projection_steps=1,
+                         start_pruning_step=100, pruning_steps=1)
+    steps = {name: param for name, param in quantizer_parameters(model).items() if name.endswith(".d_quant_wt")}
+    for param in model.parameters():
+        param.grad = torch.zeros_like(param)
+    for param in steps.values():
+        param.grad = torch.ones_like(param)  # Adam's first direction: exactly 1; SGD's: the gradient, 1
+    before = {name: param.detach().clone() for name, param in steps.items()}
+    optimizer.step()
+    # Before the fix d moved by lr_quant in absolute terms (Adam: whatever the gradient's scale), ten times an
+    # 8-bit weight step of 1e-3: the bit widths jumped by several bits per step.
+    for name, param in steps.items():
+        assert torch.allclose(param, before[name] * (1 - 1e-2), rtol=1e-4), name
