@@ -63,6 +63,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             report["zero_units"] = optimizer.compute_metrics().num_zero_groups
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
             json.dump(report, handle)
+        dist.barrier()  # rank 1 must not tear its process group down while rank 0 is still building the subnet
     finally:
         dist.destroy_process_group()
 
