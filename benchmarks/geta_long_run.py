@@ -35,6 +35,7 @@ if ROOT not in sys.path:
 
 from only_train_once import OTO  # noqa: E402
 from only_train_once.demo.data import digits_loaders  # noqa: E402
+from only_train_once.demo.pipeline import evaluate  # noqa: E402
 from only_train_once.quantization import QuantizeMixin, model_to_quantize_model  # noqa: E402
 
 
@@ -92,18 +93,6 @@ class RunResult:
         return self.dense_accuracy - self.geta_accuracy
 
 
-def evaluate(model: nn.Module, loader) -> float:
-    """Top-1 accuracy in percent."""
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for images, labels in loader:
-            correct += (model(images).argmax(1) == labels).sum().item()
-            total += labels.numel()
-    model.train()
-    return 100.0 * correct / total
-
-
 def fit(model: nn.Module, optimizer, loader, epochs: int, on_step=None) -> None:
     model.train()
     step = 0
@@ -144,6 +133,7 @@ class Tracer:
             return
         row = [step, self.optimizer.phase(step), sum(self.losses) / len(self.losses),
                evaluate(self.model, self.test_loader)]
+        self.model.train()  # evaluate leaves the model in eval mode; training goes on
         self.losses.clear()
         for _, layer in self.layers:
             row += [float(layer.d_quant_wt), float(layer.q_m_wt), layer.weight_bit,

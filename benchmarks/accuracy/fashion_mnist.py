@@ -37,12 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm import tqdm
 
 from accuracy_common import ROOT, costs, file_sizes, load_or_exit, machine, markdown_table, mean_and_spread
 from only_train_once import OTO
 from only_train_once.datasets import load_fashion_mnist
-from only_train_once.demo.pipeline import evaluate, geta_schedule
+from only_train_once.demo.pipeline import evaluate, geta_schedule, train
 from only_train_once.quantization.quant_model import model_to_quantize_model
 
 logger = logging.getLogger(__name__)
@@ -114,18 +113,6 @@ def train_loader(train: TensorDataset, batch_size: int, seed: int) -> DataLoader
 
 
 # -- training ---------------------------------------------------------------------------------------
-def train(model: nn.Module, optimizer, loader: DataLoader, epochs: int, description: str, quiet: bool) -> None:
-    criterion = nn.CrossEntropyLoss()
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
-    for _ in tqdm(range(epochs), desc=description, disable=quiet, unit="epoch"):
-        model.train()
-        for images, labels in loader:
-            optimizer.zero_grad()
-            criterion(model(images), labels).backward()
-            optimizer.step()
-            scheduler.step()
-
-
 def pruning_window(total_steps: int) -> dict:
     """HESSO's pruning window: the same fractions of training as GETA's in :func:`geta_schedule` (from 7/24 to
     13/24 of the steps, in 3 periods), without its 4-step minimum spans so that short runs still prune."""

@@ -65,7 +65,7 @@ def evaluate(model: nn.Module, loader) -> float:
 
 def train(model: nn.Module, optimizer, loader, epochs: int, description: str, quiet: bool) -> None:
     criterion = nn.CrossEntropyLoss()
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
     for _ in tqdm(range(epochs), desc=description, disable=quiet, unit="epoch"):
         model.train()
         for images, labels in loader:
