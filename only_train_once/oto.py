@@ -101,6 +101,21 @@ class OTO:
         self._skip_patterns, self._strict_out_nodes = skip_patterns, strict_out_nodes
         self._graph = Graph(model, dummy_input, skip_patterns=skip_patterns, strict_out_nodes=strict_out_nodes)
 
+    @property
+    def model(self) -> Optional[nn.Module]:
+        """The model this OTO compresses (the same object the user passed; shrunk in place by ``construct_subnet``)."""
+        return self._model
+
+    @property
+    def graph(self) -> Graph:
+        """The traced dependency graph (raises before ``OTO(model, dummy_input)`` or ``initialize`` built one)."""
+        return self._require_graph()
+
+    @property
+    def groups(self) -> List[Any]:
+        """The pruning zero-invariant groups, in graph order (each lists its parameters and prunable units)."""
+        return list(self._require_graph().node_groups.values())
+
     def _require_graph(self) -> Graph:
         if self._graph is None:
             raise RuntimeError("OTO has no graph yet: build it with OTO(model, dummy_input) or oto.initialize(...)")

@@ -221,3 +221,13 @@ def test_untraced_parameters_are_trained_but_never_pruned(caplog):
     untraced = next(g for g in groups if g["id"] == "untraced-parameters")
     assert untraced["p_names"] == ["aux.weight", "aux.bias"] and not untraced["is_prunable"]
     assert sorted(n for g in groups for n in g["p_names"]) == sorted(n for n, _ in oto._model.named_parameters())
+
+
+def test_public_accessors_expose_the_model_graph_and_groups():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 3))
+    oto = OTO(model, torch.randn(1, 3, 8, 8))
+    assert oto.model is model
+    assert oto.groups == list(oto.graph.node_groups.values())
+    assert {name for group in oto.groups for name in group.param_names} >= {"0.weight", "0.bias"}
+    with pytest.raises(RuntimeError, match="no graph yet"):
+        OTO().graph
