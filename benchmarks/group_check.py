@@ -38,7 +38,7 @@ def measure(name: str, quantized: bool, repeats: int) -> list:
 
     times = interleaved({"forward": forward, "plain": build(False), "checked": build(True)}, repeats)
     failed = sum(not g.is_prunable and any("build-time" in r for r in g.unprunable_reasons)
-                 for g in OTO(model, dummy_input, verify_groups=True)._graph.node_groups.values())
+                 for g in OTO(model, dummy_input, verify_groups=True).groups)
     extra = times["checked"] - times["plain"]
     return [name, "W+A" if quantized else "float", f"{1000 * times['forward']:.0f}", f"{1000 * times['plain']:.0f}",
             f"{1000 * times['checked']:.0f}", f"{extra / times['plain']:.2f}", f"{extra / times['forward']:.2f}",

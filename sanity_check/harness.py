@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from only_train_once import OTO
-from only_train_once.graph.trace import _flatten_structure, run_model
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.quantization.rounding import ActivationRoundingBypassed, max_activation_step
 from only_train_once.subnet_construction import load_model
 from only_train_once.subnet_construction.pruning_compression import ROUNDING_FLIP_STEPS
+from only_train_once.utils import flatten_tensors, model_outputs
 
 MODES = ("float", "weight_only", "weight_and_activation")
 
@@ -54,15 +54,11 @@ class CaseResult:
 
 def _outputs(model: torch.nn.Module, dummy_input: Any, rounding: bool = False) -> List[torch.Tensor]:
     """Outputs in eval mode; activation rounding is bypassed unless ``rounding`` (see quantization.rounding)."""
-    model.eval()
-    found: List[torch.Tensor] = []
-    with torch.no_grad():
-        if rounding:
-            _flatten_structure(run_model(model, dummy_input), found, set())
-        else:
-            with ActivationRoundingBypassed():
-                _flatten_structure(run_model(model, dummy_input), found, set())
-    return found
+    model.eval()  # the harness compares later forwards too: the model stays in eval mode
+    if rounding:
+        return model_outputs(model, dummy_input)
+    with ActivationRoundingBypassed():
+        return model_outputs(model, dummy_input)
 
 
 def _max_diff(reference: List[torch.Tensor], other: List[torch.Tensor]) -> float:
@@ -86,8 +82,7 @@ def _onnx_diff(path: str, expected: List[torch.Tensor], dummy_input: Any) -> flo
     import onnxruntime
 
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    tensors: List[torch.Tensor] = []
-    _flatten_structure(dummy_input, tensors, set())
+    tensors = flatten_tensors(dummy_input)
     feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), tensors)}
     results = [torch.from_numpy(r) for r in session.run(None, feeds)]
     return _max_diff(expected, results)
@@ -125,8 +120,8 @@ def _run(backbone, mode, out_dir, seed, sparsity, visualize, onnx, reference_mar
     unprunable = backbone.unprunable_names(model) if reference_marks else []
     if unprunable:
         oto.mark_unprunable_by_param_names(unprunable)
-    groups = list(oto._graph.node_groups.values())
-    result.nodes, result.groups = len(oto._graph.nodes), len(groups)
+    groups = oto.groups
+    result.nodes, result.groups = len(oto.graph.nodes), len(groups)
     result.prunable = sum(g.is_prunable for g in groups)
     if visualize:
         oto.visualize(view=False, out_dir=case_dir)

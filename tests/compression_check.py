@@ -16,8 +16,7 @@ from safetensors import torch as safetensors_torch
 import torch
 from torch import nn
 
-from only_train_once import OTO
-from only_train_once.graph.trace import _flatten_structure, run_model
+from only_train_once import OTO, utils
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.quantization.rounding import ActivationRoundingBypassed
 from only_train_once.subnet_construction import load_compressed_weights, load_model
@@ -48,10 +47,9 @@ class CompressionResult:
 
 def model_outputs(model: nn.Module, model_input: Any) -> List[torch.Tensor]:
     """Floating outputs in eval mode, activation rounding bypassed (exact float / quantized equivalence)."""
-    model.eval()
-    found: List[torch.Tensor] = []
-    with torch.no_grad(), ActivationRoundingBypassed():
-        _flatten_structure(run_model(model, copy.deepcopy(model_input)), found, set())
+    model.eval()  # callers compare later forwards too: the model stays in eval mode
+    with ActivationRoundingBypassed():
+        found = utils.model_outputs(model, copy.deepcopy(model_input))
     return [t for t in found if t.is_floating_point()]
 
 

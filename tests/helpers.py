@@ -11,15 +11,12 @@ from torch import nn
 
 from only_train_once import OTO
 from only_train_once.dependency_graph import param_groups as group_ops
-from only_train_once.graph.trace import _flatten_structure, run_model
+from only_train_once.utils import model_outputs
 
 
 def outputs(model: nn.Module, dummy_input) -> List[torch.Tensor]:
-    model.eval()
-    with torch.no_grad():
-        found: List[torch.Tensor] = []
-        _flatten_structure(run_model(model, dummy_input), found, set())
-    return found
+    model.eval()  # callers compare later forwards too: the model stays in eval mode
+    return model_outputs(model, dummy_input)
 
 
 def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> float:
@@ -30,7 +27,7 @@ def max_difference(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor]) -> floa
 def group_summary(oto: OTO) -> List[tuple]:
     """(num_groups, prunable, auxiliary, sorted non-quantizer param names) per group."""
     summary = []
-    for group in oto._graph.node_groups.values():
+    for group in oto.groups:
         names = sorted(n for n in group.param_names if not any(q in n for q in ("d_quant", "q_m_", "t_quant",
                                                                                "act_calibrated")))
         summary.append((group.num_groups, group.is_prunable, group.is_auxiliary, tuple(names)))
@@ -38,23 +35,23 @@ def group_summary(oto: OTO) -> List[tuple]:
 
 
 def prunable_groups(oto: OTO) -> list:
-    return [g for g in oto._graph.node_groups.values() if g.is_prunable and not g.is_auxiliary]
+    return [g for g in oto.groups if g.is_prunable and not g.is_auxiliary]
 
 
 def group_by_param(oto: OTO, name: str):
-    return next(g for g in oto._graph.node_groups.values() if name in g.param_names)
+    return next(g for g in oto.groups if name in g.param_names)
 
 
 def zero_units(oto: OTO, group, units: Sequence[int]) -> None:
     """Zero the given units of one group (and their slices in auxiliary groups)."""
-    param_groups = group_ops.get_param_groups(oto._graph)
+    param_groups = group_ops.get_param_groups(oto.graph)
     start = next(pg["global_start_idx"] for pg in param_groups if pg["id"] == group.id)
     group_ops.zero_global_units(param_groups, torch.tensor([start + u for u in units], dtype=torch.long))
 
 
 def mask_hooks(oto: OTO, group, units: Sequence[int]) -> list:
     """Forward hooks that zero the group's channels at the output of every module owning its parameters."""
-    graph = oto._graph
+    graph = oto.graph
     analysis = graph.analysis
     chosen = np.zeros(group.num_groups, dtype=bool)
     chosen[list(units)] = True
@@ -93,7 +90,7 @@ _LAYERS = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._NormBase, n
 
 def _zero_bare_parameters(oto: OTO, group, units: Sequence[int]) -> None:
     """Bare parameters (layer scale, position embeddings) have no layer to mask after: zero their slices."""
-    graph = oto._graph
+    graph = oto.graph
     chosen = set(units)
     for member in group.members:
         module_name = member.name.rpartition(".")[0]
@@ -120,10 +117,10 @@ def check_zero_invariance(model_factory, dummy_input, seed: int = 0, max_groups:
         masked = copy.deepcopy(reference_model)
         oto_zeroed = OTO(zeroed, dummy_input)
         oto_masked = OTO(masked, dummy_input)
-        twin = oto_zeroed._graph.node_groups[group.id]
+        twin = oto_zeroed.graph.node_groups[group.id]
         units = list(range(0, group.num_groups, 2))
         zero_units(oto_zeroed, twin, units)
-        handles = mask_hooks(oto_masked, oto_masked._graph.node_groups[group.id], units)
+        handles = mask_hooks(oto_masked, oto_masked.graph.node_groups[group.id], units)
         try:
             expected = outputs(masked, dummy_input)
         finally:

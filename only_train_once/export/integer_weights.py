@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..quantization.quant_layers import QuantizeMixin
-from ..quantization.quantizer import _effective_scalars, fake_quantize
+from ..quantization.quantizer import effective_scalars, fake_quantize
 
 __all__ = [
     "MAX_WEIGHT_BITS",
@@ -124,7 +124,7 @@ def _step_and_range(layer: QuantizeMixin, suffix: str, dtype: torch.dtype):
     """
     d, q_m, t = (getattr(layer, f"d_quant_{suffix}"), getattr(layer, f"q_m_{suffix}"), _exponent(layer, suffix))
     probe = torch.zeros(1, dtype=dtype, device=d.device)
-    step, range_value, _ = _effective_scalars(probe, d.detach(), q_m.detach(), None)
+    step, range_value, _ = effective_scalars(probe, d.detach(), q_m.detach(), None)
     top = fake_quantize(range_value, d.detach(), q_m.detach(), None if t is None else t.detach(),
                         quant_type=layer.quant_type)
     return step, int(torch.round(top / step).item())

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..utils import eval_mode
+
 __all__ = ["input_items", "call", "named_outputs", "second_input", "ExportWrapper", "uses_cache"]
 
 
@@ -51,15 +53,10 @@ def _flatten(value: Any, prefix: str, found: List[Tuple[str, Tensor]]) -> None:
 
 def named_outputs(model: nn.Module, inputs: Any) -> List[Tuple[str, Tensor]]:
     """``[(name, tensor)]`` of the model's outputs in eval mode without gradients (names from dict keys)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            found: List[Tuple[str, Tensor]] = []
-            _flatten(call(model, inputs), "", found)
-            return found
-    finally:
-        model.train(was_training)
+    found: List[Tuple[str, Tensor]] = []
+    with eval_mode(model), torch.no_grad():
+        _flatten(call(model, inputs), "", found)
+    return found
 
 
 def _batch_size(items: List[Tuple[str, Tensor]]) -> int:

@@ -36,6 +36,7 @@ import torch
 from onnx import version_converter
 from torch import nn
 
+from ..utils import eval_mode
 from .integer_weights import UnsupportedBitWidthError, activation_grid, integer_weight, quantized_layers
 from .qdq_markers import ACTIVATION_MARKER, MARKER_DOMAIN, WEIGHT_MARKER, QuantizerMarking
 from .qdq_rewrite import ACTIVATION_TYPES, QDQ_OPSET, replace_markers
@@ -58,10 +59,8 @@ def _positional(dummy_input: Any) -> tuple:
 
 def _trace(model: nn.Module, dummy_input: Any, marking: QuantizerMarking) -> onnx.ModelProto:
     buffer = io.BytesIO()
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), marking, warnings.catch_warnings():
+        with eval_mode(model), torch.no_grad(), marking, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, _positional(dummy_input), buffer, opset_version=TRACE_OPSET, dynamo=False,
                               custom_opsets={MARKER_DOMAIN: 1})
@@ -69,8 +68,6 @@ def _trace(model: nn.Module, dummy_input: Any, marking: QuantizerMarking) -> onn
         raise RuntimeError(f"the TorchScript ONNX exporter cannot trace {type(model).__name__} ({error}); the QDQ "
                            "export needs it (the torch.export-based exporter does not run quantizer markers)") \
             from error
-    finally:
-        model.train(was_training)
     return onnx.load_from_string(buffer.getvalue())
 
 

@@ -13,9 +13,7 @@ Capture runs with autograd enabled and the model in eval mode, so fused inferenc
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import types
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -24,6 +22,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from ..utils import flatten_tensors, run_model
 from .inputs import copy_input
 
 logger = logging.getLogger(__name__)
@@ -353,59 +352,6 @@ class _Recorder(TorchFunctionMode):
                                      self.scope_names, module, True))
 
 
-def is_key_value_cache(obj: Any) -> bool:
-    """Whether ``obj`` is a Hugging Face key/value cache (``transformers.Cache`` and its subclasses).
-
-    A decoder called with ``use_cache=True`` returns its keys and values for the next step. Their head axes are
-    state that follows pruning (the compressed model caches fewer heads), not results whose shape must be kept,
-    so the capture leaves them out of the model outputs. Recognised by class, without importing transformers.
-    """
-    return any(cls.__name__ == "Cache" and cls.__module__.startswith("transformers")
-               for cls in type(obj).__mro__)
-
-
-def _flatten_structure(obj: Any, found: List[torch.Tensor], seen: set, depth: int = 0,
-                       caches: Optional[List[str]] = None) -> None:
-    """Collect the tensors of a model input or output: tensors, sequences, dicts, dataclasses, objects.
-
-    Key/value caches (:func:`is_key_value_cache`) are skipped, their class names appended to ``caches``: their
-    shapes follow the pruned heads.
-    """
-    if depth > 8 or id(obj) in seen:
-        return
-    if isinstance(obj, torch.Tensor):
-        found.append(obj)
-        return
-    if obj is None or isinstance(obj, (str, bytes, int, float, bool, complex, torch.dtype, torch.device)):
-        return
-    seen.add(id(obj))
-    if is_key_value_cache(obj):
-        if caches is not None:
-            caches.append(type(obj).__name__)
-        return
-    if isinstance(obj, dict):
-        for value in obj.values():
-            _flatten_structure(value, found, seen, depth + 1, caches)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
-        for value in obj:
-            _flatten_structure(value, found, seen, depth + 1, caches)
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            _flatten_structure(getattr(obj, f.name, None), found, seen, depth + 1, caches)
-    elif hasattr(obj, "__dict__") and not isinstance(obj, (nn.Module, types.ModuleType, type)):
-        for value in vars(obj).values():
-            _flatten_structure(value, found, seen, depth + 1, caches)
-
-
-def run_model(model: nn.Module, dummy_input: Any) -> Any:
-    """Call ``model`` the way OTO documents ``dummy_input``: tensor, tuple of positional inputs, list, or dict."""
-    if isinstance(dummy_input, dict):
-        return model(**dummy_input)
-    if isinstance(dummy_input, tuple):
-        return model(*dummy_input)
-    return model(dummy_input)
-
-
 def _trace_int_attributes(model: nn.Module, module_names: Dict[int, str]) -> List[Tuple[nn.Module, str, int]]:
     """Swap every plain int attribute of every module for a :class:`TracedInt`; returns what to restore."""
     swapped = []
@@ -455,8 +401,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         raise GraphCaptureError("dummy_input is None: pass an example input, e.g. torch.randn(1, 3, 32, 32).")
     dummy_input = copy_input(dummy_input)  # a forward may mutate its inputs (caches grow): keep the user's intact
     recorder = _Recorder(tensor_names)
-    input_tensors: List[torch.Tensor] = []
-    _flatten_structure(dummy_input, input_tensors, set())
+    input_tensors = flatten_tensors(dummy_input)
     input_values = [recorder.register_input(t) for t in input_tensors]
 
     def enter(module, _inputs):
@@ -494,9 +439,8 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
                 del module.forward
             else:
                 module.forward = own_forward
-    output_tensors: List[torch.Tensor] = []
     caches: List[str] = []
-    _flatten_structure(output, output_tensors, set(), caches=caches)
+    output_tensors = flatten_tensors(output, caches)
     if caches:
         logger.info("the model returns a key/value cache (%s): its keys and values follow the pruned heads, so "
                     "they are not outputs whose shape pruning must keep", caches[0])

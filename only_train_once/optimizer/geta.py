@@ -452,7 +452,7 @@ class GETA(BaseHybridSparseOptimizer):
             if not (step_size > 0 and math.isfinite(step_size)):
                 gamma, step_size = 0.0, finest
             elif step_size < finest:
-                backoffs = _backoffs_needed(step_size, finest)
+                backoffs = backoffs_needed(step_size, finest)
                 gamma *= BACKOFF ** backoffs
                 step_size /= BACKOFF ** backoffs
             step_size = min(coarsest, step_size)
@@ -699,7 +699,7 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator
 
 
-def _backoffs_needed(step_size: float, lower: float) -> int:
+def backoffs_needed(step_size: float, lower: float) -> int:
     """Smallest ``k >= 0`` with ``step_size / BACKOFF**k >= lower`` (the reference's loop, in closed form)."""
     k = max(0, math.ceil(math.log(lower / step_size) / math.log(1.0 / BACKOFF)))
     while step_size / BACKOFF ** k < lower:

@@ -14,6 +14,8 @@ from typing import Any, List
 import torch
 from torch import nn
 
+from ..utils import eval_mode, run_model
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,21 +29,16 @@ def calibrate_activations(model: nn.Module, inputs: Any) -> List[str]:
     """Calibrate every uncalibrated activation range on ``inputs`` (one eval-mode forward, no gradient, running
     statistics untouched); each layer sees the output of the already calibrated layers before it. Returns the
     names of the layers calibrated."""
-    from ..graph.trace import run_model
-
     names = uncalibrated_layers(model)
     modules = dict(model.named_modules())
     handles = [modules[name].register_forward_pre_hook(lambda module, args: module.calibrate_activation_range(args[0]))
                for name in names]
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             run_model(model, copy.deepcopy(inputs))
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return names
 
 

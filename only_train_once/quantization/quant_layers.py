@@ -32,9 +32,9 @@ from .quantizer import (
     QuantizationType,
     SymQuantizerLinear,
     SymQuantizerNonLinear,
-    _is_tracing,
     bit_width,
     fake_quantize,
+    is_tracing,
     step_size_for_bits,
 )
 
@@ -236,7 +236,7 @@ class QuantizeMixin(nn.Module):
         """
         if not self.quantizes_activation:
             return x
-        if not self._act_calibrated and self.training and torch.is_grad_enabled() and not _is_tracing():
+        if not self._act_calibrated and self.training and torch.is_grad_enabled() and not is_tracing():
             self.calibrate_activation_range(x)
         return fake_quantize(
             x, self.d_quant_act, self.q_m_act, self._exponent("act"), self.act_clip_val, self.quant_type

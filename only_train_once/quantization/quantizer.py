@@ -41,6 +41,8 @@ __all__ = [
     "bit_width",
     "step_size_for_bits",
     "fake_quantize",
+    "effective_scalars",
+    "is_tracing",
     "SymQuantizerLinear",
     "SymQuantizerNonLinear",
     "DGEQuantizer",
@@ -99,7 +101,7 @@ def _magnitude_floor(dtype: torch.dtype) -> float:
     return max(MIN_MAGNITUDE, torch.finfo(dtype).tiny)
 
 
-def _is_tracing() -> bool:
+def is_tracing() -> bool:
     """True under the TorchScript tracer, torch.compile or torch.export: no host reads of tensor values then."""
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
@@ -149,7 +151,7 @@ def step_size_for_bits(bits: Scalar, q_m: Scalar, t: Optional[Scalar] = None) ->
 # ---------------------------------------------------------------------------------------------------------------
 # Forward and backward kernels shared by the autograd functions
 # ---------------------------------------------------------------------------------------------------------------
-def _effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
+def effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
     """``(|d|, |q_m|)`` floored, and ``t``, on ``x``'s device and in its dtype."""
     floor = _magnitude_floor(x.dtype)
     d_eff = d.to(device=x.device, dtype=x.dtype).abs().clamp_min(floor)
@@ -168,7 +170,7 @@ def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
     """Matching flat blocks of same-shaped ``tensors``: blocks of ``CPU_BLOCK_SIZE`` elements for contiguous CPU
     tensors in eager mode, else the whole tensors once."""
     blocked = (
-        not _is_tracing()
+        not is_tracing()
         and tensors[0].device.type == "cpu"
         and tensors[0].numel() > CPU_BLOCK_SIZE
         and all(tensor.is_contiguous() for tensor in tensors)
@@ -181,7 +183,7 @@ def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
 
 def _exponent(t: Optional[Tensor]) -> Optional[Tensor]:
     """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of ``t``)."""
-    return None if t is None or (not _is_tracing() and float(t) == 1.0) else t
+    return None if t is None or (not is_tracing() and float(t) == 1.0) else t
 
 
 def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Tensor) -> None:
@@ -264,7 +266,7 @@ def _signed_like(grad: Tensor, param: Tensor) -> Tensor:
 
 def _check_finite(**grads: Optional[Tensor]) -> None:
     present = {name: grad for name, grad in grads.items() if grad is not None}
-    if not present or _is_tracing():
+    if not present or is_tracing():
         return
     nan = torch.isnan(torch.stack([grad.reshape(-1)[0] for grad in present.values()]))
     if bool(nan.any()):
@@ -283,7 +285,7 @@ def _check_threshold(q_s: Scalar) -> None:
 def _quantize_raw(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]) -> Tensor:
     """``Q(x)`` from the raw parameters: the fused kernel where enabled, else the eager one."""
     fused_value = fused.quantize(x, d, q_m, _exponent(t), MIN_MAGNITUDE)
-    return fused_value if fused_value is not None else _quantize(x, *_effective_scalars(x, d, q_m, t))
+    return fused_value if fused_value is not None else _quantize(x, *effective_scalars(x, d, q_m, t))
 
 
 def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
@@ -307,7 +309,7 @@ def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None)
 def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
     """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2), shaped and typed like the parameters."""
     x, d, q_m, t = ctx.saved_tensors
-    d_eff, q_eff, t_eff = _effective_scalars(x, d, q_m, t)
+    d_eff, q_eff, t_eff = effective_scalars(x, d, q_m, t)
     sum_d, sum_q, sum_t = _gradient_sums(grad_output, x, d_eff, q_eff, t_eff, (needs_d, needs_q, needs_t))
     grad_d = _signed_like(sum_d, d) if needs_d else None
     grad_q = None
@@ -428,12 +430,12 @@ class DGEQuantizer(torch.autograd.Function):
         x, d, q_m = ctx.saved_tensors[:3]
         if ctx.num_bits is not None:
             return torch.tensor(float(ctx.num_bits), device=x.device)
-        return torch.round(bit_width(*_effective_scalars(x, d, q_m, None)[:2])).reshape(())
+        return torch.round(bit_width(*effective_scalars(x, d, q_m, None)[:2])).reshape(())
 
     @staticmethod
     def _input_grad(ctx, grad_output: Tensor) -> Tensor:
         x = ctx.saved_tensors[0]
-        d_eff = _effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
+        d_eff = effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
         inv_k = float(DGEQuantizer._bits(ctx)) / 20.0  # 1/k with k = 5 * (4 / num_bits)
         slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
         return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)
@@ -483,7 +485,7 @@ def _frozen_weight_quantize(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tenso
     on the Parameter itself, as torch optimizers do.
     """
     params = (d, q_m) if t is None else (d, q_m, t)
-    if (not isinstance(x, nn.Parameter) or quant_type is QuantizationType.DGE or _is_tracing()
+    if (not isinstance(x, nn.Parameter) or quant_type is QuantizationType.DGE or is_tracing()
             or any(param.requires_grad for param in params)):
         return None
     key = _version_key((x, *params))

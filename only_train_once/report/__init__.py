@@ -82,7 +82,7 @@ def _graph_picture(oto, out_dir: str) -> str:
     """Render the group graph as PNG (or write the DOT source); returns the file name."""
     from .. import visualization
 
-    dot = visualization.build_dot(oto._graph, vertical=True, display_params=False, display_flops=False,
+    dot = visualization.build_dot(oto.graph, vertical=True, display_params=False, display_flops=False,
                                   display_macs=False)
     stem = os.path.join(out_dir, "groups.gv")
     if shutil.which("dot") is None:
@@ -95,8 +95,8 @@ def _graph_picture(oto, out_dir: str) -> str:
 def write_report(oto, out_dir: str) -> str:
     """Write ``report.md``, ``report.html`` and their pictures to ``out_dir``; returns the markdown path."""
     os.makedirs(out_dir, exist_ok=True)
-    model = oto._model
-    rows = unit_counts(oto._graph)
+    model = oto.model
+    rows = unit_counts(oto.graph)
     bits = layer_bit_widths(model)
     pictures = []
     if bits:

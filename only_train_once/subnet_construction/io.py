@@ -13,7 +13,6 @@ trust, or load the weights-only form with :func:`load_compressed_weights`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from ..utils import eval_mode
 from .apply import SubnetSpec, restore_subnet
 from .integrity import (CHECKSUM_KEY, CorruptFileError, content_checksum, digests, reading, recorded_module_digests,
                         state_tensors, verify_digests, write_atomically)
@@ -106,19 +106,6 @@ def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Opti
     restore_subnet(model, spec)
     load_safetensors(model, weights_path, strict=strict)
     return model
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """``model`` in eval mode inside the block; every module's own training flag is restored on exit
-    (``model.train(flag)`` would overwrite submodules that were deliberately left in the other mode)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes:
-            module.training = training
 
 
 def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:

@@ -14,10 +14,11 @@ from torch import nn
 
 from ..meta_device import check_materialized
 from ..quantization.calibration import warn_if_uncalibrated
+from ..utils import eval_mode
 from .apply import apply_plan
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
 from .integrity import save_module
-from .io import eval_mode, export_onnx, save_spec, save_weights
+from .io import export_onnx, save_spec, save_weights
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .plan import build_plan
 from .verification import ROUNDING_FLIP_STEPS, SubnetConstructionError, SubnetVerifier  # noqa: F401 (re-exported)

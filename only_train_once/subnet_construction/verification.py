@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from ..graph.inputs import copy_input, fresh_input_like
-from ..graph.trace import run_model
 from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
-from .io import eval_mode
+from ..utils import eval_mode, run_model
 
 logger = logging.getLogger(__name__)
 

@@ -131,7 +131,7 @@ def test_global_unit_ids_are_contiguous_over_prunable_groups():
 
 def test_cluster_node_groups():
     oto = OTO(models.Residual().eval(), IMAGE)
-    assert len(oto._graph.node_group_clusters[0]) == 2
+    assert len(oto.graph.node_group_clusters[0]) == 2
     clusters = oto.cluster_node_groups(2)
     assert sum(len(c) for c in clusters.values()) == 2
 
@@ -171,7 +171,7 @@ def test_attention_matmuls_and_conv_transpose_are_counted():
     attention = 2 * 4 * 5 * 5 * 4
     assert oto.compute_macs(in_million=False)["total"] == linear + attention
     up = OTO(models.ConvTranspose().eval(), torch.randn(1, 3, 8, 8))
-    convtranspose = next(n for n in up._graph.nodes.values() if n.op_name == "convtranspose")
+    convtranspose = next(n for n in up.graph.nodes.values() if n.op_name == "convtranspose")
     assert up.compute_macs(in_million=False)["by_nodes"][convtranspose.id] == 8 * 4 * 4 * 6 * 2 * 2
 
 
@@ -196,7 +196,7 @@ def test_visualize_writes_the_graph(tmp_path):
 
 def test_skip_patterns_remove_matching_chains():
     oto = OTO(models.ConvBN().eval(), IMAGE, skip_patterns=["relu"])
-    assert not any(n.op_name == "relu" for n in oto._graph.nodes.values())
+    assert not any(n.op_name == "relu" for n in oto.graph.nodes.values())
 
 
 class TrainOnlyBranch(models.ConvBN):
@@ -220,7 +220,7 @@ def test_untraced_parameters_are_trained_but_never_pruned(caplog):
     groups = oto.get_param_groups()
     untraced = next(g for g in groups if g["id"] == "untraced-parameters")
     assert untraced["p_names"] == ["aux.weight", "aux.bias"] and not untraced["is_prunable"]
-    assert sorted(n for g in groups for n in g["p_names"]) == sorted(n for n, _ in oto._model.named_parameters())
+    assert sorted(n for g in groups for n in g["p_names"]) == sorted(n for n, _ in oto.model.named_parameters())
 
 
 def test_public_accessors_expose_the_model_graph_and_groups():

@@ -27,7 +27,7 @@ def traced(name, mode=None):
 @pytest.mark.parametrize("name", TWINS)
 def test_quantized_model_has_the_float_topology_and_groups(name, mode):
     float_oto, quant_oto = traced(name), traced(name, mode)
-    float_graph, quant_graph = float_oto._graph, quant_oto._graph
+    float_graph, quant_graph = float_oto.graph, quant_oto.graph
     assert [n.op_name for n in quant_graph.nodes.values()] == [n.op_name for n in float_graph.nodes.values()]
     assert sorted(quant_graph.edges) == sorted(float_graph.edges)
     assert group_summary(quant_oto) == group_summary(float_oto)
@@ -37,15 +37,15 @@ def test_quantized_model_has_the_float_topology_and_groups(name, mode):
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_each_layer_node_carries_its_quantizer_parameters(mode):
     oto = traced("vgg7_bn", mode)
-    conv = next(n for n in oto._graph.nodes.values() if n.op_name == "conv")
+    conv = next(n for n in oto.graph.nodes.values() if n.op_name == "conv")
     expected = {"features.0.d_quant_wt", "features.0.q_m_wt", "features.0.t_quant_wt"}
     if mode is QuantizationMode.WEIGHT_AND_ACTIVATION:
         expected |= {"features.0.d_quant_act", "features.0.q_m_act", "features.0.t_quant_act"}
     assert set(conv.quant_param_names) == expected
     assert conv.param_names[:2] == ["features.0.weight", "features.0.bias"]
-    assert conv.inputs == [oto._graph.input_values[0]]
-    assert not any(n.op_name == "quantize" for n in oto._graph.nodes.values())
-    group = oto._graph.node_groups[conv.node_group_ids[0]]
+    assert conv.inputs == [oto.graph.input_values[0]]
+    assert not any(n.op_name == "quantize" for n in oto.graph.nodes.values())
+    group = oto.graph.node_groups[conv.node_group_ids[0]]
     quant_members = [m for m in group.members if m.name in expected]
     assert len(quant_members) == len(expected) and all(m.axis is None for m in quant_members)
 

@@ -29,7 +29,7 @@ def test_groups_and_metrics_match_the_reference(name):
     model = backbone.factory().eval()
     dummy_input = (reference.example_input or backbone.example_input)(0)
     oto = OTO(model, dummy_input)
-    groups = list(oto._graph.node_groups.values())
+    groups = oto.groups
     assert len(groups) == reference.node_groups
     assert sum(g.is_prunable for g in groups) == reference.prunable
     assert sum(g.is_auxiliary for g in groups) == reference.auxiliary
@@ -46,7 +46,7 @@ def test_weight_only_quantized_vgg7_matches_the_reference():
     torch.manual_seed(0)
     model = model_to_quantize_model(BACKBONES["vgg7_bn"].factory().eval())
     oto = OTO(model, torch.randn(1, 3, 32, 32))
-    groups = list(oto._graph.node_groups.values())
+    groups = oto.groups
     assert (len(groups), sum(g.is_prunable for g in groups)) == (8, 7)
     assert as_printed(oto.compute_num_params(), 5.1156) == 5.1156
     assert as_printed(oto.compute_macs()["total"], 608.053) == 608.053

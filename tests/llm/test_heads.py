@@ -43,7 +43,7 @@ def test_heads_are_prunable_and_pruned_losslessly_with_the_default_cache(layout,
     ids = token_ids()
     oto = OTO(model, {"input_ids": ids})
     attention_class, heads_per_layer = HEAD_LAYOUTS[layout]
-    counts = count_prunable_units(oto._graph.node_groups.values(), model)
+    counts = count_prunable_units(oto.groups, model)
     assert counts[attention_class].unit_name == "heads"
     assert counts[attention_class].prunable_units == heads_per_layer * model.config.num_hidden_layers
     for group in prunable_groups(oto):

@@ -107,8 +107,8 @@ def zero_unit_fraction(oto: OTO) -> Tuple[int, int]:
     """(units removable by construct_subnet, units of the prunable groups), as the subnet constructor counts."""
     from only_train_once.dependency_graph.param_groups import zero_units_by_group
 
-    zero = sum(len(v) for v in zero_units_by_group(oto._graph).values())
-    total = sum(g.num_groups for g in oto._graph.node_groups.values() if g.is_prunable and not g.is_auxiliary)
+    zero = sum(len(v) for v in zero_units_by_group(oto.graph).values())
+    total = sum(g.num_groups for g in oto.groups if g.is_prunable and not g.is_auxiliary)
     return zero, total
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from only_train_once.optimizer import GETA
-from only_train_once.optimizer.geta import _backoffs_needed
+from only_train_once.optimizer.geta import backoffs_needed
 from only_train_once.quantization import QuantizeMixin
 from tests.optimizer.common import DigitsNet, TinyMLP, build, train
 
@@ -130,7 +130,7 @@ def test_zero_learning_rate_terminates_with_the_finest_step():
     gamma, step = optimizer._step_size(group, layers, 0.5, -0.3, 1.0, 1.0, 0.0, (4, 8), apply=False)
     power = float(optimizer._weight_table.range_powers(optimizer._weight_table.select(layers)).max())
     assert gamma == 0.0 and step == pytest.approx(power / (2 ** 7 - 1))
-    assert _backoffs_needed(1e-300, 1.0) > 0  # closed form, no loop over 0.8 factors
+    assert backoffs_needed(1e-300, 1.0) > 0  # closed form, no loop over 0.8 factors
 
 
 def test_training_with_zero_learning_rate_still_prunes_on_schedule():

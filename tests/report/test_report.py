@@ -17,10 +17,10 @@ pytest.importorskip("matplotlib")
 def test_report_before_and_after_construct_subnet(tmp_path):
     model = model_to_quantize_model(models.ConvBN().eval(), quant_mode="weight_and_activation")
     oto = OTO(model, torch.randn(2, 3, 8, 8))
-    assert unit_counts(oto._graph) == [("conv1", 8, 8), ("conv2", 16, 16)]
+    assert unit_counts(oto.graph) == [("conv1", 8, 8), ("conv2", 16, 16)]
     np.random.seed(0)
     oto.random_set_zero_groups(0.5)
-    assert unit_counts(oto._graph) == [("conv1", 8, 4), ("conv2", 16, 8)]
+    assert unit_counts(oto.graph) == [("conv1", 8, 4), ("conv2", 16, 8)]
     oto.construct_subnet(out_dir=str(tmp_path / "models"))
     path = oto.report(str(tmp_path / "report"))
     text = open(path).read()

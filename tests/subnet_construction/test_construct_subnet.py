@@ -120,7 +120,7 @@ def test_errors_name_the_problem(tmp_path):
     blocker.write_text("")
     with pytest.raises((PermissionError, FileExistsError, NotADirectoryError)):
         oto.construct_subnet(out_dir=str(blocker / "sub"))
-    oto._model.conv1 = torch.nn.Conv2d(3, 5, 3, padding=1)
+    oto.model.conv1 = torch.nn.Conv2d(3, 5, 3, padding=1)
     with pytest.raises(ValueError, match="changed since OTO traced it"):
         oto.construct_subnet(out_dir=str(tmp_path))
 

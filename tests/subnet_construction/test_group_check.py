@@ -57,7 +57,7 @@ def checked(model, dummy, caplog):
     torch.manual_seed(0)
     with caplog.at_level(logging.WARNING, logger="only_train_once"):
         oto = OTO(model, dummy, verify_groups=True)
-    failed = [g for g in oto._graph.node_groups.values() if REASON in g.unprunable_reasons]
+    failed = [g for g in oto.groups if REASON in g.unprunable_reasons]
     return oto, failed
 
 
@@ -76,7 +76,7 @@ def test_bisection_keeps_the_correct_groups_prunable(caplog, monkeypatch):
     misread_exp(monkeypatch)
     oto, failed = checked(MixedBranches(), torch.randn(2, 3, 4), caplog)
     assert [g.param_names[0] for g in failed] == ["mixer.pre.weight"]
-    good = [g for g in oto._graph.node_groups.values() if "good_in.weight" in g.param_names]
+    good = [g for g in oto.groups if "good_in.weight" in g.param_names]
     assert good[0].is_prunable
     assert len(warnings_of(caplog)) == 1
 
@@ -96,12 +96,12 @@ def test_a_correct_model_keeps_every_group_and_is_not_touched(caplog):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     oto, failed = checked(model, torch.randn(5, 4), caplog)
     assert failed == [] and not warnings_of(caplog)
-    assert all(g.is_prunable for g in oto._graph.node_groups.values() if "fc1.weight" in g.param_names)
+    assert all(g.is_prunable for g in oto.groups if "fc1.weight" in g.param_names)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_the_check_is_off_by_default(monkeypatch):
     misread_exp(monkeypatch)
     oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4))
-    assert all(REASON not in g.unprunable_reasons for g in oto._graph.node_groups.values())
+    assert all(REASON not in g.unprunable_reasons for g in oto.groups)
     assert oto.verify_groups() != []  # and can be run afterwards

@@ -194,8 +194,8 @@ def test_the_verifier_runs_on_copies_and_never_mutates_inputs():
     history = []
     dummy = (torch.randn(2, 4), history)
     oto = zeroed(AppendsToItsInput(), dummy)
-    verifier = SubnetVerifier(oto._model, dummy)
-    assert verifier.verify(oto._model) == 0.0
+    verifier = SubnetVerifier(oto.model, dummy)
+    assert verifier.verify(oto.model) == 0.0
     assert history == []
 
 
