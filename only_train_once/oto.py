@@ -15,11 +15,28 @@ from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
 from .graph.control_flow import warn_about_control_flow
+from .optimizer.config import GetaConfig, HessoConfig
 from .subnet_construction.group_check import run_check
+from .utils import warn_ignored
 
 logger = logging.getLogger(__name__)
 
 _MODES = ("prune", "erase")
+
+
+def _resolve_config(config_class, config, keywords: Dict[str, Any], method: str):
+    """The optimizer config: ``config`` itself, or one built from the reference's keywords (never both)."""
+    if config is None:
+        config = config_class.from_keywords(**keywords)
+    elif not isinstance(config, config_class):
+        raise TypeError(f"oto.{method}(config=...) takes a {config_class.__name__}, got {type(config).__name__}; "
+                        f"pass the reference's settings as keywords (oto.{method}(lr=...)) or config=")
+    elif keywords:
+        raise TypeError(f"oto.{method}: pass either config= or keywords, not both (got {sorted(keywords)})")
+    if config.device is not None:
+        warn_ignored(f"OTO.{method}", "device", "the optimizer keeps each state tensor on its parameter's device",
+                     stacklevel=3)
+    return config
 
 
 @contextlib.contextmanager
@@ -99,6 +116,8 @@ class OTO:
             raise TypeError(f"OTO needs a torch.nn.Module, got {type(model).__name__}")
         self._model, self._dummy_input = model, dummy_input
         self._skip_patterns, self._strict_out_nodes = skip_patterns, strict_out_nodes
+        if strict_out_nodes:
+            warn_ignored("OTO", "strict_out_nodes", "the graph's outputs are always the tensors the model returns")
         self._graph = Graph(model, dummy_input, skip_patterns=skip_patterns, strict_out_nodes=strict_out_nodes)
 
     @property
@@ -182,46 +201,30 @@ class OTO:
                 group.mark_unprunable("operator skipped by skip_operators")
 
     # -- optimizers ---------------------------------------------------------------------------------
-    def hesso(self, lr: float = 0.1, weight_decay: Optional[float] = None, first_momentum: Optional[float] = None,
-              second_momentum: Optional[float] = None, variant: str = "sgd", target_group_sparsity: float = 0.5,
-              start_pruning_step: int = 0, pruning_steps: int = 1, pruning_periods: int = 1,
-              dampening: Optional[float] = None, group_divisible: int = 1, fixed_zero_groups: bool = True,
-              importance_score_criteria: Union[str, Dict[str, float]] = "default", **kwargs):
-        """Build the HESSO optimizer (pruning only) over this model's groups."""
+    def hesso(self, config: Optional[HessoConfig] = None, **keywords: Any):
+        """Build the HESSO optimizer (pruning only) over this model's groups.
+
+        ``oto.hesso(config=HessoConfig(...))``, or the reference's keywords (``lr=0.1, variant="sgd",
+        target_group_sparsity=0.5, start_pruning_step=0, pruning_steps=None, pruning_periods=1, ...``), which build
+        the config (:meth:`HessoConfig.from_keywords`); the defaults and checks are the config's.
+        """
         from .optimizer import HESSO
 
-        optimizer = HESSO(params=self.get_param_groups(), lr=lr, weight_decay=weight_decay,
-                          first_momentum=first_momentum, second_momentum=second_momentum, variant=variant,
-                          target_group_sparsity=target_group_sparsity, start_pruning_step=start_pruning_step,
-                          pruning_steps=pruning_steps, pruning_periods=pruning_periods, dampening=dampening,
-                          group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
-                          importance_score_criteria=importance_score_criteria, **kwargs)
-        return self._remember(optimizer)
+        config = _resolve_config(HessoConfig, config, keywords, "hesso")
+        return self._remember(HESSO(params=self.get_param_groups(), **config.optimizer_keywords()))
 
-    def geta(self, lr: float = 0.1, lr_quant: float = 1e-3, weight_decay: Optional[float] = None,
-             first_momentum: Optional[float] = None, second_momentum: Optional[float] = None, variant: str = "sgd",
-             target_group_sparsity: float = 0.5, start_projection_step: int = 0, projection_steps: int = 1,
-             projection_periods: int = 1, start_pruning_step: int = 1, pruning_steps: int = 1,
-             pruning_periods: int = 1, dampening: Optional[float] = None, group_divisible: int = 1,
-             fixed_zero_groups: bool = True, importance_score_criteria: Union[str, Dict[str, float]] = "default",
-             bit_reduction: int = 2, min_bit_wt: int = 2, max_bit_wt: int = 16, min_bit_act: int = 2,
-             max_bit_act: int = 16, grad_clip_min: float = -1.0, grad_clip_max: float = 1.0, verbose: str = "False",
-             device: str = "cuda", log_dir: str = "outputs", **kwargs):
-        """Build the GETA (QASSO) optimizer: joint structured pruning and bit-width learning."""
+    def geta(self, config: Optional[GetaConfig] = None, **keywords: Any):
+        """Build the GETA (QASSO) optimizer: joint structured pruning and bit-width learning.
+
+        ``oto.geta(config=GetaConfig(...))``, or the reference's keywords (``lr=0.1, lr_quant=1e-3,
+        start_projection_step=0, projection_steps=1, start_pruning_step=1, min_bit_wt=2, max_bit_wt=16,
+        verbose="False", ...``), which build the config (:meth:`GetaConfig.from_keywords`); the defaults and checks
+        are the config's.
+        """
         from .optimizer import GETA
 
-        optimizer = GETA(params=self.get_param_groups(), lr=lr, lr_quant=lr_quant, weight_decay=weight_decay,
-                         first_momentum=first_momentum, second_momentum=second_momentum, dampening=dampening,
-                         variant=variant, target_group_sparsity=target_group_sparsity,
-                         start_projection_step=start_projection_step, projection_steps=projection_steps,
-                         projection_periods=projection_periods, start_pruning_step=start_pruning_step,
-                         pruning_steps=pruning_steps, pruning_periods=pruning_periods,
-                         group_divisible=group_divisible, fixed_zero_groups=fixed_zero_groups,
-                         importance_score_criteria=importance_score_criteria, bit_reduction=bit_reduction,
-                         min_bit_wt=min_bit_wt, max_bit_wt=max_bit_wt, min_bit_act=min_bit_act,
-                         max_bit_act=max_bit_act, grad_clip_min=grad_clip_min, grad_clip_max=grad_clip_max,
-                         verbose=verbose, device=device, log_dir=log_dir, **kwargs)
-        return self._remember(optimizer)
+        config = _resolve_config(GetaConfig, config, keywords, "geta")
+        return self._remember(GETA(params=self.get_param_groups(), **config.optimizer_keywords()))
 
     def _remember(self, optimizer):
         """Keep a weak reference only: the optimizer's state (moments, scratch buffers: twice the model or more)

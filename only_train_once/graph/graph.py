@@ -13,6 +13,7 @@ from torch import nn
 from ..operation import catalogue
 from ..operation.operator import Operator
 from ..operation.registry import opaque_call_name
+from ..utils import warn_ignored
 from .node import Node
 from .qadg import fold_quantizers
 from .trace import CaptureResult, capture
@@ -53,6 +54,8 @@ class Graph:
         self._model = model
         self.dummy_input = dummy_input
         self.trace_onnx = trace_onnx
+        if not trace_onnx:
+            warn_ignored("Graph", "trace_onnx", "the graph is always captured from the model's torch operations")
         self.skip_patterns = list(skip_patterns or [])
         self.strict_out_nodes = strict_out_nodes
         self.nodes: "OrderedDict[str, Node]" = OrderedDict()

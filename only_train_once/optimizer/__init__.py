@@ -2,6 +2,7 @@
 
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import BaseOptimizer
+from .config import BitRange, GetaConfig, HessoConfig, Schedule
 from .finite import NonFiniteError
 from .geta import GETA
 from .hesso import HESSO
@@ -12,6 +13,10 @@ from .metrics import SparseOptimizerMetrics
 __all__ = [
     "BaseOptimizer",
     "BaseHybridSparseOptimizer",
+    "BitRange",
+    "GetaConfig",
+    "HessoConfig",
+    "Schedule",
     "GETA",
     "HESSO",
     "HESSOCRIC",
