@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow sanity bench bench-data bench-accuracy clean
+.PHONY: demo lint test test-slow sanity bench bench-data bench-accuracy clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m only_train_once.demo
 
-test: $(STAMP)
+# pyflakes and pycodestyle checks (configured in pyproject.toml), run before the tests
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 test-slow: $(STAMP)

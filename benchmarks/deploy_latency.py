@@ -23,14 +23,14 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict
 
 import torch
 
 from common import interleaved, machine, print_table
 from only_train_once import OTO
 from only_train_once.export import export_deployable, quantized_layers
-from only_train_once.export.model_io import call, input_items
+from only_train_once.export.model_io import call
 from only_train_once.export.onnx_io import feeds, session
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.quantization.quantizer import step_size_for_bits

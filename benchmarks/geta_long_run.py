@@ -11,8 +11,8 @@ start_pruning_step=P, pruning_periods=5, pruning_steps=P, bit_reduction=2, min_b
     PYTHONPATH=$PWD python benchmarks/geta_long_run.py --epochs 12 30
     PYTHONPATH=$PWD python benchmarks/geta_long_run.py --epochs 30 --trace trace.csv   # per-step quantizer trace
 
-``--trace`` writes one CSV row per ``--trace-every`` steps: mean loss, test accuracy, phase and every layer's weight/activation
-``d``, ``q_m`` and bit width. One thread (``torch.set_num_threads(1)``): the machine is shared.
+``--trace`` writes one CSV row per ``--trace-every`` steps: mean loss, test accuracy, phase and every layer's
+weight/activation ``d``, ``q_m`` and bit width. One thread (``torch.set_num_threads(1)``): the machine is shared.
 """
 
 from __future__ import annotations

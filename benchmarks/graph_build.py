@@ -10,7 +10,6 @@ Targets: <= 1.5x one forward on CNNs and ViTs, linear growth in depth.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 
 import torch

@@ -28,7 +28,8 @@ BENCHMARKS = [
 ]
 QUICK_ARGUMENTS = {"graph_build.py": ["--quick", "--repeats", "3"], "optimizer_step.py": ["--steps", "8"],
                    "quant_overhead.py": ["--quick", "--threads", "1", "--models", "vgg7_bn", "mlp", "deit_tiny"]}
-NUMERICS = ("Optimizer numerics (digits accuracy per numerics fix)", ["optimizer_numerics.py", "--seeds", "0", "1", "2"])
+NUMERICS = ("Optimizer numerics (digits accuracy per numerics fix)",
+            ["optimizer_numerics.py", "--seeds", "0", "1", "2"])
 
 
 def machine() -> str:
@@ -60,9 +61,11 @@ def main() -> int:
         done = subprocess.run([sys.executable, script, *arguments], cwd=HERE, env=environment, capture_output=True,
                               text=True)
         seconds = time.perf_counter() - start
-        body = done.stdout.strip() if done.returncode == 0 else f"FAILED ({done.returncode}):\n\n```\n{done.stderr[-3000:]}\n```"
+        failure = f"FAILED ({done.returncode}):\n\n```\n{done.stderr[-3000:]}\n```"
+        body = done.stdout.strip() if done.returncode == 0 else failure
         failures += done.returncode != 0
-        sections.append(f"## {title}\n\n`python benchmarks/{' '.join([command[0]] + arguments)}` ({seconds:.0f} s)\n\n{body}\n")
+        invocation = ' '.join([command[0]] + arguments)
+        sections.append(f"## {title}\n\n`python benchmarks/{invocation}` ({seconds:.0f} s)\n\n{body}\n")
     with open(args.out, "w", encoding="utf-8") as handle:
         handle.write("\n".join(sections))
     print(f"written to {args.out}")

@@ -227,7 +227,8 @@ _ENTRIES = [
         reference=ReferenceNumbers(18, 6, 5, 1, 576, 0.6273, 605.783, 20.075),
         notes="cat of a 64- and a 128-channel stem output followed by BatchNorm bn_4.",
     ),
-    Backbone("demonet_concat_case2", backends.DemoNetConcatCase2, _CIFAR, notes="Three-way concat; concat into Linear."),
+    Backbone("demonet_concat_case2", backends.DemoNetConcatCase2, _CIFAR,
+             notes="Three-way concat; concat into Linear."),
     Backbone(
         "demonet_convtranspose_in_case1", backends.DemoNetConvtransposeInCase1, _CIFAR,
         notes="ConvTranspose2d + InstanceNorm decoder (reference tolerance 3.0).",
@@ -366,8 +367,9 @@ _ENTRIES = [
     Backbone(
         "pvt_v2_mini", lambda: backends.pvt_v2_b0(num_classes=10, **_PVT_MINI), _images(1, 3, 64, 64),
         unprunable_param_names=("patch_embed.proj.weight",),
-        notes="PVT-v2-B0 layout at one block per stage, dims 16-32-64-128, 64x64 input: overlapping patch embeddings, spatial-reduction attention (strided conv on the "
-              "token map, fused kv), depthwise conv inside the MLP.",
+        notes="PVT-v2-B0 layout at one block per stage, dims 16-32-64-128, 64x64 input: overlapping patch "
+              "embeddings, spatial-reduction attention (strided conv on the token map, fused kv), depthwise conv "
+              "inside the MLP.",
     ),
     Backbone(
         "swin_mini", backends.swin_mini, _CIFAR,

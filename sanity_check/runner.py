@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence
 from tqdm import tqdm
 
 from .harness import MODES, CaseResult, run_case
-from .registry import BACKBONES, get_backbone, list_backbones
+from .registry import get_backbone, list_backbones
 
 COLUMNS = ("model", "mode", "nodes", "groups", "prunable", "params -%", "MACs -%", "BOPs -%", "max diff",
            "with rounding", "onnx diff", "time s", "result")

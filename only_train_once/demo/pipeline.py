@@ -179,7 +179,8 @@ def report(result: DemoResult) -> str:
             ("parameters (M)", f"{before['params']:.4f}", f"{after['params']:.4f}", change("params")),
             ("MACs (M)", f"{before['macs']:.3f}", f"{after['macs']:.3f}", change("macs")),
             ("BOPs (M)", f"{before['bops']:.1f}", f"{after['bops']:.1f}", change("bops")),
-            ("weight size (Mbit)", f"{before['weight_size']:.3f}", f"{after['weight_size']:.3f}", change("weight_size")),
+            ("weight size (Mbit)", f"{before['weight_size']:.3f}", f"{after['weight_size']:.3f}",
+             change("weight_size")),
             *file_size_rows(result),
             *latency_rows(result),
             ("average bit width", f"{before['average_bits']:.2f}", f"{after['average_bits']:.2f}", "")]

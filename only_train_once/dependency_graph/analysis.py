@@ -24,7 +24,7 @@ import numpy as np
 
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation import catalogue
-from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
+from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)

@@ -50,7 +50,8 @@ def get_param_groups(graph) -> List[dict]:
 def set_trainable(graph) -> None:
     """Recompute trainability from ``requires_grad`` (SPEC 6.6); groups without trainable params are unprunable."""
     graph.params_grad = {n: p for n, p in graph.parameters.items() if p.requires_grad}
-    graph.params_no_grad = {n: t for n, t in {**graph.parameters, **graph.buffers}.items() if n not in graph.params_grad}
+    graph.params_no_grad = {n: t for n, t in {**graph.parameters, **graph.buffers}.items()
+                            if n not in graph.params_grad}
     for group in graph.node_groups.values():
         group.is_trainable = bool(group.trainable_members())
         if not group.is_trainable:
@@ -135,7 +136,8 @@ def cluster_node_groups(graph, num_clusters: int = 1) -> Dict[int, list]:
     try:
         from sklearn.cluster import KMeans
     except ImportError as error:
-        raise ImportError("cluster_node_groups(num_clusters > 1) needs scikit-learn: pip install scikit-learn") from error
+        raise ImportError("cluster_node_groups(num_clusters > 1) needs scikit-learn: pip install scikit-learn") \
+            from error
     features = [[float(g.num_groups), 1.0] for g in candidates]
     labels = KMeans(n_clusters=num_clusters, random_state=0, n_init="auto").fit(features).labels_
     clusters: Dict[int, list] = {}

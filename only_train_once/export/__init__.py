@@ -27,6 +27,7 @@ from .integer_weights import (
 from .packed import PACKED_FORMAT, load_packed, save_packed
 from .qdq_onnx import EXACT_SESSION_CONFIG, export_qdq_onnx
 
-__all__ = ["export_deployable", "load_deployed", "DeployConfig", "DeploymentError", "TARGETS", "export_qdq_onnx", "EXACT_SESSION_CONFIG", "save_packed", "load_packed", "PACKED_FORMAT",
+__all__ = ["export_deployable", "load_deployed", "DeployConfig", "DeploymentError", "TARGETS", "export_qdq_onnx",
+           "EXACT_SESSION_CONFIG", "save_packed", "load_packed", "PACKED_FORMAT",
            "NoQuantizedLayersError", "UnsupportedBitWidthError", "IntegerWeight", "ActivationGrid",
            "integer_weight", "activation_grid", "quantized_layers", "GRID_LAYERS", "grid_weight"]

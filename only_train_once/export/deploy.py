@@ -449,7 +449,8 @@ def _export_int8(deployment: Deployment, reference: Reference, base: str, config
         logger.warning("onnx_int8: onnxruntime's optimized graph has no integer kernel although %d layers (%s) are "
                        "int8; they run as Dequantize -> float operators", len(integer), ", ".join(integer[:3]))
     details = check.to_dict()
-    details.update({"requantized_conv_outputs": requantized, "integer_layers": integer, "float_layers": {n: v for n, v in plan.items() if v != "int8"},
+    details.update({"requantized_conv_outputs": requantized, "integer_layers": integer,
+                    "float_layers": {n: v for n, v in plan.items() if v != "int8"},
                     "integer_kernels": kernels})
     logger.info("onnx_int8: %d of %d quantized layers integer (%s); float: %s", len(integer), len(plan), kernels,
                 details["float_layers"])

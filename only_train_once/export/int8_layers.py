@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from .baking import ActivationQuantizer, BakedLayer
 
-__all__ = ["MAX_INTEGER_BITS", "IntegerLayerSpec", "integer_layer", "output_grid", "integer_ineligibility", "IntegerLinear",
-           "IntegerConv2d"]
+__all__ = ["MAX_INTEGER_BITS", "IntegerLayerSpec", "integer_layer", "output_grid", "integer_ineligibility",
+           "IntegerLinear", "IntegerConv2d"]
 
 #: Widest weight and activation (integer bits) computed as int8.
 MAX_INTEGER_BITS = 8

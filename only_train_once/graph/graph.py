@@ -102,7 +102,8 @@ class Graph:
                     target[prefix + key] = tensor
         self.param_names = list(self.parameters) + list(self.buffers)
         self.params_grad = {n: p for n, p in self.parameters.items() if p.requires_grad}
-        self.params_no_grad = {n: t for n, t in {**self.parameters, **self.buffers}.items() if n not in self.params_grad}
+        self.params_no_grad = {n: t for n, t in {**self.parameters, **self.buffers}.items()
+                               if n not in self.params_grad}
 
     def _build(self, result: CaptureResult) -> None:
         self.values = result.values

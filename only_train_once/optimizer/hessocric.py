@@ -37,7 +37,8 @@ TRIAL_SPARSITIES = (0.25, 0.5, 0.75)
 
 
 class HESSOCRIC(BaseHybridSparseOptimizer):
-    """The HESSOCRIC optimizer (module docstring). Not reachable from ``OTO``; build it on ``oto.get_param_groups()``."""
+    """The HESSOCRIC optimizer (module docstring). Not reachable from ``OTO``; build it on
+    ``oto.get_param_groups()``."""
 
     def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,

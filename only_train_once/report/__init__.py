@@ -123,7 +123,7 @@ def write_report(oto, out_dir: str) -> str:
     body = [f"<h1>Compression report: {html.escape(type(model).__name__)}</h1>",
             f"<p>Prunable units kept: {kept} of {total}.</p>"]
     body += [f"<h2>{title}</h2><img src='{name}'>" for title, name in pictures]
-    body.append(f"<h2>Group graph</h2>" + (f"<img src='{graph_file}' style='max-width:100%'>"
+    body.append("<h2>Group graph</h2>" + (f"<img src='{graph_file}' style='max-width:100%'>"
                                             if graph_file.endswith(".png") else f"<a href='{graph_file}'>DOT</a>"))
     with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as handle:
         handle.write("<html><body>" + "\n".join(body) + "</body></html>")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import warnings
 from typing import Any, Dict, Optional, Union
 

@@ -44,7 +44,8 @@ class PrunedMultiheadAttention(nn.Module):
         new.train(module.training)
         return new
 
-    def _mask(self, attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], batch: int, dtype) -> Optional[Tensor]:
+    def _mask(self, attn_mask: Optional[Tensor], key_padding_mask: Optional[Tensor], batch: int,
+              dtype) -> Optional[Tensor]:
         mask = None
         if attn_mask is not None:
             mask = attn_mask

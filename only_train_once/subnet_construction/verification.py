@@ -151,8 +151,9 @@ def check_finite(full: Snapshot, inputs_described: Sequence[str]) -> List[int]:
             usable.append(index)
         elif index == 0:
             raise SubnetConstructionError(f"the full group-sparse model's {bad} contains NaN or inf on the dummy "
-                                          "input: the model has diverged; the compressed model was not written. Check the training "
-                                          "run (learning rate, loss scale) or the weights you loaded")
+                                          "input: the model has diverged; the compressed model was not written. "
+                                          "Check the training run (learning rate, loss scale) or the weights you "
+                                          "loaded")
         else:
             logger.info("skipping %s in the subnet check: the full model's %s is not finite there",
                         inputs_described[index], bad)
@@ -267,6 +268,6 @@ class SubnetVerifier:
                 raise SubnetConstructionError(
                     f"the compressed model differs from the full group-sparse model{kind} at {found.where}: "
                     f"max |difference| {found.difference:.3g} where the output's own scale is {found.scale:.3g} "
-                    f"(allowed {rtol:.1g} relative to it); the compressed model was not written. Please report this model: the "
-                    "analyzer should have left these groups unprunable")
+                    f"(allowed {rtol:.1g} relative to it); the compressed model was not written. Please report this "
+                    "model: the analyzer should have left these groups unprunable")
         return exact.difference / max(exact.scale, 1e-30)

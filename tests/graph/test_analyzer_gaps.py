@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from only_train_once import OTO
-from tests.compression_check import compress_and_compare, prunable_group_count
+from tests.compression_check import compress_and_compare
 
 SMALL = 1e-4
 TOKENS = (2, 3, 8)

@@ -117,7 +117,8 @@ def test_param_groups_cover_every_trainable_parameter_once():
     assert sorted(names) == sorted(n for n, p in model.named_parameters() if p.requires_grad)
     for group in groups:
         assert len(group["params"]) == len(group["p_transform"]) == len(group["p_axes"]) == len(group["p_names"])
-        assert {"id", "num_groups", "is_prunable", "is_auxiliary", "op_names", "node_ids", "auxiliary_ngs"} <= set(group)
+        expected_keys = {"id", "num_groups", "is_prunable", "is_auxiliary", "op_names", "node_ids", "auxiliary_ngs"}
+        assert expected_keys <= set(group)
 
 
 def test_global_unit_ids_are_contiguous_over_prunable_groups():

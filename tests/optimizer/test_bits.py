@@ -126,7 +126,7 @@ def test_cosines_a_hair_outside_the_unit_interval_do_not_crash(monkeypatch):
 
 def test_zero_learning_rate_terminates_with_the_finest_step():
     optimizer, group = _joint_ready(lr=0.0)
-    layers = [l for l in optimizer._quant_groups[optimizer._group_index(group)].layers]
+    layers = list(optimizer._quant_groups[optimizer._group_index(group)].layers)
     gamma, step = optimizer._step_size(group, layers, 0.5, -0.3, 1.0, 1.0, 0.0, (4, 8), apply=False)
     power = float(optimizer._weight_table.range_powers(optimizer._weight_table.select(layers)).max())
     assert gamma == 0.0 and step == pytest.approx(power / (2 ** 7 - 1))

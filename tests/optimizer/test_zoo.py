@@ -5,7 +5,6 @@ units the optimizer zeroed, and its own check (compressed output == full group-s
 """
 
 import pytest
-import torch
 
 from only_train_once import OTO
 from only_train_once.quantization import model_to_quantize_model

@@ -54,7 +54,8 @@ def resolve_criteria(criteria: Union[None, str, Mapping[str, float]], extra: Ite
     if criteria is None or criteria == "default":
         return dict(DEFAULT_IMPORTANCE_WEIGHTS if defaults is None else defaults)
     if not isinstance(criteria, Mapping):
-        raise ValueError(f"importance_score_criteria must be 'default' or a dict {{criterion: weight}}, got {criteria!r}")
+        raise ValueError("importance_score_criteria must be 'default' or a dict {criterion: weight}, "
+                         f"got {criteria!r}")
     known = set(CRITERIA) | set(extra)
     unknown = sorted(set(criteria) - known)
     if unknown:
