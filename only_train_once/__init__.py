@@ -5,6 +5,8 @@
     optimizer = oto.geta(config=GetaConfig(...))   # or oto.geta(lr=...), oto.hesso(...)
     ...train...
     oto.construct_subnet(out_dir="./cache")
+
+Docstrings that cite "SPEC x.y" refer to the sections of docs/algorithms.md.
 """
 
 from .dependency_graph import build_pruning_dependency_graph
