@@ -188,6 +188,11 @@ class SpaceSet:
         sizes = [int(s) for s in sizes]
         if math.prod(sizes) != root.size:
             raise ValueError(f"cannot factor a space of size {root.size} into {sizes}")
+        if sum(size > 1 for size in sizes) <= 1:
+            # Trivial: the space times size-1 axes. Recording it as a factor of itself would make its product
+            # structure cyclic (a segment of one block, later tied back to its own segment, recursed without end).
+            whole = sizes.index(root.size)
+            return [space if i == whole else self.new(1, origin) for i in range(len(sizes))]
         if root.factors is not None:
             current = self.flat_factors(root)
             if [f.size for f in current] == sizes:

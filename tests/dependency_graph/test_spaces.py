@@ -181,15 +181,6 @@ class _Families:
             self.parent[family] = first
 
 
-def _segment_is_one_block(spaces, space, sizes):
-    """Known limitation left out of the fuzz: factoring a concatenation one of whose segments is exactly one block
-    factors that segment as ``[1, block]``; a later union of the block with the segment itself (a GroupNorm over
-    ``cat([x, y])`` whose group is ``x``, then ``x`` related to another group's channels) makes the segment a
-    factor of itself, and ``flat_factors`` recurses without end."""
-    segments = spaces.find(space).segments or []
-    return any(segment.size == math.prod(sizes[1:]) for segment in segments)
-
-
 def _random_algebra(seed):
     """Random operations like the catalogue's, recorded as relations that resolution must respect."""
     rng = random.Random(seed)
@@ -217,7 +208,7 @@ def _random_algebra(seed):
                 unions.append((space, other))
         elif op < 0.6:
             sizes = _factorizations(space.size, rng)
-            if sizes and not _segment_is_one_block(spaces, space, sizes):
+            if sizes:
                 factors = spaces.factor(space, sizes, "factor")
                 products.append((space, factors))
                 for factor in factors:
