@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,8 +50,14 @@ def choose_units(groups: Sequence, seed: int) -> Dict[int, np.ndarray]:
     return masks
 
 
-def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndarray]) -> None:
-    """Zero, in ``tensors`` (name -> tensor of a copy of the model), every trainable slice owned by a masked unit."""
+#: Zeroed slices, to put back: (tensor, axis, positions, values before zeroing).
+Saved = List[Tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]
+
+
+def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndarray]) -> Saved:
+    """Zero, in ``tensors`` (name -> tensor of the traced model), every trainable slice owned by a masked unit;
+    returns what :func:`restore_units` needs to put the values back exactly."""
+    saved: Saved = []
     with torch.no_grad():
         for group in graph.node_groups.values():
             for member in group.trainable_members():
@@ -64,14 +70,31 @@ def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndar
                     if mine.any():
                         hit[mine] = mask[indices[mine]]
                 if hit.any():
-                    positions = torch.from_numpy(np.flatnonzero(hit)).to(tensors[member.name].device)
-                    tensors[member.name].index_fill_(member.axis, positions, 0)
+                    tensor = tensors[member.name]
+                    positions = torch.from_numpy(np.flatnonzero(hit)).to(tensor.device)
+                    saved.append((tensor, member.axis, positions, tensor.index_select(member.axis, positions)))
+                    tensor.index_fill_(member.axis, positions, 0)
+    return saved
+
+
+def restore_units(saved: Saved) -> None:
+    """Undo :func:`zero_units` bit for bit (in reverse order: a tensor zeroed along two axes comes back whole)."""
+    with torch.no_grad():
+        for tensor, axis, positions, values in reversed(saved):
+            tensor.index_copy_(axis, positions, values)
 
 
 def named_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
     tensors = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
     return tensors
+
+
+def structural_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules that shares its parameters and buffers (no tensor data is copied).
+    ``apply_plan`` on the copy replaces the copy's tensors by new, smaller ones; the original keeps its own."""
+    shared = {id(tensor): tensor for tensor in named_tensors(model).values()}
+    return copy.deepcopy(model, memo=shared)
 
 
 class GroupChecker:
@@ -85,18 +108,24 @@ class GroupChecker:
         self.trials = 0
 
     def passes(self, groups: Sequence, masks: Dict[int, np.ndarray]) -> bool:
-        """Zero the units of ``groups`` on a scratch copy, build its subnet, compare; True when equivalent."""
+        """Zero the units of ``groups`` in the model (restored exactly afterwards), build the subnet on a copy of
+        the modules that shares the tensors, compare on the dummy input; True when equivalent."""
         self.trials += 1
-        scratch = copy.deepcopy(self.model)
-        tensors = named_tensors(scratch)
-        zero_units(self.graph, tensors, {g.key: masks[g.key] for g in groups})
+        saved = zero_units(self.graph, named_tensors(self.model), {g.key: masks[g.key] for g in groups})
         try:
-            verifier = SubnetVerifier(scratch, self.graph.dummy_input, self.tolerance, fresh_inputs=0,
+            return self._subnet_matches()
+        finally:
+            restore_units(saved)
+
+    def _subnet_matches(self) -> bool:
+        try:
+            verifier = SubnetVerifier(self.model, self.graph.dummy_input, self.tolerance, fresh_inputs=0,
                                       rounding=False)
         except SubnetConstructionError:
             return True  # the zeroed full model is not finite: nothing to learn about the groups
+        scratch = structural_copy(self.model)
         try:
-            apply_plan(self.graph, scratch, build_plan(self.graph, tensors))
+            apply_plan(self.graph, scratch, build_plan(self.graph, named_tensors(scratch)))
         except Exception as error:  # a subnet that cannot even be built fails the check
             logger.debug("scratch subnet construction failed: %s: %s", type(error).__name__, error)
             return False
