@@ -19,7 +19,7 @@ from only_train_once import OTO
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from sanity_check.registry import BACKBONES
 
-DEFAULT_MODELS = "resnet50_cifar10,vgg7_bn,densenet121,simple_vit"
+DEFAULT_MODELS = "resnet50_cifar10,vgg7_bn,densenet121,simple_vit,bert,llama,swin_mini,convnext_mini"
 
 
 def measure(name: str, quantized: bool, repeats: int) -> list:
@@ -38,7 +38,7 @@ def measure(name: str, quantized: bool, repeats: int) -> list:
 
     times = interleaved({"forward": forward, "plain": build(False), "checked": build(True)}, repeats)
     failed = sum(not g.is_prunable and any("build-time" in r for r in g.unprunable_reasons)
-                 for g in OTO(model, dummy_input, verify_groups=True)._graph.node_groups.values())
+                 for g in OTO(model, dummy_input, verify_groups=True).groups)
     extra = times["checked"] - times["plain"]
     return [name, "W+A" if quantized else "float", f"{1000 * times['forward']:.0f}", f"{1000 * times['plain']:.0f}",
             f"{1000 * times['checked']:.0f}", f"{extra / times['plain']:.2f}", f"{extra / times['forward']:.2f}",
