@@ -1,5 +1,6 @@
 """ONNX files the library writes carry checksums of their tensors; damaged files give one clear error."""
 
+import json
 import os
 
 import numpy as np
@@ -117,3 +118,26 @@ def test_a_failed_onnx_write_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError, match="exporter failed"):
         write_onnx_atomically(path, write_half_then_fail)
     assert os.listdir(tmp_path) == []
+
+
+def test_deployable_torch_target_files_carry_checksums(tmp_path):
+    """The other files oto.export writes: whole module, weights-only form and its description."""
+    from only_train_once.export import load_deployed
+    from only_train_once.subnet_construction import load_model
+
+    oto, model = compressed_onnx(tmp_path, "torch")
+    paths = oto.export(str(tmp_path / "deploy"), targets=("torch",))
+    weights = paths["torch"].replace(".pt", ".safetensors")
+    assert outputs(load_model(paths["torch"]), IMAGES)[0].shape == outputs(model, IMAGES)[0].shape
+    load_deployed(ConvNet(), weights)
+    data = bytearray(open(weights, "rb").read())
+    data[-20] ^= 0x10
+    open(weights, "wb").write(bytes(data))
+    with pytest.raises(CorruptFileError, match="_deploy.safetensors.*checksum"):
+        load_deployed(ConvNet(), weights)
+    description = weights.replace(".safetensors", ".json")
+    edited = json.load(open(description))
+    edited["added_bias"].append("fc")
+    json.dump(edited, open(description, "w"))
+    with pytest.raises(CorruptFileError, match="_deploy.json.*checksum"):
+        load_deployed(ConvNet(), weights, description)
