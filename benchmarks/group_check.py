@@ -19,7 +19,7 @@ from only_train_once import OTO
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from sanity_check.registry import BACKBONES
 
-DEFAULT_MODELS = "resnet50_cifar10,vgg7_bn,densenet121,simple_vit"
+DEFAULT_MODELS = "resnet50_cifar10,vgg7_bn,densenet121,simple_vit,bert,llama,swin_mini,convnext_mini"
 
 
 def measure(name: str, quantized: bool, repeats: int) -> list:

@@ -16,7 +16,7 @@ from .dependency_graph import param_groups as group_ops
 from .graph import Graph
 from .graph.control_flow import warn_about_control_flow
 from .optimizer.config import GetaConfig, HessoConfig
-from .subnet_construction.group_check import run_check
+from .subnet_construction.group_check import run_check, wanted
 from .utils import warn_ignored
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,15 @@ class OTO:
     architecture: the zeroed groups stay in place with their parameters exactly zero (nothing is removed).
     The reference's operator-erasing search (``h2spg``) is not provided.
 
-    ``verify_groups``: check the groups right after the build by pruning random units of each on a scratch copy
-    (:meth:`verify_groups`); a group the analyzer got wrong is then left unprunable before training instead of
-    failing ``construct_subnet`` after it. Off by default: it costs one deep copy of the model, two forwards and
-    one in-memory subnet construction, measured at 1.3x to 5x the graph build on the sanity zoo
-    (``benchmarks/group_check.py``); ``construct_subnet`` verifies the compressed model either way.
+    ``verify_groups`` (default ``"auto"``): check the groups right after the build (:meth:`verify_groups`): random
+    units of every prunable group are zeroed at once, the subnet is built in memory and compared with the model;
+    only if that fails, the groups responsible are found by bisection. A group the analyzer got wrong is then left
+    unprunable, with one warning naming it, before training instead of failing ``construct_subnet`` after it: an
+    analyzer mistake costs compression, never a training run. It costs one forward of the model and one of the
+    subnet, 0.4x to 1.6x the graph build on the sanity zoo (``benchmarks/group_check.py``), and holds about the
+    model's size again in memory while it runs. ``"auto"`` runs it for models whose parameters and buffers take at
+    most 1 GiB (``subnet_construction.group_check.AUTO_MAX_BYTES``); ``True`` always, ``False`` never.
+    ``construct_subnet`` verifies the compressed model either way.
 
     Limitation: the graph is one execution path, the dummy input's. Control flow that depends on tensor values
     (``if x.sum() > 0``, a loop count read from a tensor) is not captured: groups follow the traced path only,
@@ -82,7 +86,7 @@ class OTO:
 
     def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, compress_mode: str = "prune",
                  skip_patterns: Union[None, str, Sequence[str]] = None, strict_out_nodes: bool = False,
-                 verify_groups: bool = False, check_control_flow: bool = False):
+                 verify_groups: Union[bool, str] = "auto", check_control_flow: bool = False):
         if compress_mode not in _MODES:
             raise ValueError(f"compress_mode must be one of {_MODES}, got {compress_mode!r}")
         self._model = model
@@ -98,8 +102,8 @@ class OTO:
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
                 self.set_trainable()
-                if verify_groups:
-                    self.verify_groups()
+                if wanted(verify_groups, model):
+                    self.verify_groups(requested=verify_groups is True)
                 if check_control_flow:
                     self.check_control_flow()
                 self.cluster_node_groups()
@@ -144,13 +148,13 @@ class OTO:
         """Partition the parameters into pruning zero-invariant groups."""
         build_pruning_dependency_graph(self._require_graph())
 
-    def verify_groups(self, tolerance: float = 1e-4) -> List[str]:
-        """Check the pruning groups on a scratch copy of the model (see :mod:`subnet_construction.group_check`).
-
-        Each group whose removal would change the model's output (an analyzer mistake) is left unprunable, with
-        the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
+    def verify_groups(self, tolerance: float = 1e-4, requested: bool = True) -> List[str]:
+        """Check the pruning groups (see :mod:`subnet_construction.group_check`; the model is left bit for bit as it
+        was). Each group whose removal would change the model's output (an analyzer mistake) is left unprunable,
+        with the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
+        ``requested=False`` (the ``"auto"`` default of ``OTO``) logs a check that cannot run at info level.
         """
-        failed = run_check(self._require_graph(), self._model, tolerance)
+        failed = run_check(self._require_graph(), self._model, tolerance, requested)
         return [group.id for group in failed]
 
     def check_control_flow(self) -> Optional[str]:

@@ -5,7 +5,8 @@ activation quantizers are ``torch.fx`` GraphModules, pickled as generated code (
 ``torch.load(..., weights_only=False)``. The weights-only form loads on torch >= 2.6 without unpickling:
 ``<base>_deploy.safetensors`` plus ``<base>_deploy.json`` (the compressed architecture as construct_subnet's
 subnet description, the folded BatchNorms, the activation quantizers), applied by :func:`load_deployed` to a fresh
-instance of the original model class.
+instance of the original model class. All three carry checksums of their data and are written atomically
+(:mod:`..subnet_construction.integrity`); :func:`load_deployed` verifies them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from torch import nn
 
 from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
+from ..subnet_construction.integrity import CorruptFileError, content_checksum, reading, save_module, write_atomically
+from ..subnet_construction.io import read_weights, save_weights
 from .baking import ActivationQuantizer, attach_activation_quantizer
 from .bn_folding import norm_replacement
 
@@ -28,14 +31,30 @@ DEPLOY_FORMAT = "only_train_once.deploy/1"
 
 def save_deployed(model: nn.Module, base: str, description: dict) -> str:
     """Write ``<base>_deploy.pt``, ``.safetensors`` and ``.json``; returns the ``.pt`` path."""
-    from safetensors.torch import save_model
-
     path = base + "_deploy.pt"
-    torch.save(model, path)
-    save_model(model, base + "_deploy.safetensors")
-    with open(base + "_deploy.json", "w", encoding="utf-8") as handle:
-        json.dump(description, handle, indent=1, sort_keys=True)
+    save_module(model, path)
+    save_weights(model, base + "_deploy.safetensors")
+    data = dict(description)
+    data["checksum"] = content_checksum(data)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+
+    write_atomically(base + "_deploy.json", write)
     return path
+
+
+def _load_description(path: str) -> dict:
+    with reading(path, "a deployment description (JSON) written by oto.export"):
+        with open(path, encoding="utf-8") as handle:
+            description = json.load(handle)
+        if not isinstance(description, dict):
+            raise ValueError("the JSON document is not an object")
+    if "checksum" in description and description["checksum"] != content_checksum(description):
+        raise CorruptFileError(f"{path}: the deployment description does not match its checksum (the file was "
+                               "changed after it was written)")
+    return description
 
 
 def _standard(module: nn.Module) -> nn.Module:
@@ -49,13 +68,14 @@ def _standard(module: nn.Module) -> nn.Module:
 def load_deployed(model: nn.Module, weights_path: str, description_path: Optional[str] = None) -> nn.Module:
     """Turn ``model``, a fresh instance of the original architecture, into the deployed model; returns it (eval).
 
-    ``description_path`` defaults to the ``.json`` next to ``weights_path``. No unpickling.
+    ``description_path`` defaults to the ``.json`` next to ``weights_path``. No unpickling. Raises
+    ``CorruptFileError`` naming a damaged, truncated or empty file.
     """
     from safetensors.torch import load_model
 
     description_path = description_path or weights_path.rsplit(".", 1)[0] + ".json"
-    with open(description_path, encoding="utf-8") as handle:
-        description = json.load(handle)
+    description = _load_description(description_path)
+    read_weights(weights_path)  # verifies the checksums before anything is changed
     if description.get("format") != DEPLOY_FORMAT:
         raise ValueError(f"{description_path} is not a deployment description (format {DEPLOY_FORMAT!r})")
     if description.get("subnet"):

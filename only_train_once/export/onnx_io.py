@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..subnet_construction.onnx_integrity import verify_onnx_file, write_onnx_atomically
 from .model_io import ExportWrapper, input_items
 
 __all__ = ["OnnxExportError", "export_onnx", "run_onnx", "optimized_op_types", "session"]
@@ -66,7 +67,9 @@ def export_onnx(model: nn.Module, inputs: Any, path: str, output_names: Sequence
                 probe_outputs: Tuple[Sequence[Tensor], Sequence[Tensor]], probe_inputs: Tuple[Any, Any],
                 dynamic: bool = True, torchscript_only: bool = False) -> str:
     """Write ``model`` as ONNX to ``path`` with dynamic axes; ``probe_*``: the outputs on two input shapes (the
-    axes that change become dynamic). Raises :class:`OnnxExportError` naming both exporters' errors."""
+    axes that change become dynamic). The file is written atomically, with checksums of its tensors in its
+    metadata (:func:`~..subnet_construction.onnx_integrity.verify_onnx_file`). Raises :class:`OnnxExportError`
+    naming both exporters' errors."""
     items = input_items(inputs)
     input_names = [_clean(name) for name, _ in items]
     outputs = [_clean(name) for name in output_names]
@@ -82,7 +85,8 @@ def export_onnx(model: nn.Module, inputs: Any, path: str, output_names: Sequence
     errors = []
     for dynamo in ((False,) if torchscript_only else (False, True)):
         try:
-            _export(wrapper, args, path, input_names, outputs, axes, dynamo)
+            write_onnx_atomically(path, lambda temporary: _export(wrapper, args, temporary, input_names, outputs,
+                                                                  axes, dynamo))
             return path
         except Exception as error:  # the exporters raise many types; both messages go into the report
             errors.append(f"{'torch.export' if dynamo else 'TorchScript'} exporter: {type(error).__name__}: "
@@ -106,11 +110,14 @@ def _export(wrapper: nn.Module, args: tuple, path: str, input_names: List[str], 
 
 
 def session(path: str, threads: int = 0, optimized_path: Optional[str] = None, log_severity: int = 3,
-            spinning: bool = True):
+            spinning: bool = True, verify: bool = True):
     """An onnxruntime CPU session for ``path`` (``threads`` 0: onnxruntime's default). ``spinning=False``: idle
-    worker threads sleep instead of spinning (they would steal the cores of whatever runs next)."""
+    worker threads sleep instead of spinning (they would steal the cores of whatever runs next). ``verify``: check
+    the file's checksums first (``CorruptFileError`` naming a damaged, truncated or empty file)."""
     import onnxruntime as ort
 
+    if verify:
+        verify_onnx_file(path)
     options = ort.SessionOptions()
     options.log_severity_level = log_severity
     if not spinning:

@@ -36,6 +36,7 @@ import torch
 from onnx import version_converter
 from torch import nn
 
+from ..subnet_construction.onnx_integrity import save_onnx
 from ..utils import eval_mode
 from .integer_weights import UnsupportedBitWidthError, activation_grid, integer_weight, quantized_layers
 from .qdq_markers import ACTIVATION_MARKER, MARKER_DOMAIN, WEIGHT_MARKER, QuantizerMarking
@@ -78,7 +79,8 @@ def export_qdq_onnx(model: nn.Module, dummy_input: Any, path: str) -> str:
     has its shapes. Every quantized layer's weight is an integer initializer dequantized by ``DequantizeLinear``
     (scale: the layer's step ``d``); in weight+activation mode its input goes through ``Clip`` ->
     ``QuantizeLinear`` -> ``DequantizeLinear`` (module docstring for the types, :mod:`.qdq_rewrite` for the
-    graph). onnxruntime computes the fake-quantized model's function: weights bitwise, activations up to
+    graph). The file is written atomically with checksums of its tensors (``verify_onnx_file`` checks them).
+    onnxruntime computes the fake-quantized model's function: weights bitwise, activations up to
     floating-point rounding of values that land on a rounding boundary. Raises ``NoQuantizedLayersError`` without
     quantized layers, ``UnsupportedBitWidthError`` for weights over 32 or activations over 16 integer bits,
     ``ValueError`` for a model that is not float32.
@@ -100,7 +102,7 @@ def export_qdq_onnx(model: nn.Module, dummy_input: Any, path: str) -> str:
     counts = replace_markers(converted, weights, activations)
     converted.ir_version = max(converted.ir_version, onnx.helper.find_min_ir_version_for(converted.opset_import))
     onnx.checker.check_model(converted)
-    onnx.save(converted, path)
+    save_onnx(converted, path)
     logger.info("wrote QDQ ONNX %s: %d weight and %d activation quantizers, weight bits %s", path,
                 counts[WEIGHT_MARKER], counts[ACTIVATION_MARKER],
                 sorted({weight.bits for weight in weights.values()}))

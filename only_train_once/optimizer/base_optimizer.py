@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
 from ..meta_device import check_materialized
-from .finite import NON_FINITE_POLICIES, NonFiniteError, describe, non_finite_names
+from .finite import NON_FINITE_POLICIES, NonFiniteError, NormBounds, describe, non_finite_names, unsafe_descent_names
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,8 @@ class BaseOptimizer(Optimizer):
     gradient (and its square), as the reference implementation does.
 
     ``non_finite`` (:mod:`.finite`): ``"raise"`` (default) raises :class:`NonFiniteError` naming the parameters
-    whose gradient is NaN/inf before anything is written; ``"skip"`` skips such steps with a warning.
+    whose gradient is NaN/inf, or that the step would make NaN/inf, before anything is written; ``"skip"`` skips
+    such steps with a warning.
     """
 
     def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
@@ -91,6 +92,7 @@ class BaseOptimizer(Optimizer):
             raise ValueError("parameter names (p_names) must be unique over all param groups")
         self.moment_initialization = moment_initialization
         self.non_finite = non_finite
+        self.norm_bounds = NormBounds()  # of the parameters' norms, for the finiteness check of each update
         self.num_steps = 0
         self.safe_guard = 1e-8
         self.first_moment_grads: Dict[str, Tensor] = {}
@@ -113,15 +115,15 @@ class BaseOptimizer(Optimizer):
         return self.param_groups[-1]["lr"]
 
     # -- non-finite values ------------------------------------------------------------------------------
-    def _named(self, with_grad: bool) -> tuple:
-        pairs = [(p.grad if with_grad else p, name) for group in self.param_groups
-                 for p, name in zip(group["params"], group["p_names"]) if not with_grad or p.grad is not None]
+    def _named_gradients(self) -> tuple:
+        pairs = [(p.grad, name) for group in self.param_groups
+                 for p, name in zip(group["params"], group["p_names"]) if p.grad is not None]
         return [t for t, _ in pairs], [n for _, n in pairs]
 
     def gradients_are_finite(self) -> bool:
         """True when every gradient is finite; otherwise raise :class:`NonFiniteError` (``non_finite="raise"``)
         or log and return False so that the step is skipped (``non_finite="skip"``). See :mod:`.finite`."""
-        bad = non_finite_names(*self._named(with_grad=True))
+        bad = non_finite_names(*self._named_gradients())
         if not bad:
             return True
         message = (f"NaN or inf in the gradient of {describe(bad)} before step {self.num_steps + 1}; no parameter "
@@ -132,13 +134,19 @@ class BaseOptimizer(Optimizer):
         logger.warning("%s: skipping the step (non_finite='skip')", message.split("; no parameter")[0])
         return False
 
-    def check_parameters_finite(self) -> None:
-        """Raise :class:`NonFiniteError` naming every parameter the last step made NaN or inf."""
-        bad = non_finite_names(*self._named(with_grad=False))
-        if bad:
-            raise NonFiniteError(f"step {self.num_steps} produced NaN or inf in {describe(bad)} from finite "
-                                 "gradients; please report this model and optimizer settings (a learning rate far "
-                                 "too large can also overflow)")
+    def update_is_finite(self, unsafe: Sequence[str]) -> bool:
+        """True when ``unsafe`` (parameters this step would make NaN/inf, found before writing) is empty; otherwise
+        raise :class:`NonFiniteError` naming them (``non_finite="raise"``) or log and return False so that the
+        caller writes nothing (``non_finite="skip"``; the step counter and moment estimates have advanced)."""
+        if not unsafe:
+            return True
+        message = (f"step {self.num_steps} would write NaN or inf (or values within a factor 4 of overflow) into "
+                   f"{describe(list(unsafe))} from finite gradients; no parameter was changed. Lower the learning "
+                   "rate (lr, and lr_quant for quantizer parameters), or pass non_finite='skip' to skip such steps")
+        if self.non_finite == "raise":
+            raise NonFiniteError(message)
+        logger.warning("%s: skipping the update (non_finite='skip')", message.split("; no parameter")[0])
+        return False
 
     # -- gradient variant -----------------------------------------------------------------------------
     def compute_grad_variant(self) -> None:
@@ -246,7 +254,12 @@ class BaseOptimizer(Optimizer):
         plan = DescentPlan()
         plan.add(group, [(j, group["lr"]) for j in range(len(group["params"]))], self._variants[index],
                  decay=group["variant"] == "adamw")
-        plan.run()
+        if self.update_is_finite(plan.unsafe_names(self.norm_bounds)):
+            plan.run()
+
+    def seal_norm_bounds(self) -> None:
+        """End of a step: the norm bounds hold for the parameters as they are now (:class:`.finite.NormBounds`)."""
+        self.norm_bounds.seal(p for group in self.param_groups for p in group["params"])
 
     def _group_index(self, group: dict) -> int:
         for index, candidate in enumerate(self.param_groups):
@@ -256,11 +269,14 @@ class BaseOptimizer(Optimizer):
 
 
 class DescentPlan:
-    """Collects ``p <- p - lr * g`` updates (and decoupled decays) and runs them as few foreach kernels."""
+    """Collects ``p <- p - lr * g`` updates (and decoupled decays) and runs them as few foreach kernels;
+    :meth:`unsafe_names` says, before :meth:`run`, which would not stay finite."""
 
     def __init__(self) -> None:
         self._steps: Dict[float, Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
         self._decays: Dict[float, List[Tensor]] = defaultdict(list)
+        # (param, variant, name, decay factor, lr) of every queued update, for the finiteness check
+        self._updates: List[Tuple[Tensor, Tensor, str, float, float]] = []
 
     def add(self, group: dict, entries: Iterable[Tuple[int, float]], variants: Sequence[Optional[Tensor]],
             decay: bool = False) -> None:
@@ -269,14 +285,23 @@ class DescentPlan:
         weight_decay = group["weight_decay"] if decay else 0.0
         for j, lr in entries:
             variant = variants[j]
-            if variant is None:
+            if variant is None or not lr:
                 continue
-            if weight_decay and lr:
-                self._decays[1.0 - lr * weight_decay].append(params[j])
-            if lr:
-                step_params, step_variants = self._steps[lr]
-                step_params.append(params[j])
-                step_variants.append(variant)
+            factor = 1.0 - lr * weight_decay
+            if weight_decay:
+                self._decays[factor].append(params[j])
+            step_params, step_variants = self._steps[lr]
+            step_params.append(params[j])
+            step_variants.append(variant)
+            self._updates.append((params[j], variant, group["p_names"][j], factor, lr))
+
+    def unsafe_names(self, bounds: NormBounds) -> List[str]:
+        """Names of the queued parameters whose update would not stay finite (:func:`.finite.unsafe_descent_names`;
+        ``bounds``: the optimizer's :class:`.finite.NormBounds`, updated for the values after :meth:`run`)."""
+        if not self._updates:
+            return []
+        params, variants, names, factors, lrs = map(list, zip(*self._updates))
+        return unsafe_descent_names(params, variants, names, factors, lrs, bounds)
 
     def run(self) -> None:
         with torch.no_grad():

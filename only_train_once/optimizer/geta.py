@@ -38,6 +38,7 @@ from torch.optim.optimizer import required
 from ..quantization.quantizer import MIN_MAGNITUDE, QuantizationType, bit_width, fake_quantize, step_size_for_bits
 from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import DescentPlan, check_choice, check_non_negative
+from .finite import NormBounds, TensorSnapshot, non_finite_names, slice_norms, within_headroom
 from .metrics import SparseOptimizerMetrics
 from .quant_groups import QuantGroup, QuantLayer, QuantLayerTable, classify_group, unit_step
 from .training_health import HealthThresholds, QuantizerSnapshot, TrainingCollapseWarning, TrainingHealth
@@ -74,6 +75,29 @@ class _RedundantPart:
         self.grad = grad
         self.layer = layer
         self.clipped: Optional[Tensor] = None
+
+
+class _Forgetting:
+    """The forget term of one group's joint step, computed before anything is written: ``slices -= gamma * Q(x)``
+    for each redundant slice, applied after the gradient step once it is known to stay finite."""
+
+    def __init__(self, gamma: float):
+        self.gamma = gamma
+        self.terms: List[Tuple[object, Tensor, Tensor, str]] = []  # (unit slices, positions, Q(x), param name)
+        self.norms: List[float] = []
+
+    def add(self, unit_slices, positions: Tensor, forgotten: Tensor, name: str) -> None:
+        self.terms.append((unit_slices, positions, forgotten, name))
+
+    def unsafe_names(self) -> List[str]:
+        """Parameters whose term ``gamma * Q(x)`` is not finite or not within the headroom (:mod:`.finite`)."""
+        self.norms = [abs(self.gamma) * norm for norm in slice_norms([t for _, _, t, _ in self.terms])]
+        return [name for (_, _, t, name), norm in zip(self.terms, self.norms) if not within_headroom(norm, t.dtype)]
+
+    def apply(self, bounds: NormBounds) -> None:
+        for (unit_slices, positions, forgotten, _), norm in zip(self.terms, self.norms):
+            unit_slices.param.index_add_(unit_slices.axis, positions, forgotten, alpha=-self.gamma)
+            bounds.grow(unit_slices.param, norm)
 
 
 class GETA(BaseHybridSparseOptimizer):
@@ -215,20 +239,46 @@ class GETA(BaseHybridSparseOptimizer):
         phase = self.phase(step)
         joint = [i for i, g in enumerate(self.param_groups) if g.get("active_redundant_idxes")]
         captured = {index: self._capture_redundant(index) for index in joint}
-        self._descend(joint)
-        for index in joint:
-            self._joint_update(index, captured[index], position)
+        # The quantizer parameters (small) are updated first and restored if anything would not be finite; the
+        # weights are written only after every check passed (see :mod:`.finite`).
+        snapshot = TensorSnapshot(self._quantizer_parameters())
+        self._descent_plan(joint, quantizers=True).run()
+        forgetting = [self._joint_forgetting(index, captured[index], position) for index in joint]
+        self._project_bits(phase, set(joint))
+        weights = self._descent_plan(joint, quantizers=False)
+        unsafe = self._unsafe_update_names(weights, forgetting)
+        if unsafe:
+            snapshot.restore()
+        if not self.update_is_finite(unsafe):
+            return loss
+        weights.run()
+        for forget in forgetting:
+            forget.apply(self.norm_bounds)
         if self.active_redundant_group_idxes:
             # Every redundant slice, the groups' own included, fades by (P - t - 1) / (P - t), as in HESSO: the
             # forget rate alone is capped near lr * 1e-3 when the gradient opposes it, so the commit at the
             # period's end used to remove units at full strength (issue 19).
             self._shrink_active(self._shrink_factor(position))
-        self._project_bits(phase, set(joint))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
-        self.check_parameters_finite()
+        self.seal_norm_bounds()
         self._check_health_if_period_ends(step)
         return loss
+
+    def _quantizer_parameters(self) -> List[Tensor]:
+        return [group["params"][j] for group, quant_group in zip(self.param_groups, self._quant_groups)
+                for j in quant_group.quant]
+
+    def _unsafe_update_names(self, weights: DescentPlan, forgetting: List["_Forgetting"]) -> List[str]:
+        """Parameters this step would make NaN/inf: quantizer parameters already updated (they are small), the
+        weights' descent and the forget terms of the joint step, checked before they are written."""
+        names = [name for group, quant_group in zip(self.param_groups, self._quant_groups)
+                 for name in (group["p_names"][j] for j in quant_group.quant)]
+        unsafe = non_finite_names(self._quantizer_parameters(), names)
+        unsafe += weights.unsafe_names(self.norm_bounds)
+        for forget in forgetting:
+            unsafe += forget.unsafe_names()
+        return list(dict.fromkeys(unsafe))
 
     # -- training health (issue 19) -------------------------------------------------------------------------
     def report_loss(self, loss: Union[Tensor, float]) -> None:
@@ -284,21 +334,22 @@ class GETA(BaseHybridSparseOptimizer):
         metrics.activation_step_sizes = snapshot.activation_step_sizes
         return metrics
 
-    def _descend(self, joint: Sequence[int]) -> None:
+    def _descent_plan(self, joint: Sequence[int], quantizers: bool) -> DescentPlan:
+        """The gradient step of the quantizer parameters (``quantizers``) or of every other parameter."""
         plan = DescentPlan()
         for index, group in enumerate(self.param_groups):
             quant_group = self._quant_groups[index]
             lr, lr_quant = group["lr"], group["lr_quant"]
-            if index in joint:
-                entries = [(j, lr_quant) for j in quant_group.range_exponent_wt]
-                entries += [(j, lr) for j in quant_group.plain]
-                plan.add(group, entries, self._variants[index], decay=False)
-                continue
-            plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
-                     decay=False)
-            plan.add(group, [(j, lr) for j in quant_group.plain], self._variants[index],
-                     decay=group["variant"] == "adamw")
-        plan.run()
+            if not quantizers:
+                plan.add(group, [(j, lr) for j in quant_group.plain], self._variants[index],
+                         decay=group["variant"] == "adamw" and index not in joint)
+            elif index in joint:
+                plan.add(group, [(j, lr_quant) for j in quant_group.range_exponent_wt], self._variants[index],
+                         decay=False)
+            else:
+                plan.add(group, [(j, lr_quant) for j in quant_group.quant], self._relative_step_variants(index),
+                         decay=False)
+        return plan
 
     def _relative_step_variants(self, index: int) -> List[Optional[Tensor]]:
         """Group ``index``'s gradient variants with each weight step size's scaled by ``|d_quant_wt|``.
@@ -360,13 +411,16 @@ class GETA(BaseHybridSparseOptimizer):
             parts.append(_RedundantPart(k, values, grad, layer))
         return parts
 
-    def _joint_update(self, index: int, parts: List[_RedundantPart], position: int) -> None:
-        """After the gradient step: redundant slices ``-= gamma * Q(x)`` (``x`` their values before the step)."""
+    def _joint_forgetting(self, index: int, parts: List[_RedundantPart], position: int) -> "_Forgetting":
+        """The joint step's forget term of group ``index`` (``x`` the redundant slices' values before the step):
+        ``gamma`` and ``Q(x)``, with the group's new weight steps written; the slices change in
+        :meth:`_Forgetting.apply`, after the gradient step."""
         group = self.param_groups[index]
         gamma, step_size = self._gamma_and_step(index, parts, position, (self.min_bit_wt, self.max_bit_wt))
         self.gamma, self.d_quant = gamma, step_size
+        forget = _Forgetting(gamma)
         if not gamma:
-            return
+            return forget
         params = group["params"]
         for part in parts:
             unit_slices = self.layout.slices[part.slice_index]
@@ -375,8 +429,9 @@ class GETA(BaseHybridSparseOptimizer):
                 step = _magnitude(params[part.layer.index("d_quant_wt")], part.clipped)
                 # Q(W) = d * round(C(W) / d) (round is odd-symmetric), with the new step d.
                 forgotten = part.clipped.div_(step).round_().mul_(step)
-            unit_slices.param.index_add_(unit_slices.axis, self._active_positions[part.slice_index], forgotten,
-                                         alpha=-gamma)
+            forget.add(unit_slices, self._active_positions[part.slice_index], forgotten,
+                       group["p_names"][unit_slices.param_index])
+        return forget
 
     def compute_gamma_d(self, param_group: dict, active_redundant_idxes: Optional[Sequence[int]] = None,
                         bit_range: Optional[Sequence[float]] = None) -> Tuple[float, Optional[float]]:
@@ -535,7 +590,8 @@ class GETA(BaseHybridSparseOptimizer):
                  decay=False)
         plan.add(param_group, [(j, lr) for j in quant_group.plain], self._variants[index],
                  decay=param_group["variant"] == "adamw")
-        plan.run()
+        if self.update_is_finite(plan.unsafe_names(self.norm_bounds)):
+            plan.run()
         return quant_group.layers
 
     def partial_projected_gradient_descent_step_range_wt(self, param_group: dict) -> None:

@@ -70,12 +70,15 @@ class HESSO(BaseHybridSparseOptimizer):
             lr = group["lr"]
             plan.add(group, [(j, lr) for j in range(len(group["params"]))], self._variants[index],
                      decay=group["variant"] == "adamw")
+        if not self.update_is_finite(plan.unsafe_names(self.norm_bounds)):
+            return loss
         plan.run()
+        # The shrink multiplies by a factor in [0, 1] and the hold writes zeros: both keep the values finite.
         if self.active_redundant_group_idxes:
             self._shrink_active(self._shrink_factor(position))
         self._hold_pruned_at_zero()
         self._commit_if_period_ends(step, position)
-        self.check_parameters_finite()
+        self.seal_norm_bounds()
         return loss
 
     def _state_keys(self):

@@ -47,7 +47,7 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
                  sampling_steps: Optional[int] = None, hybrid_training_steps: Optional[int] = None,
                  importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  proj_per_node_group: bool = True, fixed_zero_groups: bool = True,
-                 moment_initialization: str = "standard"):
+                 moment_initialization: str = "standard", non_finite: str = "raise"):
         for name, value in (("start_cric_step", start_cric_step), ("tolerance", tolerance)):
             if int(value) != value or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -60,7 +60,7 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
                          target_group_sparsity=target_group_sparsity, group_divisible=group_divisible,
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
-                         moment_initialization=moment_initialization)
+                         moment_initialization=moment_initialization, non_finite=non_finite)
         if importance_score_criteria in (None, "default"):
             self.importance_score_criteria = dict(self._criteria_defaults)
         self.tolerance = int(tolerance)
@@ -105,7 +105,8 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
             self._probe(loss_value)
         if self.stage == "sampling" and (self.num_steps - self.stage_start - 1) % self.sampling_steps == 0:
             self._sample_cycle()
-        self._descend()
+        if not self._descend():
+            return loss
         if self.stage == "probing" and not self._trial_pending and self.reference_loss is not None:
             self._start_trial()
         if self.stage == "hybrid":
@@ -115,6 +116,7 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
                 self.commit_redundant_idxes()
                 self._enter("pruned")
         self._hold_pruned_at_zero()
+        self.seal_norm_bounds()
         return loss
 
     def _enter(self, stage: str) -> None:
@@ -123,12 +125,16 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
         if stage == "hybrid":
             self._select_final()
 
-    def _descend(self) -> None:
+    def _descend(self) -> bool:
+        """The gradient step of every group; False (nothing written) when it would not stay finite."""
         plan = DescentPlan()
         for index, group in enumerate(self.param_groups):
             plan.add(group, [(j, group["lr"]) for j in range(len(group["params"]))], self._variants[index],
                      decay=group["variant"] == "adamw")
+        if not self.update_is_finite(plan.unsafe_names(self.norm_bounds)):
+            return False
         plan.run()
+        return True
 
     # -- probing ----------------------------------------------------------------------------------------
     def _probes(self) -> List[tuple]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
 from .modules import PrunedMultiheadAttention
-from .plan import PruningPlan, kept_size
+from .plan import MaskLookup, PruningPlan, kept_size
 
 
 @dataclass
@@ -53,8 +53,9 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> N
         data = old.detach()
         for axis, kept in axes.items():
             data = data.index_select(axis, kept.to(data.device))
-        new = nn.Parameter(data.clone(), requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) \
-            else data.clone()
+        if not axes:  # index_select copies; only a tensor it did not touch needs its own copy
+            data = data.clone()
+        new = nn.Parameter(data, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else data
         replacements[id(old)] = new
         spec.shapes[name] = list(new.shape)
     for module in model.modules():
@@ -128,6 +129,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     modules = dict(model.named_modules())  # ``model`` may be a copy of the traced model: find modules by name
     attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
                            if isinstance(m, nn.MultiheadAttention)}
+    removed = MaskLookup(plan.pruned_units)
     old_attributes = {}
     for node in graph.nodes.values():
         shrink = MODULE_SHRINKS.get(node.op_name)
@@ -137,7 +139,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
             continue
         channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
         old_attributes[id(module)] = (node, module_name, module,
-                                      kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
+                                      kept_size(graph, removed, node.inputs[0], channel_axis))
     _replace_tensors(model, plan, spec)
     for node, module_name, module, kept_in in old_attributes.values():
         updater: Callable = MODULE_SHRINKS[node.op_name].update
@@ -146,7 +148,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     _replace_attention_modules(model, plan, spec, attention_head_dims)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
-        size = kept_size(graph, plan.pruned_units, update.value_id, update.axis)
+        size = kept_size(graph, removed, update.value_id, update.axis)
         _set_attribute(spec, update.module_name, modules[update.module_name], update.attribute, size)
     return spec
 

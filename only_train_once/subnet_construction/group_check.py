@@ -1,27 +1,27 @@
 """Check the pruning groups at build time, so that an analyzer mistake costs compression, never a training run.
 
-On a scratch copy of the model, random units of every prunable group are zeroed (as ``random_set_zero_groups``
-does), the subnet is built in memory and compared with the zeroed copy (:mod:`.verification`). When it differs,
-the groups responsible are found by bisection and left unprunable, with the reason recorded on the group and
-one warning naming them. The traced model is never touched.
+Random units of every prunable group are zeroed at once in the model itself (their values are saved and put back
+bit for bit afterwards), the subnet is built in memory on a copy of the module tree that shares the tensors,
+and compared with the zeroed model on the dummy input (:mod:`.verification`). Only when that one combined check
+fails are the groups responsible found by bisection and left unprunable, with the reason recorded on the group
+and one warning naming them. Nothing is traced again.
 
-Cost: one deep copy of the model, one in-memory subnet construction and two forwards on the dummy input (a
-randomly initialised model shows analyzer mistakes there; ``construct_subnet`` later also compares on a fresh
-input) while every group passes; a few more per group that fails.
+Cost while every group passes: one forward of the zeroed model, one of the (smaller) subnet, a copy of the
+zeroed slices and of the subnet's tensors (``benchmarks/group_check.py``); a few more per group that fails.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from .apply import apply_plan
-from .plan import build_plan
+from .plan import MaskLookup, plan_for_masks
 from .verification import SubnetConstructionError, SubnetVerifier
 
 logger = logging.getLogger(__name__)
@@ -50,28 +50,59 @@ def choose_units(groups: Sequence, seed: int) -> Dict[int, np.ndarray]:
     return masks
 
 
-def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndarray]) -> None:
-    """Zero, in ``tensors`` (name -> tensor of a copy of the model), every trainable slice owned by a masked unit."""
+#: Zeroed slices, to put back: (tensor, axis, positions, values before zeroing).
+Saved = List[Tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]
+
+
+def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndarray]) -> Saved:
+    """Zero, in ``tensors`` (name -> tensor of the traced model), every parameter slice owned by a masked unit;
+    returns what :func:`restore_units` needs to put the values back exactly."""
+    saved: Saved = []
+    lookup = MaskLookup(masks)
     with torch.no_grad():
         for group in graph.node_groups.values():
-            for member in group.trainable_members():
-                if member.axis is None or member.owners is None:
+            for member in group.members:
+                if not member.is_parameter or member.axis is None or member.owners is None:
                     continue
-                keys, indices = member.owners
-                hit = np.zeros(keys.shape, dtype=bool)
-                for key, mask in masks.items():
-                    mine = keys == key
-                    if mine.any():
-                        hit[mine] = mask[indices[mine]]
+                hit = lookup.removed(*member.owners)
                 if hit.any():
-                    positions = torch.from_numpy(np.flatnonzero(hit)).to(tensors[member.name].device)
-                    tensors[member.name].index_fill_(member.axis, positions, 0)
+                    tensor = tensors[member.name]
+                    positions = torch.from_numpy(np.flatnonzero(hit)).to(tensor.device)
+                    saved.append((tensor, member.axis, positions, tensor.index_select(member.axis, positions)))
+                    tensor.index_fill_(member.axis, positions, 0)
+    return saved
+
+
+def restore_units(saved: Saved) -> None:
+    """Undo :func:`zero_units` bit for bit (in reverse order: a tensor zeroed along two axes comes back whole)."""
+    with torch.no_grad():
+        for tensor, axis, positions, values in reversed(saved):
+            tensor.index_copy_(axis, positions, values)
 
 
 def named_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
     tensors = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
     return tensors
+
+
+def structural_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s module tree that shares its parameters and buffers (no tensor data is copied): each
+    module is copied shallowly with its own parameter, buffer and child dicts, so that ``apply_plan`` on the copy
+    swaps in new, smaller tensors and attributes without touching the original."""
+    copies: Dict[int, nn.Module] = {}
+
+    def twin_of(module: nn.Module) -> nn.Module:
+        if id(module) not in copies:  # a module used twice stays one module
+            twin = copy.copy(module)
+            copies[id(module)] = twin
+            object.__setattr__(twin, "_parameters", dict(module._parameters))
+            object.__setattr__(twin, "_buffers", dict(module._buffers))
+            object.__setattr__(twin, "_modules", {name: None if child is None else twin_of(child)
+                                                  for name, child in module._modules.items()})
+        return copies[id(module)]
+
+    return twin_of(model)
 
 
 class GroupChecker:
@@ -85,18 +116,25 @@ class GroupChecker:
         self.trials = 0
 
     def passes(self, groups: Sequence, masks: Dict[int, np.ndarray]) -> bool:
-        """Zero the units of ``groups`` on a scratch copy, build its subnet, compare; True when equivalent."""
+        """Zero the units of ``groups`` in the model (restored exactly afterwards), build the subnet on a copy of
+        the modules that shares the tensors, compare on the dummy input; True when equivalent."""
         self.trials += 1
-        scratch = copy.deepcopy(self.model)
-        tensors = named_tensors(scratch)
-        zero_units(self.graph, tensors, {g.key: masks[g.key] for g in groups})
+        chosen = {g.key: masks[g.key] for g in groups}
+        saved = zero_units(self.graph, named_tensors(self.model), chosen)
         try:
-            verifier = SubnetVerifier(scratch, self.graph.dummy_input, self.tolerance, fresh_inputs=0,
+            return self._subnet_matches(chosen)
+        finally:
+            restore_units(saved)
+
+    def _subnet_matches(self, masks: Dict[int, np.ndarray]) -> bool:
+        try:
+            verifier = SubnetVerifier(self.model, self.graph.dummy_input, self.tolerance, fresh_inputs=0,
                                       rounding=False)
         except SubnetConstructionError:
             return True  # the zeroed full model is not finite: nothing to learn about the groups
+        scratch = structural_copy(self.model)
         try:
-            apply_plan(self.graph, scratch, build_plan(self.graph, tensors))
+            apply_plan(self.graph, scratch, plan_for_masks(self.graph, masks))
         except Exception as error:  # a subnet that cannot even be built fails the check
             logger.debug("scratch subnet construction failed: %s: %s", type(error).__name__, error)
             return False
@@ -136,15 +174,43 @@ def check_groups(graph, model: nn.Module, tolerance: float = 1e-4, seed: int = 0
     return failed
 
 
-def run_check(graph, model: nn.Module, tolerance: float = 1e-4) -> List:
-    """:func:`check_groups`, except that a model the check cannot run is reported and left as traced."""
+#: ``verify_groups="auto"`` checks a model whose parameters and buffers take at most this many bytes: while it
+#: runs, the check holds about as much again (the zeroed slices and the subnet's tensors).
+AUTO_MAX_BYTES = 1 << 30
+VERIFY_GROUPS_CHOICES = (True, False, "auto")
+
+
+def model_bytes(model: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in named_tensors(model).values())
+
+
+def wanted(verify_groups: Union[bool, str], model: nn.Module) -> bool:
+    """Whether ``OTO(..., verify_groups=...)`` runs the check on ``model`` (``"auto"``: rule of
+    :data:`AUTO_MAX_BYTES`; a model on the meta device has no values to check)."""
+    if verify_groups not in VERIFY_GROUPS_CHOICES or not isinstance(verify_groups, (bool, str)):
+        raise ValueError(f"verify_groups must be True, False or 'auto', got {verify_groups!r}")
+    if verify_groups != "auto":
+        return bool(verify_groups)
+    if any(t.is_meta for t in named_tensors(model).values()):
+        return False
+    size = model_bytes(model)
+    if size > AUTO_MAX_BYTES:
+        logger.info("OTO: build-time group check skipped for a model of %.1f GiB (verify_groups='auto' checks models "
+                    "up to %.0f GiB); pass verify_groups=True to run it", size / 2 ** 30, AUTO_MAX_BYTES / 2 ** 30)
+        return False
+    return True
+
+
+def run_check(graph, model: nn.Module, tolerance: float = 1e-4, requested: bool = True) -> List:
+    """:func:`check_groups`, except that a model the check cannot run is reported (a warning when the check was
+    ``requested``, else an info line) and left as traced."""
+    report = logger.warning if requested else logger.info
     if any(t.is_meta for t in model.parameters()):
-        logger.warning("OTO: the build-time group check needs real tensor values; skipped for a model on the meta "
-                       "device")
+        report("OTO: the build-time group check needs real tensor values; skipped for a model on the meta device")
         return []
     try:
         return check_groups(graph, model, tolerance)
     except Exception as error:
-        logger.warning("OTO: the build-time group check could not run (%s: %s); groups are left as analysed. "
-                       "construct_subnet still verifies the compressed model", type(error).__name__, error)
+        report("OTO: the build-time group check could not run (%s: %s); groups are left as analysed. "
+               "construct_subnet still verifies the compressed model", type(error).__name__, error)
         return []

@@ -2,7 +2,8 @@
 
 Every file the library writes records a digest of each tensor it holds (BLAKE2b over dtype, shape and bytes):
 safetensors files in their metadata under :data:`CHECKSUM_KEY`, whole-module ``.pt`` files in an extra record of
-their zip archive (``torch.load`` ignores it), subnet JSON files over their own content. Loading verifies them;
+their zip archive (``torch.load`` ignores it), subnet JSON files over their own content, ONNX files in their
+``metadata_props`` (:mod:`.onnx_integrity`). Loading verifies them;
 a mismatch, a truncated, empty or foreign file raises :class:`CorruptFileError` naming the file and what was
 expected. Files are written to a temporary name in the same folder and renamed when complete, so an interrupted
 or failed write never leaves a partial file under the final name.
@@ -30,14 +31,18 @@ class CorruptFileError(ValueError):
     """A file the library wrote is damaged (checksum mismatch, truncated, empty) or is not the expected kind."""
 
 
+def data_digest(dtype: str, shape: tuple, data) -> str:
+    """Hex BLAKE2b digest of a tensor's dtype name, shape and bytes (``data``: any buffer, may be empty)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{dtype}{tuple(shape)}".encode())
+    digest.update(data)
+    return digest.hexdigest()
+
+
 def tensor_digest(tensor: torch.Tensor) -> str:
     """Hex BLAKE2b digest of a tensor's dtype, shape and bytes."""
     data = tensor.detach().cpu().contiguous().reshape(-1)
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{data.dtype}{tuple(tensor.shape)}".encode())
-    if data.numel():
-        digest.update(data.view(torch.uint8).numpy())
-    return digest.hexdigest()
+    return data_digest(str(data.dtype), tuple(tensor.shape), data.view(torch.uint8).numpy() if data.numel() else b"")
 
 
 def digests(tensors: Mapping[str, torch.Tensor]) -> Dict[str, str]:

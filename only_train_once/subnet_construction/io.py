@@ -25,6 +25,7 @@ from ..utils import eval_mode
 from .apply import SubnetSpec, restore_subnet
 from .integrity import (CHECKSUM_KEY, CorruptFileError, content_checksum, digests, reading, recorded_module_digests,
                         state_tensors, verify_digests, write_atomically)
+from .onnx_integrity import write_onnx_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Opti
 
 
 def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
-    """Export ``model`` to ONNX (opset 17) and return when the file is written.
+    """Export ``model`` to ONNX (opset 17) and return when the file is written (atomically, with checksums of its
+    tensors in its metadata: :func:`.onnx_integrity.verify_onnx_file` checks them).
 
     The TorchScript exporter is tried first: it is fast and lowers each quantizer through its ``symbolic``.
     Models it cannot export (it lacks some operators) go through the ``torch.export``-based exporter, which
@@ -117,15 +119,19 @@ def export_onnx(model: nn.Module, dummy_input: Any, path: str) -> None:
     args = tuple(dummy_input.values()) if isinstance(dummy_input, dict) else dummy_input
     args = args if isinstance(args, tuple) else (args,)
     with eval_mode(model), torch.no_grad():
+        write_onnx_atomically(path, lambda temporary: _export_either_way(model, args, temporary))
+
+
+def _export_either_way(model: nn.Module, args: tuple, path: str) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
+    except Exception as error:
+        logger.info("TorchScript ONNX export failed (%s); trying the torch.export-based exporter", error)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(model, args, path, opset_version=17, dynamo=False)
-        except Exception as error:
-            logger.info("TorchScript ONNX export failed (%s); trying the torch.export-based exporter", error)
-            try:
-                import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-            except ImportError as missing:
-                raise RuntimeError(f"ONNX export of this model needs the torch.export-based exporter: "
-                                   f"pip install onnxscript (TorchScript exporter error: {error})") from missing
-            torch.onnx.export(model, args, path, dynamo=True)
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+        except ImportError as missing:
+            raise RuntimeError(f"ONNX export of this model needs the torch.export-based exporter: "
+                               f"pip install onnxscript (TorchScript exporter error: {error})") from missing
+        torch.onnx.export(model, args, path, dynamo=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 import torch
@@ -43,15 +43,31 @@ def pruned_unit_masks(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) 
     return masks
 
 
-def removed_mask(analysis, space, masks: Dict[int, np.ndarray]) -> np.ndarray:
+class MaskLookup:
+    """The removed-unit masks of many unit groups (``{group key: boolean mask over its units}``), flattened once so
+    that finding which elements of a space belong to removed units is one vectorised lookup."""
+
+    def __init__(self, masks: Dict[int, np.ndarray]):
+        self.keys = np.array(sorted(masks), dtype=np.int64)
+        sizes = np.array([masks[key].size for key in self.keys], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.flat = np.concatenate([masks[key] for key in self.keys]) if masks else np.zeros(0, dtype=bool)
+
+    def removed(self, uids: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        """For elements owned by unit ``indices[i]`` of group ``uids[i]``: whether that unit is removed."""
+        removed = np.zeros(uids.shape, dtype=bool)
+        if not self.keys.size or not uids.size:
+            return removed
+        position = np.minimum(np.searchsorted(self.keys, uids), self.keys.size - 1)
+        known = self.keys[position] == uids
+        removed[known] = self.flat[self.offsets[position[known]] + indices[known]]
+        return removed
+
+
+def removed_mask(analysis, space, masks: Union[Dict[int, np.ndarray], MaskLookup]) -> np.ndarray:
     """Which elements of ``space`` belong to pruned units."""
-    uids, indices = analysis.owners(space)
-    removed = np.zeros(uids.shape, dtype=bool)
-    for uid, mask in masks.items():
-        hit = uids == uid
-        if hit.any():
-            removed[hit] = mask[indices[hit]]
-    return removed
+    lookup = masks if isinstance(masks, MaskLookup) else MaskLookup(masks)
+    return lookup.removed(*analysis.owners(space))
 
 
 def build_plan(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> PruningPlan:
@@ -59,23 +75,29 @@ def build_plan(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> Prun
 
     The zeroed units are read from the traced model, or from ``tensors`` (name -> tensor of a copy of it).
     """
+    return plan_for_masks(graph, pruned_unit_masks(graph, tensors))
+
+
+def plan_for_masks(graph, masks: Dict[int, np.ndarray]) -> PruningPlan:
+    """Kept indices for every parameter and buffer axis that loses elements when the units of ``masks`` (a boolean
+    mask of removed units per unit group key) are removed."""
     analysis = graph.analysis
-    masks = pruned_unit_masks(graph, tensors)
     plan = PruningPlan(pruned_units=masks)
     if not masks:
         return plan
+    lookup = MaskLookup(masks)
     for value in graph.values.values():
         if value.kind not in ("param", "buffer") or value.name is None or value.name in plan.keep:
             continue
         for axis, space in enumerate(analysis.axes(value.id)):
-            removed = removed_mask(analysis, space, masks)
+            removed = removed_mask(analysis, space, lookup)
             if removed.any():
                 kept = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
                 plan.keep.setdefault(value.name, {})[axis] = kept
     return plan
 
 
-def kept_size(graph, masks: Dict[int, np.ndarray], value_id: str, axis: int) -> int:
+def kept_size(graph, masks: Union[Dict[int, np.ndarray], MaskLookup], value_id: str, axis: int) -> int:
     """Size of ``axis`` of traced tensor ``value_id`` after pruning."""
     space = graph.analysis.axes(value_id)[axis]
     return int(space.size - removed_mask(graph.analysis, space, masks).sum())

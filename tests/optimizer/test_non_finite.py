@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from only_train_once import OTO
-from only_train_once.optimizer import NonFiniteError
+from only_train_once.optimizer import HESSOCRIC, NonFiniteError
 from only_train_once.quantization.quant_model import model_to_quantize_model
 
 
@@ -85,3 +85,77 @@ def test_geta_trains_weight_and_activation_convs_with_non_zero_padding(padding_m
         optimizer.step()
     assert optimizer.phase() == "fixed"
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def bits(model):
+    """Every parameter's exact bit pattern (so -0.0 and 0.0, or two NaN payloads, differ)."""
+    return {name: p.detach().clone().view(torch.int32) for name, p in model.named_parameters()}
+
+
+def assert_bitwise_unchanged(model, before):
+    changed = [name for name, value in bits(model).items() if not torch.equal(value, before[name])]
+    assert changed == []
+
+
+OVERFLOWING = {"hesso": lambda oto, **kw: oto.hesso(lr=1e39, target_group_sparsity=0.5, **kw),
+               "geta": lambda oto, **kw: oto.geta(lr=1e39, target_group_sparsity=0.5, **kw),
+               "hessocric": lambda oto, **kw: HESSOCRIC(oto.get_param_groups(), lr=1e39, target_group_sparsity=0.5,
+                                                        **kw)}
+
+
+@pytest.mark.parametrize("name", sorted(OVERFLOWING))
+def test_a_step_that_would_overflow_from_finite_gradients_raises_before_writing(name):
+    model = small_net()
+    optimizer = OVERFLOWING[name](OTO(model, IMAGES))
+    model(IMAGES).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    before = bits(model)
+    with pytest.raises(NonFiniteError, match=r"would write NaN or inf .*into 0\.weight"):
+        optimizer.step()
+    assert_bitwise_unchanged(model, before)
+
+
+def test_geta_quantizer_ranges_that_overflow_the_step_size_raise_naming_it_and_write_nothing():
+    """q_m^t overflows float32 (1e60): projecting the step size into the bit range would make it inf."""
+    torch.manual_seed(0)
+    model = model_to_quantize_model(small_net())
+    optimizer = OTO(model, IMAGES).geta(lr=0.1, target_group_sparsity=0.5, start_projection_step=0,
+                                        projection_steps=4, start_pruning_step=4, pruning_steps=4)
+    with torch.no_grad():
+        model[0].q_m_wt.fill_(1e30)
+        model[0].t_quant_wt.fill_(2.0)
+    model(IMAGES).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    before = bits(model)
+    with pytest.raises(NonFiniteError, match=r"would write NaN or inf .*into 0\.d_quant_wt"):
+        optimizer.step()
+    assert_bitwise_unchanged(model, before)
+
+
+def test_skip_policy_leaves_the_parameters_of_an_overflowing_step_and_training_goes_on():
+    model = small_net()
+    optimizer = OTO(model, IMAGES).geta(lr=1e39, target_group_sparsity=0.5, non_finite="skip")
+    model(IMAGES).sum().backward()
+    before = bits(model)
+    optimizer.step()
+    assert_bitwise_unchanged(model, before)
+    optimizer.set_learning_rate(0.1)
+    optimizer.step()
+    assert model[0].weight.view(torch.int32).ne(before["0.weight"]).any()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_parameter_changed_in_place_between_steps_is_measured_again():
+    """The norm bound carried from the last step must not hide a value written since (here: near float32's max,
+    where the next small step overflows)."""
+    model = small_net()
+    optimizer = OTO(model, IMAGES).hesso(lr=1e-3, target_group_sparsity=0.5)
+    model(IMAGES).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        model[0].weight.copy_(-model[0].weight.grad.sign() * 3.4e38)
+    optimizer.set_learning_rate(1e35)
+    before = bits(model)
+    with pytest.raises(NonFiniteError, match=r"into 0\.weight"):
+        optimizer.step()
+    assert_bitwise_unchanged(model, before)

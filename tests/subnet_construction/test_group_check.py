@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from only_train_once import OTO
+from only_train_once.subnet_construction import group_check
 from only_train_once.subnet_construction.group_check import REASON
 from tests.subnet_construction.test_verification import ExpSmallOut, SmallMLP, misread_exp
 
@@ -100,8 +101,55 @@ def test_a_correct_model_keeps_every_group_and_is_not_touched(caplog):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_the_check_is_off_by_default(monkeypatch):
+def test_by_default_a_misread_group_is_left_unprunable_with_one_warning_naming_it(caplog, tmp_path, monkeypatch):
+    """The issue's promise: with nothing asked for, an analyzer mistake costs compression, never a training run."""
     misread_exp(monkeypatch)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="only_train_once"):
+        oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4))
+    failed = [g for g in oto.groups if REASON in g.unprunable_reasons]
+    assert [g.param_names[:2] for g in failed] == [["pre.weight", "pre.bias"]] and not failed[0].is_prunable
+    (record,) = warnings_of(caplog)
+    assert "pre.weight" in record.getMessage()
+    optimizer = oto.hesso(lr=0.1, target_group_sparsity=0.5, start_pruning_step=0)
+    for _ in range(3):
+        optimizer.zero_grad()
+        oto.model(torch.randn(2, 3, 4)).sum().backward()
+        optimizer.step()
+    oto.construct_subnet(out_dir=str(tmp_path))  # the training run is not lost: the subnet verifies
+
+
+def test_the_check_can_be_turned_off_and_run_afterwards(monkeypatch):
+    misread_exp(monkeypatch)
+    oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4), verify_groups=False)
+    assert all(REASON not in g.unprunable_reasons for g in oto.groups)
+    assert oto.verify_groups() != []
+
+
+def test_auto_skips_models_over_the_size_limit(monkeypatch):
+    misread_exp(monkeypatch)
+    monkeypatch.setattr(group_check, "AUTO_MAX_BYTES", 64)
     oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4))
     assert all(REASON not in g.unprunable_reasons for g in oto.groups)
-    assert oto.verify_groups() != []  # and can be run afterwards
+    oto = OTO(ExpSmallOut(), torch.randn(2, 3, 4), verify_groups=True)
+    assert any(REASON in g.unprunable_reasons for g in oto.groups)
+
+
+def test_the_setting_is_validated():
+    with pytest.raises(ValueError, match="verify_groups"):
+        OTO(SmallMLP(), torch.randn(5, 4), verify_groups="always")
+
+
+def test_the_check_leaves_every_tensor_bit_for_bit_and_shares_no_module_with_its_scratch_subnet():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = -0.0  # a signed zero must come back signed
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = dict(model.named_modules())
+    oto = OTO(model, torch.randn(2, 3, 6, 6), verify_groups=True)
+    assert oto.verify_groups() == []
+    for name, value in model.state_dict().items():
+        assert torch.equal(value.view(torch.uint8) if value.is_floating_point() else value,
+                           before[name].view(torch.uint8) if value.is_floating_point() else before[name])
+    assert dict(model.named_modules()) == modules and model[0].in_channels == 3 and model[0].out_channels == 8
