@@ -272,6 +272,8 @@ class SpaceAnalysis:
                                      "use -1 to make it prunable")
             return
         shape_spaces = [self.axes(v)[k] for kind, v, k in literal.sources if kind == "shape"]
+        if shape_spaces and self._scales_a_pruned_size(literal, out_axes[axis], shape_spaces, rewritten):
+            return
         if shape_spaces:
             for space in shape_spaces + [out_axes[axis]]:
                 self.pin(space, f"{where} computes size {int(literal)} from other sizes")
@@ -281,6 +283,25 @@ class SpaceAnalysis:
         if len(units) != 1 or not same_units:
             self.pin(out_axes[axis], f"{where} computes size {int(literal)} from module attributes that pruning "
                                      "does not rewrite")
+
+    def _scales_a_pruned_size(self, literal: TracedInt, out_axis: Space, shape_spaces: List[Space],
+                              rewritten: Dict[Tuple[str, str], LiteralUpdate]) -> bool:
+        """Whether ``literal`` is one pruned tensor size times constants and sizes the output axis as that same
+        product, so it stays right after pruning: eager grouped-query attention's ``repeat_kv`` reshapes
+        ``(B, kv_heads, n_rep, L, D)`` to ``(B, kv_heads * n_rep, L, D)``, with ``kv_heads`` read from the shape and
+        ``n_rep`` a module attribute that whole-group pruning leaves unchanged."""
+        with_units = [space for space in shape_spaces if self.units(space)]
+        if len(with_units) != 1 or self.units(with_units[0]) != self.units(out_axis):
+            return False
+        attributes = [(m, a) for kind, m, a in literal.sources if kind == "attr"]
+        if any(key in rewritten for key in attributes):
+            return False
+        modules = dict(self.graph.root_module.named_modules())
+        factors = [space.size for space in shape_spaces] + [getattr(modules[m], a, None) for m, a in attributes]
+        if not all(isinstance(f, int) for f in factors) or int(literal) != int(np.prod(factors)):
+            return False
+        pruned = self.spaces.find(with_units[0])
+        return any(self.spaces.find(f) is pruned for f in self.spaces.flat_factors(out_axis))
 
     def _check_size_scalars(self) -> None:
         """A number computed from a size and used as a value (``attn * c ** -0.5`` with ``c = x.shape[1]``,

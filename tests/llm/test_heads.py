@@ -13,6 +13,7 @@ from tests.llm.decoders import build_decoder, token_ids
 # layout -> (attention module class, prunable head units per layer: key/value heads with their query group)
 HEAD_LAYOUTS = {
     "llama_gqa": ("LlamaAttention", 2),
+    "llama_gqa_eager": ("LlamaAttention", 2),  # repeat_kv + matmul instead of scaled_dot_product_attention
     "gpt2": ("GPT2Attention", 4),
     "qwen3": ("Qwen3Attention", 2),
     "llama_mha": ("LlamaAttention", 4),
@@ -22,7 +23,7 @@ HEAD_LAYOUTS = {
     "gemma3": ("Gemma3Attention", 2),
     "gpt_neox": ("GPTNeoXAttention", 4),
 }
-DEFAULT_SUITE = ("llama_gqa", "gpt2", "qwen3")
+DEFAULT_SUITE = ("llama_gqa", "llama_gqa_eager", "gpt2", "qwen3")
 LAYOUTS = [pytest.param(name, marks=() if name in DEFAULT_SUITE else pytest.mark.slow) for name in HEAD_LAYOUTS]
 
 
