@@ -22,8 +22,9 @@ HEAD_LAYOUTS = {
     "gemma": ("GemmaAttention", 2),
     "gemma3": ("Gemma3Attention", 2),
     "gpt_neox": ("GPTNeoXAttention", 4),
+    "phi3": ("Phi3Attention", 2),  # fused qkv_proj cut by constant slices
 }
-DEFAULT_SUITE = ("llama_gqa", "llama_gqa_eager", "gpt2", "qwen3")
+DEFAULT_SUITE = ("llama_gqa", "llama_gqa_eager", "gpt2", "qwen3", "phi3")
 LAYOUTS = [pytest.param(name, marks=() if name in DEFAULT_SUITE else pytest.mark.slow) for name in HEAD_LAYOUTS]
 
 
