@@ -65,6 +65,7 @@ class SpaceAnalysis:
         self._generating: set = set()
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
+        self._through_consumers: List[Space] = []
 
     # -- context used by the catalogue ----------------------------------------------------------------
     def shape(self, value_id: str) -> Tuple[int, ...]:
@@ -115,6 +116,11 @@ class SpaceAnalysis:
         for out in node.outputs:
             self._axes[out] = [self.spaces.new(s, f"{node.call.name} output", pinned=True) for s in self.shape(out)]
         self.unknown_operators.append(UnknownOperator(node.id, node.call.name, node.scope, detail))
+
+    def prune_through_consumer_columns(self, space: Space) -> None:
+        """The units of ``space`` may stay nonzero where a linear layer reads them: that layer's weight is then
+        pruned along its input axis, so the unit's columns are zeroed with it (multi-query attention heads)."""
+        self._through_consumers.append(space)
 
     def record_literal_shape(self, node) -> None:
         self._literal_nodes.append(node)
@@ -424,8 +430,10 @@ class SpaceAnalysis:
             contracted = frozenset()
         else:
             contracted = self.units(self.axes(x)[-1])
-        self._pin_units(contracted & nz(x), f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
-                                            " without being zero there")
+        live = contracted & nz(x)
+        live -= self._zeroed_columns(node, weight, live)
+        self._pin_units(live, f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
+                              " without being zero there")
         out_axes = self.axes(out)
         channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
         produced = self.units(out_axes[channel_axis])
@@ -437,6 +445,21 @@ class SpaceAnalysis:
         if weight is not None and self.graph.values[weight].requires_grad:
             return passed - produced
         return passed | produced
+
+    def _zeroed_columns(self, node, weight: Optional[str], live: FrozenSet[int]) -> FrozenSet[int]:
+        """Units of ``live`` (nonzero at this layer's input) removed through the layer's input columns instead
+        (see :meth:`prune_through_consumer_columns`): a trainable linear weight whose output axis carries no unit
+        is claimed along its input axis, so those columns are zeroed with their units. Returns the units."""
+        allowed = frozenset().union(*(self.units(space) for space in self._through_consumers))
+        units = live & allowed
+        if not units or weight is None or node.op_kind.op_name != "linear":
+            return frozenset()
+        value = self.graph.values[weight]
+        axes = self.axes(weight)
+        if value.kind != "param" or not value.requires_grad or self.units(axes[0]) or not units <= self.units(axes[-1]):
+            return frozenset()
+        self.owner_axis[weight] = len(axes) - 1
+        return units
 
     def _norm_rule(self, node, out, refs, nz) -> FrozenSet[int]:
         x = refs[0]
@@ -463,7 +486,10 @@ class SpaceAnalysis:
             self._pin_units(contracted & nz(a) & nz(b), f"'{node.call.name}' contracts pruned slices that are not zero")
             return nz(a) & self.value_units(out)
         if name == "attention":
-            return nz(node.value_arg(2, "value"))
+            # A head is zero where its values are; a query head without values of its own (multi-query attention)
+            # averages the shared values, so it is not.
+            value = node.value_arg(2, "value")
+            return nz(value) | (self.value_units(out) - self.value_units(value))
         if name == "reduce":
             x = refs[0]
             reduced = node.cfg_params.get("reduced_axes", [])

@@ -810,15 +810,18 @@ def _relate_attention_bias(ctx, mask: str, score_axes: List) -> None:
 def _grouped_query_heads(ctx, query_heads, kv_heads):
     """Query head ``h`` reads key/value head ``h // groups``: the query head space is the product
     ``[key/value heads, groups]``. A unit is one key/value head with its whole query group (the heads inside a
-    group are pinned: every key/value head must keep as many query heads). Returns the space standing for the
-    query heads as seen by the key/value heads (the key/value head factor)."""
+    group are pinned: every key/value head must keep as many query heads); with a single key/value head
+    (multi-query attention) a unit is one query head. Returns the space standing for the query heads as seen by
+    the key/value heads (the key/value head factor)."""
     groups = query_heads.size // kv_heads.size
     if groups * kv_heads.size != query_heads.size:
         ctx.pin(query_heads, f"{query_heads.size} query heads do not share {kv_heads.size} key/value heads evenly")
         return query_heads
     if kv_heads.size == 1:
-        ctx.pin(query_heads, "multi-query attention: every query head reads the single key/value head, so no head "
-                             "can be removed alone")
+        # Multi-query attention: every query head is a unit of its own. Zeroing its query rows does not zero its
+        # output (a softmax over zero scores averages the shared values), so it is removed through the input
+        # columns of the layer that reads it (the output projection), which are zeroed with it.
+        ctx.prune_through_consumer_columns(query_heads)
         return kv_heads
     shared, inner = ctx.spaces.factor(query_heads, [kv_heads.size, groups], "grouped-query heads")
     ctx.pin(inner, "query heads sharing a key/value head are pruned with it")

@@ -1,13 +1,14 @@
-"""Modules whose constant slices follow pruning: a fused projection cut into parts by sizes the module reads from
-attributes that the subnet constructor rewrites.
+"""Attention modules whose attributes follow pruning: constant slices of a fused projection, head counts.
 
 Phi-3's attention projects queries, keys and values with one ``qkv_proj`` and cuts its output with
 ``qkv[..., :q]``, ``qkv[..., q:q + kv]``, ``qkv[..., q + kv:]``, where ``q = config.num_attention_heads *
 head_dim`` and ``kv = num_key_value_heads * head_dim``. Read as plain numbers these slices would pin the heads;
 for a module registered here the analyzer treats each slice as one segment of the sliced axis (like a ``split``),
 and after pruning :func:`sliced_module_attributes` gives the attribute values that make the slices cut the kept
-rows. An attribute ``"config.<field>"`` is set on a private copy of the module's ``config`` (Hugging Face shares one
-config between all layers, and pruning may keep different head counts per layer).
+rows. Hugging Face attentions with separate projections get their ``num_key_value_groups`` (query heads per
+key/value head) from the kept projections. An attribute ``"config.<field>"`` is set on a private copy of the
+module's ``config`` (Hugging Face shares one config between all layers, and pruning may keep different head
+counts per layer).
 """
 
 from __future__ import annotations
@@ -39,8 +40,24 @@ def slices_follow_pruning(module: nn.Module) -> bool:
 
 
 def sliced_module_attributes(module: nn.Module) -> Dict[str, Any]:
-    """The attribute values that make ``module``'s slices follow its (already shrunk) tensors."""
-    return SLICED_MODULES[type(module).__name__](module)
+    """The attribute values that make ``module`` follow its (already shrunk) tensors: its registered slice rule,
+    and for a Hugging Face attention with separate projections, its query heads per key/value head."""
+    update = SLICED_MODULES.get(type(module).__name__)
+    return update(module) if update is not None else _key_value_groups(module)
+
+
+def follows_pruning(module: nn.Module) -> bool:
+    """Whether :func:`sliced_module_attributes` has something to say about ``module``."""
+    return slices_follow_pruning(module) or isinstance(getattr(module, "num_key_value_groups", None), int)
+
+
+def _key_value_groups(module: nn.Module) -> Dict[str, Any]:
+    """``num_key_value_groups`` (query heads per key/value head), which Hugging Face reads to repeat the keys and
+    values when decoding: whole-group pruning keeps it, pruning query heads of multi-query attention lowers it."""
+    query, key = getattr(module, "q_proj", None), getattr(module, "k_proj", None)
+    if query is None or key is None:
+        return {}
+    return {"num_key_value_groups": query.weight.shape[0] // key.weight.shape[0]}
 
 
 def set_module_attribute(module: nn.Module, name: str, value: Any) -> None:
@@ -59,7 +76,8 @@ def _phi3_attention(module: nn.Module) -> Dict[str, Any]:
     head_dim = module.head_dim
     query_heads = module.o_proj.weight.shape[1] // head_dim
     key_value_heads = (module.qkv_proj.weight.shape[0] // head_dim - query_heads) // 2
-    return {"num_key_value_heads": key_value_heads, "config.num_attention_heads": query_heads}
+    return {"num_key_value_heads": key_value_heads, "num_key_value_groups": query_heads // key_value_heads,
+            "config.num_attention_heads": query_heads}
 
 
 register_sliced_module("Phi3Attention", _phi3_attention)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
-from ..operation.sliced_modules import set_module_attribute, sliced_module_attributes, slices_follow_pruning
+from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
 from .modules import PrunedMultiheadAttention
 from .plan import PruningPlan, kept_size
 
@@ -53,11 +53,11 @@ def _get_attribute(module: nn.Module, name: str) -> Any:
     return value
 
 
-def _update_sliced_modules(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
-    """Modules whose constant slices follow pruning (Phi-3's fused ``qkv_proj``) get the attributes that make
-    their slices cut the kept rows."""
+def _update_attention_sizes(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
+    """Attention modules get the head counts of their kept projections (the slices of Phi-3's fused ``qkv_proj``,
+    query heads per key/value head), see :mod:`only_train_once.operation.sliced_modules`."""
     for module_name, module in model.named_modules():
-        if not slices_follow_pruning(module):
+        if not follows_pruning(module):
             continue
         prefix = module_name + "." if module_name else ""
         if any(name.startswith(prefix) for name in plan.keep):
@@ -165,7 +165,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         for name, value in updater(module, node, kept_in).items():
             _set_attribute(spec, module_name, module, name, value)
     _replace_attention_modules(model, plan, spec, attention_head_dims)
-    _update_sliced_modules(model, plan, spec)
+    _update_attention_sizes(model, plan, spec)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
         size = kept_size(graph, plan.pruned_units, update.value_id, update.axis)
