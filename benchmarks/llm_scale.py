@@ -5,7 +5,7 @@ intermediate 11008, 32 heads, vocab 32000) with one layer, float and weight+acti
 is measured in a fresh child process so that its peak resident memory (``ru_maxrss``) is its own; memory is
 reported above the process's size once the model is built.
 
-    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1] [--optimizer-only]
+    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1] [--optimizer-only | --subnet-only]
 
 Keep the 7B width at one layer on shared machines (about 3 GB per child).
 """
@@ -72,7 +72,7 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         from only_train_once import OTO
 
         OTO(model, inputs)
-    elif task == "subnet":
+    elif task in ("subnet", "subnet_full"):
         import tempfile
 
         import numpy as np
@@ -82,13 +82,15 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         oto = OTO(model, inputs)
         np.random.seed(0)
         oto.random_set_zero_groups(0.5)
-        base, start = _rss_mb(), time.perf_counter()
-        oto.construct_subnet(out_dir=tempfile.mkdtemp(prefix="llm_scale_"), save_full_group_sparse_model=False)
+        with tempfile.TemporaryDirectory(prefix="llm_scale_") as out_dir:
+            base, start = _rss_mb(), time.perf_counter()
+            oto.construct_subnet(out_dir=out_dir, save_full_group_sparse_model=task == "subnet_full")
+            result["seconds"] = time.perf_counter() - start
     elif task == "optimizer":
         result.update(_optimizer_state(model, inputs))
     elif task == "steps":
         result.update(_step_ratios(model, inputs))
-    result["seconds"] = time.perf_counter() - start
+    result.setdefault("seconds", time.perf_counter() - start)
     result["peak_above_model_mb"] = _peak_mb() - base
     return result
 
@@ -188,11 +190,28 @@ def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _subnet_table(shapes) -> None:
+    """construct_subnet (float, 50% random group sparsity) without and with the full group-sparse file."""
+    print("\n| width | layers | model MB | forward s | construct_subnet s (x fwd) | with the full group-sparse file s "
+          "(x fwd) | peak MB above model (with) |")
+    print("|---|---|---|---|---|---|---|")
+    for width, layers in shapes:
+        forward = run_child("forward", width, layers, False)
+        lean = run_child("subnet", width, layers, False)
+        full = run_child("subnet_full", width, layers, False)
+        print(f"| {width} | {layers} | {lean['model_mb']:.0f} | {forward['seconds']:.2f} | {lean['seconds']:.1f} "
+              f"({lean['seconds'] / forward['seconds']:.1f}x) | {full['seconds']:.1f} "
+              f"({full['seconds'] / forward['seconds']:.1f}x) | {lean['peak_above_model_mb']:.0f} "
+              f"({full['peak_above_model_mb']:.0f}) |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 width at 2 and 8 layers only")
     parser.add_argument("--shapes", default=None, help="comma-separated WIDTHxLAYERS, e.g. 512x2,7Bx1")
     parser.add_argument("--optimizer-only", action="store_true", help="only GETA's step time and state")
+    parser.add_argument("--subnet-only", action="store_true",
+                        help="only construct_subnet, without and with the full group-sparse file (float)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -207,6 +226,9 @@ def main() -> None:
         shapes = []
     if args.shapes:
         shapes = [(width, int(layers)) for width, layers in (item.split("x") for item in args.shapes.split(","))]
+    if args.subnet_only:
+        _subnet_table(shapes)
+        return
     print("\n| width | layers | mode | model MB | forward s | build s (x fwd) | build peak MB above model "
           "(forward's) | construct_subnet s (x fwd) | its peak MB above model |")
     print("|---|---|---|---|---|---|---|---|---|")

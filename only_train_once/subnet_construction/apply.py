@@ -74,8 +74,9 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> N
         data = old.detach()
         for axis, kept in axes.items():
             data = data.index_select(axis, kept.to(data.device))
-        new = nn.Parameter(data.clone(), requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) \
-            else data.clone()
+        if not axes:  # index_select already copied; only an untouched tensor needs its own storage
+            data = data.clone()
+        new = nn.Parameter(data, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else data
         replacements[id(old)] = new
         spec.shapes[name] = list(new.shape)
     for module in model.modules():
