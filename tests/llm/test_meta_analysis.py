@@ -38,3 +38,21 @@ def test_what_needs_values_names_the_meta_device(tmp_path):
         oto.geta(lr=0.1)
     with pytest.raises(MetaDeviceError, match="meta device"):
         oto.construct_subnet(out_dir=str(tmp_path))
+
+
+class ReadsAValue(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.linear(x) * float(x.max())  # a host read, as transformers' mask code does without a mask
+
+
+def test_a_forward_reading_values_on_meta_is_blamed_on_the_meta_device_not_on_dummy_input():
+    from only_train_once.graph.trace import GraphCaptureError
+
+    with torch.device("meta"):
+        model = ReadsAValue()
+    with pytest.raises(GraphCaptureError, match="meta device does not have.*attention_mask"):
+        OTO(model, torch.zeros(2, 4, device="meta"))
