@@ -5,7 +5,7 @@ intermediate 11008, 32 heads, vocab 32000) with one layer, float and weight+acti
 is measured in a fresh child process so that its peak resident memory (``ru_maxrss``) is its own; memory is
 reported above the process's size once the model is built.
 
-    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1]
+    python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1] [--optimizer-only | --subnet-only]
 
 Keep the 7B width at one layer on shared machines (about 3 GB per child).
 """
@@ -23,6 +23,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTHS = {"512": dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8, num_key_value_heads=8,
                       vocab_size=8000),
+          "1k": dict(hidden_size=1024, intermediate_size=2752, num_attention_heads=16, num_key_value_heads=16,
+                     vocab_size=32000),
           "7B": dict(hidden_size=4096, intermediate_size=11008, num_attention_heads=32, num_key_value_heads=32,
                      vocab_size=32000)}
 TOKENS = 32
@@ -55,7 +57,7 @@ def _model(width: str, layers: int, quantized: bool):
 
 
 def child(task: str, width: str, layers: int, quantized: bool) -> dict:
-    """One measurement in this process: ``forward``, ``build``, ``subnet`` or ``optimizer``."""
+    """One measurement in this process: ``forward``, ``build``, ``subnet``, ``optimizer`` or ``steps``."""
     import torch
 
     model, inputs = _model(width, layers, quantized)
@@ -70,7 +72,7 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         from only_train_once import OTO
 
         OTO(model, inputs)
-    elif task == "subnet":
+    elif task in ("subnet", "subnet_full"):
         import tempfile
 
         import numpy as np
@@ -80,11 +82,15 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         oto = OTO(model, inputs)
         np.random.seed(0)
         oto.random_set_zero_groups(0.5)
-        base, start = _rss_mb(), time.perf_counter()
-        oto.construct_subnet(out_dir=tempfile.mkdtemp(prefix="llm_scale_"), save_full_group_sparse_model=False)
+        with tempfile.TemporaryDirectory(prefix="llm_scale_") as out_dir:
+            base, start = _rss_mb(), time.perf_counter()
+            oto.construct_subnet(out_dir=out_dir, save_full_group_sparse_model=task == "subnet_full")
+            result["seconds"] = time.perf_counter() - start
     elif task == "optimizer":
         result.update(_optimizer_state(model, inputs))
-    result["seconds"] = time.perf_counter() - start
+    elif task == "steps":
+        result.update(_step_ratios(model, inputs))
+    result.setdefault("seconds", time.perf_counter() - start)
     result["peak_above_model_mb"] = _peak_mb() - base
     return result
 
@@ -108,6 +114,44 @@ def _optimizer_state(model, inputs) -> dict:
     adamw = state_mb(torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True))
     geta = state_mb(oto.geta(variant="adam", lr=1e-5, start_pruning_step=100))
     return {"adamw_state_mb": adamw, "geta_state_mb": geta}
+
+
+PHASE_STEPS = 6
+
+
+def _step_ratios(model, inputs) -> dict:
+    """Median per phase of GETA.step() / AdamW(fused=True).step(), interleaved step by step on twin models with
+    the same gradients (reused for every step: GETA leaves its update direction in ``.grad``, which only changes
+    values, not the work)."""
+    import copy
+    import statistics
+
+    import torch
+
+    from only_train_once import OTO
+
+    oto = OTO(model, inputs)
+    model.train()
+    model(**inputs, labels=inputs["input_ids"]).loss.backward()
+    twin = copy.deepcopy(model)
+    for source, target in zip(model.parameters(), twin.parameters()):
+        target.grad = None if source.grad is None else source.grad.clone()
+    geta = oto.geta(variant="adamw", lr=1e-5, target_group_sparsity=0.5, start_projection_step=PHASE_STEPS + 2,
+                    projection_steps=PHASE_STEPS, projection_periods=1, start_pruning_step=2 * PHASE_STEPS + 2,
+                    pruning_steps=PHASE_STEPS + 1, pruning_periods=1)
+    adamw = torch.optim.AdamW([p for p in twin.parameters() if p.requires_grad], lr=1e-5, fused=True)
+    ratios: dict = {}
+    for step in range(1, 4 * PHASE_STEPS + 4):
+        label = "period start" if geta._pruning_period_starts(step) else None
+        start = time.perf_counter()
+        geta.step()
+        middle = time.perf_counter()
+        adamw.step()
+        end = time.perf_counter()
+        label = label or ("joint (pruning)" if geta.active_redundant_group_idxes else geta.phase(step))
+        if step > 2:  # the first steps create the moments
+            ratios.setdefault(label, []).append((middle - start) / (end - middle))
+    return {f"ratio {label}": statistics.median(values) for label, values in ratios.items()}
 
 
 def _held_tensor_mb(optimizer, model) -> float:
@@ -146,10 +190,28 @@ def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _subnet_table(shapes) -> None:
+    """construct_subnet (float, 50% random group sparsity) without and with the full group-sparse file."""
+    print("\n| width | layers | model MB | forward s | construct_subnet s (x fwd) | with the full group-sparse file s "
+          "(x fwd) | peak MB above model (with) |")
+    print("|---|---|---|---|---|---|---|")
+    for width, layers in shapes:
+        forward = run_child("forward", width, layers, False)
+        lean = run_child("subnet", width, layers, False)
+        full = run_child("subnet_full", width, layers, False)
+        print(f"| {width} | {layers} | {lean['model_mb']:.0f} | {forward['seconds']:.2f} | {lean['seconds']:.1f} "
+              f"({lean['seconds'] / forward['seconds']:.1f}x) | {full['seconds']:.1f} "
+              f"({full['seconds'] / forward['seconds']:.1f}x) | {lean['peak_above_model_mb']:.0f} "
+              f"({full['peak_above_model_mb']:.0f}) |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="512 width at 2 and 8 layers only")
     parser.add_argument("--shapes", default=None, help="comma-separated WIDTHxLAYERS, e.g. 512x2,7Bx1")
+    parser.add_argument("--optimizer-only", action="store_true", help="only GETA's step time and state")
+    parser.add_argument("--subnet-only", action="store_true",
+                        help="only construct_subnet, without and with the full group-sparse file (float)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -160,8 +222,13 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs (machine shared)")
     shapes = [("512", 2), ("512", 8)] + ([] if args.quick else [("512", 32), ("7B", 1)])
+    if args.optimizer_only:
+        shapes = []
     if args.shapes:
         shapes = [(width, int(layers)) for width, layers in (item.split("x") for item in args.shapes.split(","))]
+    if args.subnet_only:
+        _subnet_table(shapes)
+        return
     print("\n| width | layers | mode | model MB | forward s | build s (x fwd) | build peak MB above model "
           "(forward's) | construct_subnet s (x fwd) | its peak MB above model |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -176,6 +243,11 @@ def main() -> None:
                   f"{forward['seconds']:.2f} | {build['seconds']:.2f} ({build['seconds'] / forward['seconds']:.1f}x)"
                   f" | {build['peak_above_model_mb']:.0f} ({forward['peak_above_model_mb']:.0f}) | {subnet_cells} |",
                   flush=True)
+    for width in ("512", "1k"):
+        steps = run_child("steps", width, 2, False)
+        print(f"\nGETA.step() / AdamW(fused=True).step() at {width} width x 2 layers "
+              f"(model {steps['model_mb']:.0f} MB), "
+              "median per phase: " + ", ".join(f"{k[6:]} {v:.2f}x" for k, v in steps.items() if k.startswith("ratio")))
     state = run_child("optimizer", "512", 2, False)
     print(f"\nOptimizer state after two steps, 512 width x 2 layers (model {state['model_mb']:.0f} MB): "
           f"AdamW(fused) {state['adamw_state_mb']:.0f} MB, GETA {state['geta_state_mb']:.0f} MB "

@@ -1,9 +1,10 @@
 """Time of ``GETA.step()`` in each phase against ``torch.optim.AdamW.step()`` on the same model and gradients.
 
 For each model (quantized weight+activation, ``model_to_quantize_model`` defaults otherwise) one batch is run
-forward and backward once; its gradients stay in ``.grad`` for every timed step, so both optimizers see the same
-gradients and only ``step()`` is timed. GETA runs a schedule that visits every phase -- warm-up, projection,
-the joint pruning step, fixed bits -- and each of its steps is attributed to the phase it ran in; the steps that
+forward and backward once; its gradients stay in ``.grad`` for every timed step (GETA leaves its update direction
+there, computed in place, which changes the values but not the work), and only ``step()`` is timed. GETA runs a
+schedule that visits every phase -- warm-up, projection, the joint pruning step, fixed bits -- and each of its
+steps is attributed to the phase it ran in; the steps that
 start a pruning period (importance scores, selection) are reported separately. AdamW steps are interleaved with
 GETA's so that both see the same machine load. Prints the median per phase and its ratio to AdamW's median.
 

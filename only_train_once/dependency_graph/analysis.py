@@ -65,6 +65,7 @@ class SpaceAnalysis:
         self._generating: set = set()
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
+        self._through_consumers: List[Space] = []
 
     # -- context used by the catalogue ----------------------------------------------------------------
     def shape(self, value_id: str) -> Tuple[int, ...]:
@@ -115,6 +116,11 @@ class SpaceAnalysis:
         for out in node.outputs:
             self._axes[out] = [self.spaces.new(s, f"{node.call.name} output", pinned=True) for s in self.shape(out)]
         self.unknown_operators.append(UnknownOperator(node.id, node.call.name, node.scope, detail))
+
+    def prune_through_consumer_columns(self, space: Space) -> None:
+        """The units of ``space`` may stay nonzero where a linear layer reads them: that layer's weight is then
+        pruned along its input axis, so the unit's columns are zeroed with it (multi-query attention heads)."""
+        self._through_consumers.append(space)
 
     def record_literal_shape(self, node) -> None:
         self._literal_nodes.append(node)
@@ -272,6 +278,8 @@ class SpaceAnalysis:
                                      "use -1 to make it prunable")
             return
         shape_spaces = [self.axes(v)[k] for kind, v, k in literal.sources if kind == "shape"]
+        if shape_spaces and self._scales_a_pruned_size(literal, out_axes[axis], shape_spaces, rewritten):
+            return
         if shape_spaces:
             for space in shape_spaces + [out_axes[axis]]:
                 self.pin(space, f"{where} computes size {int(literal)} from other sizes")
@@ -281,6 +289,25 @@ class SpaceAnalysis:
         if len(units) != 1 or not same_units:
             self.pin(out_axes[axis], f"{where} computes size {int(literal)} from module attributes that pruning "
                                      "does not rewrite")
+
+    def _scales_a_pruned_size(self, literal: TracedInt, out_axis: Space, shape_spaces: List[Space],
+                              rewritten: Dict[Tuple[str, str], LiteralUpdate]) -> bool:
+        """Whether ``literal`` is one pruned tensor size times constants and sizes the output axis as that same
+        product, so it stays right after pruning: eager grouped-query attention's ``repeat_kv`` reshapes
+        ``(B, kv_heads, n_rep, L, D)`` to ``(B, kv_heads * n_rep, L, D)``, with ``kv_heads`` read from the shape and
+        ``n_rep`` a module attribute that whole-group pruning leaves unchanged."""
+        with_units = [space for space in shape_spaces if self.units(space)]
+        if len(with_units) != 1 or self.units(with_units[0]) != self.units(out_axis):
+            return False
+        attributes = [(m, a) for kind, m, a in literal.sources if kind == "attr"]
+        if any(key in rewritten for key in attributes):
+            return False
+        modules = dict(self.graph.root_module.named_modules())
+        factors = [space.size for space in shape_spaces] + [getattr(modules[m], a, None) for m, a in attributes]
+        if not all(isinstance(f, int) for f in factors) or int(literal) != int(np.prod(factors)):
+            return False
+        pruned = self.spaces.find(with_units[0])
+        return any(self.spaces.find(f) is pruned for f in self.spaces.flat_factors(out_axis))
 
     def _check_size_scalars(self) -> None:
         """A number computed from a size and used as a value (``attn * c ** -0.5`` with ``c = x.shape[1]``,
@@ -403,8 +430,10 @@ class SpaceAnalysis:
             contracted = frozenset()
         else:
             contracted = self.units(self.axes(x)[-1])
-        self._pin_units(contracted & nz(x), f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
-                                            " without being zero there")
+        live = contracted & nz(x)
+        live -= self._zeroed_columns(node, weight, live)
+        self._pin_units(live, f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
+                              " without being zero there")
         out_axes = self.axes(out)
         channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
         produced = self.units(out_axes[channel_axis])
@@ -416,6 +445,21 @@ class SpaceAnalysis:
         if weight is not None and self.graph.values[weight].requires_grad:
             return passed - produced
         return passed | produced
+
+    def _zeroed_columns(self, node, weight: Optional[str], live: FrozenSet[int]) -> FrozenSet[int]:
+        """Units of ``live`` (nonzero at this layer's input) removed through the layer's input columns instead
+        (see :meth:`prune_through_consumer_columns`): a trainable linear weight whose output axis carries no unit
+        is claimed along its input axis, so those columns are zeroed with their units. Returns the units."""
+        allowed = frozenset().union(*(self.units(space) for space in self._through_consumers))
+        units = live & allowed
+        if not units or weight is None or node.op_kind.op_name != "linear":
+            return frozenset()
+        value = self.graph.values[weight]
+        axes = self.axes(weight)
+        if value.kind != "param" or not value.requires_grad or self.units(axes[0]) or not units <= self.units(axes[-1]):
+            return frozenset()
+        self.owner_axis[weight] = len(axes) - 1
+        return units
 
     def _norm_rule(self, node, out, refs, nz) -> FrozenSet[int]:
         x = refs[0]
@@ -442,7 +486,10 @@ class SpaceAnalysis:
             self._pin_units(contracted & nz(a) & nz(b), f"'{node.call.name}' contracts pruned slices that are not zero")
             return nz(a) & self.value_units(out)
         if name == "attention":
-            return nz(node.value_arg(2, "value"))
+            # A head is zero where its values are; a query head without values of its own (multi-query attention)
+            # averages the shared values, so it is not.
+            value = node.value_arg(2, "value")
+            return nz(value) | (self.value_units(out) - self.value_units(value))
         if name == "reduce":
             x = refs[0]
             reduced = node.cfg_params.get("reduced_axes", [])

@@ -53,6 +53,11 @@ def _layer_kind(group, modules: Dict[str, nn.Module]) -> str:
     return type(parent).__name__
 
 
+def _is_attention(node) -> bool:
+    """An attention call, or eager attention's product of two activations (``query @ key.T``, ``weights @ value``)."""
+    return node.op_name in _ATTENTION_OPS or (node.op_name == "matmul" and not node.param_names)
+
+
 def count_prunable_units(groups: Iterable, model: nn.Module) -> "OrderedDict[str, LayerKindCount]":
     """Per layer kind, the groups and units found and how many of them are prunable (auxiliary groups, which
     follow other groups, and groups without trainable parameters are left out)."""
@@ -61,7 +66,7 @@ def count_prunable_units(groups: Iterable, model: nn.Module) -> "OrderedDict[str
     for group in groups:
         if group.is_auxiliary or not group.trainable_members():
             continue
-        heads = any(node.op_name in _ATTENTION_OPS for node in group.nodes.values())
+        heads = any(_is_attention(node) for node in group.nodes.values())
         kind = _layer_kind(group, modules)
         count = counts.setdefault(kind, LayerKindCount("heads" if heads else "units"))
         if heads:

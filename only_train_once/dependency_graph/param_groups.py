@@ -29,6 +29,27 @@ def unit_offsets(groups: Sequence) -> Dict[int, int]:
     return offsets
 
 
+class StaleParametersError(RuntimeError):
+    """The model's parameters were replaced after OTO traced it, so its groups point at tensors it no longer uses."""
+
+
+def check_parameters_current(graph) -> None:
+    """Raise :class:`StaleParametersError` if a traced parameter is no longer the model's parameter of that name.
+
+    FSDP2's ``fully_shard`` (and anything that swaps in new ``nn.Parameter`` objects) does this: an optimizer over the
+    traced parameters would then train tensors the model no longer uses, and prune nothing, silently.
+    """
+    current = dict(graph.root_module.named_parameters())
+    stale = [name for name, tensor in graph.parameters.items() if name in current and current[name] is not tensor]
+    if stale:
+        sharded = type(current[stale[0]]).__name__
+        raise StaleParametersError(
+            f"{len(stale)} parameters of the model (e.g. {stale[0]}, now a {sharded}) were replaced after OTO traced "
+            "it; OTO's optimizers would train the old tensors. Build OTO(model, dummy_input) on the model as it is "
+            "trained. FSDP2 (fully_shard) is not supported by HESSO/GETA yet: use DistributedDataParallel (see the "
+            "README's DDP recipe)")
+
+
 def get_param_groups(graph) -> List[dict]:
     """One dict per trainable node group (SPEC section 5.3 schema).
 
@@ -36,6 +57,7 @@ def get_param_groups(graph) -> List[dict]:
     quantizer scalars) and ``p_unit_index`` (a LongTensor per parameter giving the global unit id of each
     index along that axis, -1 where none), and ``global_start_idx`` for prunable non-auxiliary groups.
     """
+    check_parameters_current(graph)
     groups = emitted_groups(graph)
     offsets = unit_offsets(groups)
     param_groups = []

@@ -386,6 +386,18 @@ def _record_as_one_call(model: nn.Module, recorder: _Recorder,
     return patched
 
 
+def _capture_failure(error: Exception) -> str:
+    """What a failed forward during capture means: a value read on the meta device, or a wrong dummy_input."""
+    if "meta tensors" in str(error):
+        return (f"the model's forward reads a tensor value, which the meta device does not have "
+                f"({type(error).__name__}: {error}). Analysis on meta works where the forward only computes with "
+                "tensors; for a Hugging Face model pass an explicit attention_mask (on meta) and, if the error stays, "
+                "build it with attn_implementation='eager', or materialise the model")
+    return (f"running the model on dummy_input failed ({type(error).__name__}: {error}). Check that dummy_input "
+            "matches what forward() expects: a tensor, a tuple of positional inputs, a list passed as one "
+            "argument, or a dict of keyword inputs.")
+
+
 def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
             tensor_names: Dict[int, Tuple[str, str]],
             opaque_call_name: Optional[Callable[[nn.Module], Optional[str]]] = None) -> CaptureResult:
@@ -423,10 +435,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
         with torch.enable_grad(), recorder:
             output = run_model(model, dummy_input)
     except Exception as error:
-        raise GraphCaptureError(
-            f"running the model on dummy_input failed ({type(error).__name__}: {error}). Check that dummy_input "
-            "matches what forward() expects: a tensor, a tuple of positional inputs, a list passed as one "
-            "argument, or a dict of keyword inputs.") from error
+        raise GraphCaptureError(_capture_failure(error)) from error
     finally:
         pre_handle.remove()
         post_handle.remove()

@@ -519,6 +519,8 @@ def getitem(ctx, node) -> None:
             start, stop, step = item.indices(in_shape[k])
             if (start, stop, step) == (0, in_shape[k], 1):
                 out_axes.append(axes[k])
+            elif step == 1 and stop > start and _slices_follow_pruning(ctx, node):
+                out_axes.append(_slice_segment(ctx, axes[k], start, stop))
             else:
                 ctx.pin(axes[k], "sliced by constants")
                 out_axes.append(None)
@@ -535,6 +537,29 @@ def getitem(ctx, node) -> None:
         return unknown(ctx, node)
     ctx.set_axes(out, [a if a is not None else ctx.spaces.new(s, "getitem", pinned=True)
                        for a, s in zip(out_axes, out_shape)])
+
+
+def _slices_follow_pruning(ctx, node) -> bool:
+    """Whether the module running this slice rewrites its slice bounds after pruning (see
+    :mod:`.sliced_modules`: Phi-3's fused ``qkv_proj``)."""
+    from .sliced_modules import slices_follow_pruning
+
+    try:
+        module = ctx.graph.root_module.get_submodule(node.scope)
+    except AttributeError:  # a scope that names no module (a function's)
+        return False
+    return slices_follow_pruning(module)
+
+
+def _slice_segment(ctx, axis, start: int, stop: int):
+    """``x[start:stop]`` along ``axis`` as one segment of it; the other slices of the same axis refine the same
+    segments, so each part is pruned with its own units; a slice that cannot align with them is pinned."""
+    sizes = [size for size in (start, stop - start, axis.size - stop) if size]
+    parts = ctx.spaces.split(axis, sizes, "slice")
+    if parts is None:
+        ctx.pin(axis, "sliced by constants that do not align with other slices")
+        return ctx.spaces.new(stop - start, "getitem", pinned=True)
+    return parts[1 if start else 0]
 
 
 def _index_rank(ctx, item) -> int:
@@ -785,15 +810,18 @@ def _relate_attention_bias(ctx, mask: str, score_axes: List) -> None:
 def _grouped_query_heads(ctx, query_heads, kv_heads):
     """Query head ``h`` reads key/value head ``h // groups``: the query head space is the product
     ``[key/value heads, groups]``. A unit is one key/value head with its whole query group (the heads inside a
-    group are pinned: every key/value head must keep as many query heads). Returns the space standing for the
-    query heads as seen by the key/value heads (the key/value head factor)."""
+    group are pinned: every key/value head must keep as many query heads); with a single key/value head
+    (multi-query attention) a unit is one query head. Returns the space standing for the query heads as seen by
+    the key/value heads (the key/value head factor)."""
     groups = query_heads.size // kv_heads.size
     if groups * kv_heads.size != query_heads.size:
         ctx.pin(query_heads, f"{query_heads.size} query heads do not share {kv_heads.size} key/value heads evenly")
         return query_heads
     if kv_heads.size == 1:
-        ctx.pin(query_heads, "multi-query attention: every query head reads the single key/value head, so no head "
-                             "can be removed alone")
+        # Multi-query attention: every query head is a unit of its own. Zeroing its query rows does not zero its
+        # output (a softmax over zero scores averages the shared values), so it is removed through the input
+        # columns of the layer that reads it (the output projection), which are zeroed with it.
+        ctx.prune_through_consumer_columns(query_heads)
         return kv_heads
     shared, inner = ctx.spaces.factor(query_heads, [kv_heads.size, groups], "grouped-query heads")
     ctx.pin(inner, "query heads sharing a key/value head are pruned with it")

@@ -51,6 +51,11 @@ class BaseOptimizer(Optimizer):
     ``non_finite`` (:mod:`.finite`): ``"raise"`` (default) raises :class:`NonFiniteError` naming the parameters
     whose gradient is NaN/inf, or that the step would make NaN/inf, before anything is written; ``"skip"`` skips
     such steps with a warning.
+
+    Memory: the gradient variant is computed in place in each parameter's ``.grad`` (weight decay added, then Adam's
+    direction), so the optimizer holds no parameter-sized tensor beyond its moments, as ``torch.optim.AdamW``.
+    After ``step()`` a ``.grad`` therefore holds that step's update direction, not the raw gradient; read or clip
+    gradients before ``step()``.
     """
 
     def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
@@ -97,7 +102,6 @@ class BaseOptimizer(Optimizer):
         self.safe_guard = 1e-8
         self.first_moment_grads: Dict[str, Tensor] = {}
         self.second_moment_grads: Dict[str, Tensor] = {}
-        self._scratch: Dict[str, Tensor] = {}
         # Gradient variants of the current step, aligned with each group's params (None: no gradient).
         self._variants: List[List[Optional[Tensor]]] = [[None] * len(g["params"]) for g in self.param_groups]
         # (group index, param index) of parameters that never take weight decay (GETA: the quantizers' d, q_m, t).
@@ -174,23 +178,10 @@ class BaseOptimizer(Optimizer):
         grads = [p.grad for p in params]
         decay = hyper["weight_decay"]
         if decay and hyper["variant"] != "adamw":
-            decayed = self._direction_buffers(names, grads)
-            torch._foreach_copy_(decayed, grads)
-            torch._foreach_add_(decayed, params, alpha=decay)
-            grads = decayed
+            torch._foreach_add_(grads, params, alpha=decay)
         if hyper["variant"] == "sgd":
             return self._momentum(grads, names, hyper["first_momentum"], hyper["dampening"])
         return self._adam(grads, names, hyper["first_momentum"], hyper["second_momentum"])
-
-    def _direction_buffers(self, names: List[str], like: List[Tensor]) -> List[Tensor]:
-        """Per-parameter scratch tensors kept between steps: the step allocates nothing parameter-sized."""
-        buffers = self._scratch
-        for name, tensor in zip(names, like):
-            buffer = buffers.get(name)
-            if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype \
-                    or buffer.device != tensor.device:
-                buffers[name] = torch.empty_like(tensor, memory_format=torch.preserve_format)
-        return [buffers[name] for name in names]
 
     def _momentum(self, grads: List[Tensor], names: List[str], momentum: float, dampening: float) -> List[Tensor]:
         if not momentum > 0:
@@ -230,10 +221,10 @@ class BaseOptimizer(Optimizer):
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
         # (m / c1) / (sqrt(v / c2) + eps) == (m * sqrt(c2) / c1) / (sqrt(v) + eps * sqrt(c2)), computed in place
-        # in scratch buffers (the second moments may share them only after this point).
+        # in the gradients, which the moments no longer need: the state stays the two moments, as AdamW's.
         root_correction2 = math.sqrt(1.0 - beta2 ** step)
         correction1 = 1.0 - beta1 ** step
-        directions = self._direction_buffers(names, second)
+        directions = grads
         for direction, moment in zip(directions, second):
             torch.sqrt(moment, out=direction)
         torch._foreach_add_(directions, self.safe_guard * root_correction2)

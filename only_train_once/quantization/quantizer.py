@@ -182,8 +182,9 @@ def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
 
 
 def _exponent(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of ``t``)."""
-    return None if t is None or (not is_tracing() and float(t) == 1.0) else t
+    """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of ``t``; none
+    on the meta device, where a model is analysed without values)."""
+    return None if t is None or (not is_tracing() and not t.is_meta and float(t) == 1.0) else t
 
 
 def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Tensor) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
+from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
 from .modules import PrunedMultiheadAttention
 from .plan import MaskLookup, PruningPlan, kept_size
 
@@ -39,9 +40,29 @@ class SubnetSpec:
 
 
 def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
-    if getattr(module, name, None) != value:
-        setattr(module, name, value)
+    if _get_attribute(module, name) != value:
+        set_module_attribute(module, name, value)
         spec.attributes.setdefault(module_name, {})[name] = list(value) if isinstance(value, tuple) else value
+
+
+def _get_attribute(module: nn.Module, name: str) -> Any:
+    """``getattr`` through dotted names (``"config.num_attention_heads"``); None where absent."""
+    value: Any = module
+    for part in name.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
+def _update_attention_sizes(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
+    """Attention modules get the head counts of their kept projections (the slices of Phi-3's fused ``qkv_proj``,
+    query heads per key/value head), see :mod:`only_train_once.operation.sliced_modules`."""
+    for module_name, module in model.named_modules():
+        if not follows_pruning(module):
+            continue
+        prefix = module_name + "." if module_name else ""
+        if any(name.startswith(prefix) for name in plan.keep):
+            for name, value in sliced_module_attributes(module).items():
+                _set_attribute(spec, module_name, module, name, value)
 
 
 def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
@@ -146,6 +167,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         for name, value in updater(module, node, kept_in).items():
             _set_attribute(spec, module_name, module, name, value)
     _replace_attention_modules(model, plan, spec, attention_head_dims)
+    _update_attention_sizes(model, plan, spec)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
         size = kept_size(graph, removed, update.value_id, update.axis)
@@ -199,6 +221,6 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
     modules = dict(model.named_modules())
     for module_name, attributes in spec.attributes.items():
         for name, value in attributes.items():
-            current = getattr(modules[module_name], name, None)
-            setattr(modules[module_name], name, tuple(value) if isinstance(current, tuple) else value)
+            current = _get_attribute(modules[module_name], name)
+            set_module_attribute(modules[module_name], name, tuple(value) if isinstance(current, tuple) else value)
     return model

@@ -96,9 +96,10 @@ def state_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
     return dict(model.state_dict(keep_vars=False))
 
 
-def save_module(model: nn.Module, path: str) -> None:
-    """``torch.save(model)`` with the digests of its state dict appended as a zip record; atomic."""
-    checksums = json.dumps(digests(state_tensors(model)))
+def save_module(model: nn.Module, path: str, checksums: Optional[Mapping[str, str]] = None) -> None:
+    """``torch.save(model)`` with the digests of its state dict appended as a zip record; atomic. ``checksums``:
+    those digests when the caller already has them (hashing a 7B-width layer takes seconds)."""
+    checksums = json.dumps(dict(checksums) if checksums is not None else digests(state_tensors(model)))
 
     def write(temporary: str) -> None:
         torch.save(model, temporary)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -45,11 +45,12 @@ def load_model(path: str, map_location: Union[str, torch.device, None] = "cpu") 
     return model
 
 
-def save_weights(model: nn.Module, path: str) -> None:
-    """Write the model's state dict as safetensors (shared tensors are stored once), with per-tensor checksums."""
+def save_weights(model: nn.Module, path: str, checksums: Optional[Mapping[str, str]] = None) -> None:
+    """Write the model's state dict as safetensors (shared tensors are stored once), with per-tensor checksums
+    (``checksums``: the state dict's digests when the caller already has them)."""
     from safetensors.torch import save_model
 
-    metadata = {CHECKSUM_KEY: json.dumps(digests(state_tensors(model)))}
+    metadata = {CHECKSUM_KEY: json.dumps(dict(checksums) if checksums is not None else digests(state_tensors(model)))}
     write_atomically(path, lambda temporary: save_model(model, temporary, metadata=metadata))
 
 

@@ -17,7 +17,7 @@ from ..quantization.calibration import warn_if_uncalibrated
 from ..utils import eval_mode
 from .apply import apply_plan
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
-from .integrity import save_module
+from .integrity import digests, save_module, state_tensors
 from .io import export_onnx, save_spec, save_weights
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .plan import build_plan
@@ -71,10 +71,11 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")
+    checksums = digests(state_tensors(target))  # once for both files
+    save_weights(target, path.rsplit(".", 1)[0] + ".safetensors", checksums)
     try:
         with eval_mode(target):
-            save_module(target, path)
+            save_module(target, path, checksums)
     except (pickle.PicklingError, AttributeError, TypeError, RuntimeError) as error:
         # weight_norm parametrizations, local hook functions, classes defined in a function cannot be pickled
         raise _NotPicklable(f"{type(error).__name__}: {error}") from error

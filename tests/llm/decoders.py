@@ -17,6 +17,11 @@ def _llama_gqa(t):
     return t.LlamaForCausalLM(t.LlamaConfig(num_attention_heads=4, num_key_value_heads=2, **_COMMON))
 
 
+def _llama_gqa_eager(t):
+    return t.LlamaForCausalLM(t.LlamaConfig(num_attention_heads=4, num_key_value_heads=2, attn_implementation="eager",
+                                            **_COMMON))
+
+
 def _llama_mha(t):
     return t.LlamaForCausalLM(t.LlamaConfig(num_attention_heads=4, num_key_value_heads=4, **_COMMON))
 
@@ -62,7 +67,8 @@ def _gpt_neox(t):
 
 
 DECODERS: Dict[str, Callable] = {
-    "llama_gqa": _llama_gqa, "llama_mha": _llama_mha, "llama_mqa": _llama_mqa, "qwen2": _qwen2, "qwen3": _qwen3,
+    "llama_gqa": _llama_gqa, "llama_gqa_eager": _llama_gqa_eager, "llama_mha": _llama_mha, "llama_mqa": _llama_mqa,
+    "qwen2": _qwen2, "qwen3": _qwen3,
     "mistral": _mistral, "gemma": _gemma, "gemma3": _gemma3, "phi3": _phi3, "gpt2": _gpt2, "gpt_neox": _gpt_neox,
 }
 

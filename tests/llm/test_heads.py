@@ -7,12 +7,14 @@ import torch
 
 from only_train_once import OTO
 from only_train_once.dependency_graph.layer_kinds import count_prunable_units
+from only_train_once.quantization.quant_model import model_to_quantize_model
 from tests.helpers import group_by_param, prunable_groups, zero_units
 from tests.llm.decoders import build_decoder, token_ids
 
 # layout -> (attention module class, prunable head units per layer: key/value heads with their query group)
 HEAD_LAYOUTS = {
     "llama_gqa": ("LlamaAttention", 2),
+    "llama_gqa_eager": ("LlamaAttention", 2),  # repeat_kv + matmul instead of scaled_dot_product_attention
     "gpt2": ("GPT2Attention", 4),
     "qwen3": ("Qwen3Attention", 2),
     "llama_mha": ("LlamaAttention", 4),
@@ -21,8 +23,9 @@ HEAD_LAYOUTS = {
     "gemma": ("GemmaAttention", 2),
     "gemma3": ("Gemma3Attention", 2),
     "gpt_neox": ("GPTNeoXAttention", 4),
+    "phi3": ("Phi3Attention", 2),  # fused qkv_proj cut by constant slices
 }
-DEFAULT_SUITE = ("llama_gqa", "gpt2", "qwen3")
+DEFAULT_SUITE = ("llama_gqa", "llama_gqa_eager", "gpt2", "qwen3", "phi3")
 LAYOUTS = [pytest.param(name, marks=() if name in DEFAULT_SUITE else pytest.mark.slow) for name in HEAD_LAYOUTS]
 
 
@@ -66,11 +69,31 @@ def test_grouped_query_unit_is_one_key_value_head_with_its_query_group():
     assert query.owners[1].tolist() == [0] * 16 + [1] * 16
 
 
-def test_multi_query_heads_stay_with_a_reason():
+@pytest.mark.parametrize("quantized", [False, True], ids=["float", "weight+activation"])
+def test_multi_query_heads_are_pruned_one_by_one_through_the_output_projection(quantized, tmp_path):
     model = build_decoder("llama_mqa")
-    oto = OTO(model, {"input_ids": token_ids()})
-    query = group_by_param(oto, "model.layers.0.self_attn.q_proj.weight")
-    assert not query.is_prunable and "multi-query attention" in query.unprunable_reasons[0]
+    if quantized:
+        model_to_quantize_model(model, quant_mode="weight_and_activation")
+    ids = token_ids()
+    oto = OTO(model, {"input_ids": ids})
+    heads = group_by_param(oto, "model.layers.0.self_attn.q_proj.weight")
+    assert heads.is_prunable and heads.num_groups == 4  # one unit per query head; the key/value head stays
+    output = next(m for m in heads.members if m.name == "model.layers.0.self_attn.o_proj.weight")
+    assert output.axis == 1  # its input columns are zeroed with the head
+    assert "model.layers.0.self_attn.k_proj.weight" not in heads.param_names
+    counts = count_prunable_units(oto.groups, model)["LlamaAttention"]
+    assert (counts.unit_name, counts.prunable_units) == ("heads", 8)
+    zero_units(oto, heads, [0, 3])
+    expected = model.generate(ids, max_new_tokens=4, do_sample=False)  # decoding reads num_key_value_groups
+    with torch.no_grad():
+        logits_before = model(input_ids=ids).logits
+    oto.construct_subnet(out_dir=str(tmp_path), save_full_group_sparse_model=False)
+    attention = model.model.layers[0].self_attn
+    assert attention.q_proj.weight.shape[0] == 16 and attention.o_proj.weight.shape[1] == 16
+    assert attention.num_key_value_groups == 2 and model.model.layers[1].self_attn.num_key_value_groups == 4
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, logits_before, atol=1e-5)
+    assert torch.equal(model.generate(ids, max_new_tokens=4, do_sample=False), expected)
 
 
 def test_gpt2_fused_qkv_split_size_follows_the_kept_heads(tmp_path):

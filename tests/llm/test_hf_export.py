@@ -54,6 +54,35 @@ def test_uneven_gpt2_reloads_in_a_fresh_process_and_generates_the_same_tokens(tm
     assert generate_in_fresh_process(path, ids) == expected
 
 
+def test_phi3_with_a_different_head_count_per_layer_reloads_and_generates_the_same_tokens(tmp_path):
+    model = build_decoder("phi3")
+    ids = token_ids()
+    oto = OTO(model, {"input_ids": ids})
+    heads = [g for g in prunable_groups(oto) if any(n.endswith("self_attn.qkv_proj.weight") for n in g.param_names)]
+    assert len(heads) == 2
+    zero_units(oto, heads[0], [1])  # layer 0 keeps one key/value head (two query heads), layer 1 keeps both
+    expected = model.generate(ids, **GENERATE).tolist()
+    oto.construct_subnet(out_dir=str(tmp_path), export_huggingface_format=True, save_full_group_sparse_model=False)
+    first, second = (layer.self_attn for layer in model.model.layers)
+    assert (first.config.num_attention_heads, first.num_key_value_heads) == (2, 1)
+    assert (second.config.num_attention_heads, second.num_key_value_heads) == (4, 2)
+    assert model.generate(ids, **GENERATE).tolist() == expected
+    assert generate_in_fresh_process(oto.compressed_model_path, ids) == expected
+
+
+@pytest.mark.slow
+def test_multi_query_llama_with_different_query_heads_per_layer_reloads_and_generates_the_same_tokens(tmp_path):
+    model = build_decoder("llama_mqa")
+    ids = token_ids()
+    oto = OTO(model, {"input_ids": ids})
+    heads = [g for g in prunable_groups(oto) if any(n.endswith("self_attn.q_proj.weight") for n in g.param_names)]
+    zero_units(oto, heads[0], [1, 2, 3])  # layer 0 keeps one query head, layer 1 all four
+    expected = model.generate(ids, **GENERATE).tolist()
+    oto.construct_subnet(out_dir=str(tmp_path), export_huggingface_format=True, save_full_group_sparse_model=False)
+    assert [layer.self_attn.num_key_value_groups for layer in model.model.layers] == [1, 4]
+    assert generate_in_fresh_process(oto.compressed_model_path, ids) == expected
+
+
 def test_uniform_pruning_rewrites_the_config_so_from_pretrained_alone_works(tmp_path):
     transformers = import_or_skip("transformers")
     model, ids, path = compress("llama_gqa", tmp_path, uneven=False)
