@@ -20,12 +20,14 @@ import importlib
 import json
 import logging
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .apply import SubnetSpec, restore_subnet
+from .integrity import CHECKSUM_KEY, CorruptFileError, content_checksum, reading, tensor_digest, verify_digests
+from .integrity import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +127,15 @@ def save_huggingface(model: nn.Module, spec: SubnetSpec, out_dir: str, export_fl
     uniform = fit_config_to_model(model)
     target = copy.deepcopy(model).half() if export_float16 else model
     target.save_pretrained(out_dir, safe_serialization=True)
-    with open(os.path.join(out_dir, SUBNET_FILE), "w", encoding="utf-8") as handle:
-        json.dump({**spec.to_dict(), "uniform": uniform}, handle, indent=1, sort_keys=True)
+    # The digests are taken from the files as written, so they also catch a damaged write.
+    record = {**spec.to_dict(), "uniform": uniform, CHECKSUM_KEY: _written_digests(out_dir)}
+    record["checksum"] = content_checksum(record)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(record, handle, indent=1, sort_keys=True)
+
+    write_atomically(os.path.join(out_dir, SUBNET_FILE), write)
     if uniform:
         logger.info("every layer kept the same sizes: %s/config.json alone rebuilds the compressed model "
                     "(from_pretrained)", out_dir)
@@ -146,19 +155,48 @@ def _refuse_quantized(model: nn.Module) -> None:
                                      "oto.save_packed for quantized models")
 
 
-def _read_weights(path: str) -> Dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
+def _weight_files(path: str) -> List[str]:
     index = os.path.join(path, "model.safetensors.index.json")
     if os.path.exists(index):
         with open(index, encoding="utf-8") as handle:
             shards = sorted(set(json.load(handle)["weight_map"].values()))
     else:
         shards = ["model.safetensors"]
+    return [os.path.join(path, shard) for shard in shards]
+
+
+def _written_digests(path: str) -> Dict[str, str]:
+    """Digest of every tensor in the directory's safetensors files, read one tensor at a time."""
+    from safetensors import safe_open
+
+    result: Dict[str, str] = {}
+    for shard in _weight_files(path):
+        with safe_open(shard, framework="pt") as handle:
+            for key in handle.keys():
+                result[key] = tensor_digest(handle.get_tensor(key))
+    return result
+
+
+def _read_weights(path: str) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
     weights: Dict[str, torch.Tensor] = {}
-    for shard in shards:
-        weights.update(load_file(os.path.join(path, shard)))
+    for shard in _weight_files(path):
+        with reading(shard, "safetensors weights written by construct_subnet(export_huggingface_format=True)"):
+            weights.update(load_file(shard))
     return weights
+
+
+def _read_subnet_record(path: str) -> dict:
+    with reading(path, "the subnet description written by construct_subnet(export_huggingface_format=True)"):
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+        if not isinstance(record, dict):
+            raise ValueError("the JSON document is not an object")
+    if "checksum" in record and record["checksum"] != content_checksum(record):
+        raise CorruptFileError(f"{path}: the subnet description does not match its checksum (the file was changed "
+                               "after construct_subnet wrote it)")
+    return record
 
 
 def load_pretrained(path: str, device: str = "cpu") -> nn.Module:
@@ -178,9 +216,10 @@ def load_pretrained(path: str, device: str = "cpu") -> nn.Module:
     subnet_path = os.path.join(path, SUBNET_FILE)
     if not os.path.exists(subnet_path):
         return model_class.from_pretrained(path).to(device).eval()
-    with open(subnet_path, encoding="utf-8") as handle:
-        spec = SubnetSpec.from_dict(json.load(handle))
+    record = _read_subnet_record(subnet_path)
+    spec = SubnetSpec.from_dict(record)
     weights = _read_weights(path)
+    verify_digests(path, record.get(CHECKSUM_KEY), weights)
     dtype = next(t.dtype for t in weights.values() if t.is_floating_point())
     model = model_class(config).to(dtype)
     restore_subnet(model, spec)

@@ -109,3 +109,39 @@ def test_a_model_without_hugging_face_class_is_refused(tmp_path):
     oto = OTO(model, torch.randn(2, 3, 8, 8))
     with pytest.raises(HuggingFaceExportError, match="PreTrainedModel"):
         oto.construct_subnet(out_dir=str(tmp_path), export_huggingface_format=True)
+
+
+def test_a_damaged_exported_directory_is_refused_naming_the_file(tmp_path):
+    from only_train_once.subnet_construction.integrity import CorruptFileError
+
+    _, _, path = compress("llama_gqa", tmp_path, uneven=True)
+    weights = os.path.join(path, "model.safetensors")
+    with open(weights, "r+b") as handle:  # flip one bit in the last tensor's data (the header stays valid)
+        handle.seek(-1, os.SEEK_END)
+        last = handle.read(1)
+        handle.seek(-1, os.SEEK_END)
+        handle.write(bytes([last[0] ^ 1]))
+    with pytest.raises(CorruptFileError, match="does not match its checksum"):
+        load_pretrained(path)
+    with open(weights, "r+b") as handle:
+        handle.seek(-1, os.SEEK_END)
+        handle.write(last)
+    load_pretrained(path)  # restored: loads again
+    subnet = os.path.join(path, SUBNET_FILE)
+    with open(subnet, encoding="utf-8") as handle:
+        record = json.load(handle)
+    record["uniform"] = not record["uniform"]
+    with open(subnet, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    with pytest.raises(CorruptFileError, match=SUBNET_FILE):
+        load_pretrained(path)
+    open(weights, "wb").close()
+    with pytest.raises(CorruptFileError, match="model.safetensors is empty"):
+        _restore_record_and_load(subnet, record, path)
+
+
+def _restore_record_and_load(subnet, record, path):
+    record["uniform"] = not record["uniform"]
+    with open(subnet, "w", encoding="utf-8") as handle:
+        json.dump(record, handle)
+    return load_pretrained(path)
