@@ -93,6 +93,7 @@ def model_to_quantize_model(
     # The replaced modules are kept alive until the end: a freed module's id can be reused by a new quantized
     # layer, which a shared parent visited again would then mistake for the freed one (CoaT's shared crpe).
     visited: List[nn.Module] = []
+    own_forward: Dict[str, List[str]] = {}  # class (base class) -> layers left float because forward differs
 
     def quantized_copy(module: nn.Module, name: str) -> Optional[nn.Module]:
         quant_cls = quant_layer_class(module)
@@ -104,12 +105,7 @@ def model_to_quantize_model(
                            name, type(module).__name__)
             return None
         if quant_cls is not QuantizeTransposedLinear and overrides_forward(module, quant_cls._FLOAT_MODULE):
-            logger.warning(
-                "%s (%s) overrides %s.forward (weight standardisation, 'same' padding...), which the quantized "
-                "layer would drop; it stays a float layer. Quantize it with a layer of your own, or pass a "
-                "filter_fn that excludes it to silence this warning.",
-                name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__,
-            )
+            own_forward.setdefault(f"{type(module).__name__} ({quant_cls._FLOAT_MODULE.__name__})", []).append(name)
             return None
         return quant_cls.from_module(
             module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode,
@@ -132,6 +128,7 @@ def model_to_quantize_model(
                 setattr(parent, child_name, replacements[id(child)])
 
     convert_children(model, "")
+    _warn_own_forward(own_forward)
     _warn_float_layers(model)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
@@ -146,6 +143,15 @@ def _is_linear_like(module: nn.Module) -> bool:
     ``weight`` Parameter has two or more dimensions. Embeddings (lookups) are not."""
     weight = module._parameters.get("weight")
     return weight is not None and weight.dim() >= 2 and not isinstance(module, nn.Embedding)
+
+
+def _warn_own_forward(own_forward: Dict[str, List[str]]) -> None:
+    """One warning naming the layer classes left float because their forward is not their base class's."""
+    if own_forward:
+        described = "; ".join(f"{cls}: {len(names)} (e.g. {names[0]})" for cls, names in own_forward.items())
+        logger.warning("layers whose class overrides its base class's forward (weight standardisation, 'same' "
+                       "padding...) stay float, since a quantized base layer would drop what they compute: %s. "
+                       "Quantize them with a layer of your own, or exclude them with filter_fn.", described)
 
 
 def _warn_float_layers(model: nn.Module) -> None:

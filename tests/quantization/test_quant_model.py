@@ -232,7 +232,8 @@ def test_a_layer_overriding_forward_stays_float_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         model_to_quantize_model(model, num_bits=16)
     assert type(model[0]) is StandardisedConv and isinstance(model[2], QuantizeConv2d)
-    assert any("StandardisedConv" in r.message and "stays a float layer" in r.message for r in caplog.records)
+    assert any("StandardisedConv (Conv2d): 1 (e.g. 0)" in r.message and "stay float" in r.message
+               for r in caplog.records)
     torch.testing.assert_close(model(x), expected, rtol=1e-3, atol=1e-3)
 
 
