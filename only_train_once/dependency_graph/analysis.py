@@ -63,6 +63,8 @@ class SpaceAnalysis:
         self._literal_nodes: List = []
         self._split_nodes: List[Tuple[object, List[Space]]] = []
         self._generating: set = set()
+        #: names of the convolutions whose forward standardises their weight (baked before input pruning)
+        self.standardised_convs: List[str] = []
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
 
@@ -121,6 +123,13 @@ class SpaceAnalysis:
 
     def record_split(self, node, parts: List[Space]) -> None:
         self._split_nodes.append((node, parts))
+
+    def record_weight_standardisation(self, node) -> None:
+        """The convolution running ``node`` standardises its own weight over its input channels: the subnet
+        constructor bakes the standardisation from the full weight before pruning its inputs."""
+        name = self.graph.module_names.get(id(node.call.module))
+        if name is not None and name not in self.standardised_convs:
+            self.standardised_convs.append(name)
 
     def mark_generating(self, node) -> None:
         self._generating.add(node.id)

@@ -273,12 +273,16 @@ def matvec(ctx, node) -> None:
 
 
 def batch_norm(ctx, node) -> None:
-    """batch_norm / instance_norm: per-channel statistics. With batch statistics (``training=True``, as in
-    weight-standardised convolutions: ``batch_norm(w.reshape(1, out, -1), training=True)``) or per instance,
-    every other axis is averaged over, so it is pinned: a standardised conv pins its input channels."""
+    """batch_norm / instance_norm: per-channel statistics. With batch statistics (``training=True``) or per
+    instance, every other axis is averaged over, so it is pinned; except in a weight-standardised convolution
+    (``batch_norm(self.weight.reshape(1, out, -1), training=True)``, timm's ``StdConv2d``/``ScaledStdConv2d``),
+    whose input channels stay prunable because the subnet constructor computes the standardised weight from the
+    full weight before pruning them (see :func:`standardises_own_weight`)."""
     x = node.value_arg(0, "input")
     axes = ctx.axes(x)
-    if node.call.name == "instance_norm" or node.arg(5, "training", False):
+    if node.call.name == "batch_norm" and node.arg(5, "training", False) and standardises_own_weight(ctx, node):
+        ctx.record_weight_standardisation(node)
+    elif node.call.name == "instance_norm" or node.arg(5, "training", False):
         for axis in axes[2:]:
             ctx.pin(axis, f"{node.call.name} computes statistics over it")
     for index, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
@@ -287,6 +291,19 @@ def batch_norm(ctx, node) -> None:
             ctx.spaces.union(ctx.axes(ref)[0], axes[1])
             ctx.claim(ref, 0, node)
     ctx.set_axes(_out(node), axes)
+
+
+def standardises_own_weight(ctx, node) -> bool:
+    """Whether a batch_norm call standardises the weight of the convolution whose forward makes it, per output
+    channel (``w.reshape(1, out_channels, -1)``) with an ``eps`` attribute the baked module can reuse."""
+    module = node.call.module
+    x = node.value_arg(0, "input")
+    if not isinstance(module, torch.nn.modules.conv._ConvNd) or module.transposed or not hasattr(module, "eps"):
+        return False
+    weight = module._parameters.get("weight")
+    shape = ctx.shape(x)
+    return (weight is not None and len(shape) == 3 and shape[0] == 1 and shape[1] == weight.shape[0]
+            and shape[2] == weight[0].numel() and node.value_arg(1, "running_mean") is None)
 
 
 def group_norm(ctx, node) -> None:

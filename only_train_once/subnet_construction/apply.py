@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
-from .modules import PrunedMultiheadAttention
+from .modules import PrunedMultiheadAttention, StandardisedConv2d
 from .plan import PruningPlan, kept_size
 
 
@@ -125,6 +125,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     spec = SubnetSpec()
     if plan.is_empty:
         return spec
+    _bake_standardised_convs(graph, model, plan, spec)
     modules = dict(model.named_modules())  # ``model`` may be a copy of the traced model: find modules by name
     attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
                            if isinstance(m, nn.MultiheadAttention)}
@@ -155,6 +156,15 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at dotted path ``name`` (``nn.Module.set_submodule`` only exists from torch 2.5)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _bake_standardised_convs(graph, model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
+    """Weight-standardised convolutions losing input channels compute their standardisation now, from the full
+    weight (see :class:`StandardisedConv2d`); those that only lose output channels keep their own class."""
+    for name in graph.analysis.standardised_convs:
+        if 1 in plan.keep.get(f"{name}.weight", {}):
+            set_submodule(model, name, StandardisedConv2d.from_module(model.get_submodule(name)))
+            spec.replaced_modules[name] = {"class": "StandardisedConv2d"}
 
 
 def _replace_attention_modules(model: nn.Module, plan: PruningPlan, spec: SubnetSpec,
@@ -190,13 +200,20 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
                 if tensor is not None and id(tensor) in replacements:
                     store[key] = replacements[id(tensor)]
     for name, description in spec.replaced_modules.items():
-        if description.get("class") != "PrunedMultiheadAttention":
-            raise ValueError(f"unknown replacement module {description.get('class')!r} for {name}")
-        set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name),
-                                                                         int(description["head_dim"])))
+        set_submodule(model, name, _replacement(model.get_submodule(name), name, description))
     modules = dict(model.named_modules())
     for module_name, attributes in spec.attributes.items():
         for name, value in attributes.items():
             current = getattr(modules[module_name], name, None)
             setattr(modules[module_name], name, tuple(value) if isinstance(current, tuple) else value)
     return model
+
+
+def _replacement(module: nn.Module, name: str, description: Dict[str, Any]) -> nn.Module:
+    """The module ``restore_subnet`` puts at ``name`` in place of a fresh ``module``, as ``description`` says."""
+    kind = description.get("class")
+    if kind == "PrunedMultiheadAttention":
+        return PrunedMultiheadAttention.from_module(module, int(description["head_dim"]))
+    if kind == "StandardisedConv2d":
+        return StandardisedConv2d.from_module(module)
+    raise ValueError(f"unknown replacement module {kind!r} for {name}")

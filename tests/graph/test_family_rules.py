@@ -67,7 +67,8 @@ class EinsumNonzeroContraction(nn.Module):
 
 
 class StdConv(nn.Conv2d):
-    """A weight-standardised conv (timm's StdConv2d / ScaledStdConv2d)."""
+    """A weight-standardised conv without an ``eps`` attribute: the subnet constructor has nothing to bake its
+    standardisation from, so its input channels stay pinned."""
 
     def forward(self, x):
         weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
@@ -75,10 +76,25 @@ class StdConv(nn.Conv2d):
         return F.conv2d(x, weight, self.bias)
 
 
+class ScaledStdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d layout: the weight standardised per output channel, times ``gain * scale``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps, self.scale = 1e-6, self.weight[0].numel() ** -0.5
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,
+                              eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 class WeightStandardised(nn.Module):
-    def __init__(self):
+    def __init__(self, conv=StdConv, padding=0):
         super().__init__()
-        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), StdConv(8, 8, 3), nn.Conv2d(8, 2, 1)
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), conv(8, 8, 3, padding=padding), nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
         return self.c(F.relu(self.b(F.relu(self.a(x))))) * SMALL
@@ -103,7 +119,9 @@ def _compress(model, shape, tmp_path):
     (lambda: L2Normalised("vector_norm"), IMAGE, {"a"}),
     (EinsumAttention, TOKENS, {"q", "k"}),
     (WeightStandardised, IMAGE, {"b"}),
-], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised"])
+    (lambda: WeightStandardised(ScaledStdConv, 1), IMAGE, {"a", "b"}),
+], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised_no_eps",
+        "weight_standardised"])
 def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
     torch.manual_seed(0)
     assert _prunable_prefixes(model(), shape) == prunable
@@ -170,3 +188,29 @@ def test_a_space_both_product_and_concatenation_pins_the_factors():
     residual = spaces.concat([spaces.new(24, "a"), spaces.new(24, "b")])
     spaces.union(residual, merged)
     assert spaces.find(heads).pinned
+
+
+def test_a_standardised_conv_losing_inputs_is_baked_and_reloads_weights_only(tmp_path):
+    """The compressed conv holds the standardisation of the full weight (a recomputed one over the kept inputs
+    would differ), and a fresh instance of the architecture rebuilt from the subnet description computes the
+    same outputs."""
+    import numpy as np
+
+    from only_train_once.subnet_construction import load_compressed_weights
+    from only_train_once.subnet_construction.modules import StandardisedConv2d
+
+    torch.manual_seed(0)
+    model = WeightStandardised(ScaledStdConv, 1).eval()
+    x = torch.randn(IMAGE)
+    oto = OTO(model, x)
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert isinstance(compressed.b, StandardisedConv2d) and compressed.b.in_channels < 8
+    expected = model(x)
+    torch.testing.assert_close(compressed(x), expected, rtol=1e-4, atol=1e-9)
+    torch.manual_seed(3)
+    rebuilt = load_compressed_weights(WeightStandardised(ScaledStdConv, 1).eval(),
+                                      oto.compressed_model_path.replace(".pt", ".safetensors"))
+    torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-9)
