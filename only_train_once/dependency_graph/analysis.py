@@ -215,6 +215,8 @@ class SpaceAnalysis:
             if len(parts) < 2:
                 continue
             literal = node.call.name != "chunk"
+            if literal and self._follow_split_sections(node, parts):
+                continue
             resolutions = [self.owners(p) for p in parts]
             differ = any(not (np.array_equal(r[0], resolutions[0][0]) and np.array_equal(r[1], resolutions[0][1]))
                          for r in resolutions[1:])
@@ -226,6 +228,24 @@ class SpaceAnalysis:
                 for part in parts:
                     if self.units(part):
                         self.pin(part, reason)
+
+    def _follow_split_sections(self, node, parts: List[Space]) -> bool:
+        """``x.split(self.split_indices, dim)`` with every section read from a module attribute (MambaOut's
+        gated block) stays prunable, each part its own way: the constructor rewrites each section to the kept size
+        of its part. Returns whether it was recorded."""
+        sections = node.arg(1, "split_size_or_sections")
+        if sections is None:
+            sections = node.arg(1, "split_size")
+        if not isinstance(sections, (list, tuple)) or len(sections) != len(parts):
+            return False
+        attributes = [_exact_attribute(size) for size in sections]
+        if any(attribute is None for attribute in attributes):
+            return False
+        dim = int(node.arg(2, "dim", 0) or 0)
+        dim = dim + len(self.shape(node.outputs[0])) if dim < 0 else dim
+        for (module_name, attribute), out in zip(attributes, node.outputs):
+            self.literal_updates.append(LiteralUpdate(module_name, attribute, out, dim))
+        return True
 
     def _follow_split_size(self, node, parts: List[Space]) -> bool:
         """``x.split(self.split_size, dim)`` into equal parts pruned alike (GPT-2's fused ``c_attn``) stays prunable:

@@ -7,6 +7,7 @@ without pickling modules (see :func:`only_train_once.subnet_construction.io.load
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List
 
@@ -39,6 +40,11 @@ class SubnetSpec:
 
 
 def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
+    element = _ELEMENT.fullmatch(name)
+    if element is not None:  # one int of a tuple/list attribute ("split_indices[1]"): rewrite the whole attribute
+        name, index = element.group(1), int(element.group(2))
+        current = getattr(module, name)
+        value = type(current)(value if k == index else v for k, v in enumerate(current))
     if getattr(module, name, None) != value:
         setattr(module, name, value)
         spec.attributes.setdefault(module_name, {})[name] = list(value) if isinstance(value, tuple) else value
@@ -72,6 +78,9 @@ def _stored_weight(module) -> torch.Tensor:
         if stored is not None:
             return stored
     return module.weight
+
+
+_ELEMENT = re.compile(r"(\w+)\[(\d+)\]")
 
 
 # Module attribute updates of the built-in layers, by node op name (see operation.registry.ModuleShrink).

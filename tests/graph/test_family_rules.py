@@ -100,6 +100,21 @@ class WeightStandardised(nn.Module):
         return self.c(F.relu(self.b(F.relu(self.a(x))))) * SMALL
 
 
+class SplitBySections(nn.Module):
+    """``split(x, self.split_indices)`` into parts of different sizes, each refined by its own depthwise conv
+    (MambaOut's gated block): the parts' channels are prunable and the constructor rewrites the sections."""
+
+    def __init__(self):
+        super().__init__()
+        self.split_indices = (3, 5)
+        self.a, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+        self.dw_first, self.dw_second = nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.Conv2d(5, 5, 3, padding=1, groups=5)
+
+    def forward(self, x):
+        first, second = torch.split(self.a(x), self.split_indices, dim=1)
+        return self.c(torch.cat([self.dw_first(first), self.dw_second(second)], 1)) * SMALL
+
+
 def _prunable_prefixes(model, shape):
     torch.manual_seed(0)
     oto = OTO(model.eval(), torch.randn(shape))
@@ -120,8 +135,9 @@ def _compress(model, shape, tmp_path):
     (EinsumAttention, TOKENS, {"q", "k"}),
     (WeightStandardised, IMAGE, {"b"}),
     (lambda: WeightStandardised(ScaledStdConv, 1), IMAGE, {"a", "b"}),
+    (SplitBySections, IMAGE, {"dw_first", "dw_second"}),
 ], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised_no_eps",
-        "weight_standardised"])
+        "weight_standardised", "split_by_sections"])
 def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
     torch.manual_seed(0)
     assert _prunable_prefixes(model(), shape) == prunable
@@ -214,3 +230,17 @@ def test_a_standardised_conv_losing_inputs_is_baked_and_reloads_weights_only(tmp
     rebuilt = load_compressed_weights(WeightStandardised(ScaledStdConv, 1).eval(),
                                       oto.compressed_model_path.replace(".pt", ".safetensors"))
     torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_split_sections_read_from_an_attribute_follow_pruning(tmp_path):
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = SplitBySections().eval()
+    oto = OTO(model, torch.randn(IMAGE))
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert compressed.split_indices == (compressed.dw_first.in_channels, compressed.dw_second.in_channels)
+    assert sum(compressed.split_indices) < 8
