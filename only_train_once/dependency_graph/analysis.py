@@ -24,7 +24,8 @@ import numpy as np
 
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation import catalogue
-from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
+from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind,
+                                   exact_shape_source)
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ class SpaceAnalysis:
         """
         for node in self._literal_nodes:
             for axis, literal in _shape_literals(node) or []:
-                shape = _exact_shape_source(literal)
+                shape = exact_shape_source(literal)
                 if shape is not None and axis < len(self.axes(node.outputs[0])):
                     self.spaces.union(self.axes(node.outputs[0])[axis], self.axes(shape[0])[shape[1]])
         self._refresh()
@@ -279,7 +280,7 @@ class SpaceAnalysis:
         for node in self._literal_nodes:
             axes = self.axes(node.outputs[0])
             for axis, literal in _shape_literals(node) or []:
-                if literal == -1 or axis >= len(axes) or _exact_shape_source(literal) is not None:
+                if literal == -1 or axis >= len(axes) or exact_shape_source(literal) is not None:
                     continue
                 if not self.units(axes[axis]) and not _has_shape_source(literal):
                     continue
@@ -552,14 +553,6 @@ def _shape_literals(node) -> Optional[List[Tuple[int, int]]]:
     if not all(isinstance(s, int) for s in sizes):
         return None
     return list(enumerate(sizes))
-
-
-def _exact_shape_source(literal) -> Optional[Tuple[str, int]]:
-    if isinstance(literal, TracedInt) and literal.exact:
-        ((kind, value_id, axis),) = literal.sources
-        if kind == "shape":
-            return value_id, axis
-    return None
 
 
 def _exact_attribute(literal) -> Optional[Tuple[str, str]]:

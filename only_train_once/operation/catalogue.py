@@ -131,6 +131,37 @@ def factory(ctx, node) -> None:
         ctx.pin_value(ref, f"{node.op_name} argument")
 
 
+def zeros_factory(ctx, node) -> None:
+    """``torch.zeros(b, x.shape[1], n)`` / ``x.new_zeros(...)``: an axis whose size is read from a tensor's axis
+    (a scan's initial state, Mamba's ``ssm_state``) follows that axis when it is pruned; the tensor holds zeros,
+    so pruned slices are zero in it (see :func:`nothing_nonzero`). Other sizes are fixed."""
+    sizes = node.call.args[1:] if node.call.name == "new_zeros" else node.call.args
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    out = _out(node)
+    axes = []
+    for k, size in enumerate(ctx.shape(out)):
+        source = exact_shape_source(sizes[k]) if k < len(sizes) else None
+        axes.append(ctx.axes(source[0])[source[1]] if source is not None
+                    else ctx.spaces.new(size, node.op_name, pinned=True))
+    ctx.set_axes(out, axes)
+
+
+def nothing_nonzero(ctx, node, out, nonzero) -> frozenset:
+    """Zero rule of a tensor of zeros: no slice of it is nonzero."""
+    return frozenset()
+
+
+def exact_shape_source(size) -> Optional[tuple]:
+    """``(value id, axis)`` when ``size`` *is* a traced tensor's size (``x.shape[1]``), else None."""
+    sources = getattr(size, "sources", None)
+    if getattr(size, "exact", False) and sources is not None and len(sources) == 1:
+        ((kind, value_id, axis),) = sources
+        if kind == "shape":
+            return value_id, axis
+    return None
+
+
 def like_factory(ctx, node) -> None:
     """``zeros_like(x)`` and friends: same shape, no data dependency; zeros may share x's spaces."""
     source = node.value_arg(0, "input")
@@ -1075,8 +1106,9 @@ OP_KINDS.update(_kinds(["pixel_shuffle", "pixel_unshuffle"], OpKind("depthtospac
 OP_KINDS.update(_kinds(["scaled_dot_product_attention"], OpKind("attention", sdpa, CUSTOM, False, sdpa_macs)))
 OP_KINDS.update(_kinds(["multi_head_attention_forward"],
                        OpKind("multiheadattention", multi_head_attention, STEM, True, mha_macs)))
-OP_KINDS.update(_kinds(["zeros", "ones", "full", "empty", "arange", "linspace", "rand", "randn", "randint",
-                        "tensor", "as_tensor", "eye", "tril", "triu", "new_zeros", "new_ones", "new_full",
+OP_KINDS.update(_kinds(["zeros", "new_zeros"], OpKind("zeros", zeros_factory, CUSTOM, zero_rule=nothing_nonzero)))
+OP_KINDS.update(_kinds(["ones", "full", "empty", "arange", "linspace", "rand", "randn", "randint",
+                        "tensor", "as_tensor", "eye", "tril", "triu", "new_ones", "new_full",
                         "new_empty", "new_tensor", "outer", "polar", "cos_sin", "bernoulli", "multinomial"],
                        OpKind("constant", factory, GENERATE)))
 OP_KINDS.update(_kinds(["zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like"],

@@ -244,3 +244,29 @@ def test_split_sections_read_from_an_attribute_follow_pruning(tmp_path):
     compressed = torch.load(oto.compressed_model_path, weights_only=False)
     assert compressed.split_indices == (compressed.dw_first.in_channels, compressed.dw_second.in_channels)
     assert sum(compressed.split_indices) < 8
+
+
+class SelectiveScan(nn.Module):
+    """A recurrent scan over time from a zero state sized by the input (Mamba's ``ssm_state``): the inner
+    channels stay prunable, since the zero state and the zeroed inputs keep pruned slices zero at every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.decay, self.out = nn.Linear(8, 6), nn.Linear(8, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        u, a = self.inner(x), torch.sigmoid(self.decay(x))
+        state = torch.zeros(x.shape[0], u.shape[-1])
+        states = []
+        for step in range(x.shape[1]):
+            state = a[:, step] * state + u[:, step]
+            states.append(state)
+        return self.out(torch.stack(states, dim=1)) * SMALL
+
+
+def test_a_scan_from_a_zero_state_sized_by_the_input_is_pruned_losslessly(tmp_path):
+    torch.manual_seed(0)
+    assert _prunable_prefixes(SelectiveScan(), TOKENS) == {"inner", "decay"}  # one group: the decay gates it
+    torch.manual_seed(0)
+    result = _compress(SelectiveScan(), TOKENS, tmp_path)
+    assert result.lossless and result.smaller, result
