@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -143,16 +143,21 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         shrink = MODULE_SHRINKS.get(node.op_name)
         module_name = graph.module_names.get(id(node.call.module))
         module = modules.get(module_name)
-        if shrink is None or not isinstance(module, shrink.module_type) or not node.inputs:
+        if shrink is None or not shrink.applies_to(module) or not node.inputs:
             continue
         channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
         old_attributes[id(module)] = (node, module_name, module,
-                                      kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis))
+                                      kept_size(graph, plan.pruned_units, node.inputs[0], channel_axis),
+                                      _full_pruned_size(module, module_name, plan))
     _replace_tensors(model, plan, spec)
-    for node, module_name, module, kept_in in old_attributes.values():
-        updater: Callable = MODULE_SHRINKS[node.op_name].update
-        for name, value in updater(module, node, kept_in).items():
+    for node, module_name, module, kept_in, full_size in old_attributes.values():
+        shrink = MODULE_SHRINKS[node.op_name]
+        for name, value in shrink.update(module, node, kept_in).items():
             _set_attribute(spec, module_name, module, name, value)
+        if shrink.replace is not None and full_size is not None:
+            set_submodule(model, module_name, shrink.replace(module, full_size))
+            spec.replaced_modules[module_name] = {"class": "registered", "op_name": node.op_name,
+                                                  "full_size": full_size}
     _replace_attention_modules(model, plan, spec, attention_head_dims)
     modules = dict(model.named_modules())
     for update in graph.analysis.literal_updates:
@@ -165,6 +170,15 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at dotted path ``name`` (``nn.Module.set_submodule`` only exists from torch 2.5)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _full_pruned_size(module: nn.Module, module_name: str, plan: PruningPlan) -> Optional[int]:
+    """Size before pruning of the first pruned axis of ``module``'s own parameters (None if none is pruned)."""
+    for name, tensor in module._parameters.items():
+        axes = plan.keep.get(f"{module_name}.{name}" if module_name else name)
+        if tensor is not None and axes:
+            return int(tensor.shape[next(iter(axes))])
+    return None
 
 
 def _bake_standardised_convs(graph, model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
@@ -225,4 +239,6 @@ def _replacement(module: nn.Module, name: str, description: Dict[str, Any]) -> n
         return PrunedMultiheadAttention.from_module(module, int(description["head_dim"]))
     if kind == "StandardisedConv2d":
         return StandardisedConv2d.from_module(module)
+    if kind == "registered" and description.get("op_name") in MODULE_SHRINKS:
+        return MODULE_SHRINKS[description["op_name"]].replace(module, int(description["full_size"]))
     raise ValueError(f"unknown replacement module {kind!r} for {name}")

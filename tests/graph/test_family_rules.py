@@ -270,3 +270,49 @@ def test_a_scan_from_a_zero_state_sized_by_the_input_is_pruned_losslessly(tmp_pa
     torch.manual_seed(0)
     result = _compress(SelectiveScan(), TOKENS, tmp_path)
     assert result.lossless and result.smaller, result
+
+
+class GrnMlp(nn.Module):
+    """ConvNeXt-V2's MLP (channels last): fc1 -> GELU -> timm's GlobalResponseNorm -> fc2."""
+
+    def __init__(self):
+        super().__init__()
+        from tests.thirdparty import import_module
+
+        grn = import_module("timm.layers.grn")
+        self.fc1, self.norm, self.fc2 = nn.Linear(4, 8), grn.GlobalResponseNorm(8), nn.Linear(8, 2)
+        with torch.no_grad():
+            self.norm.weight.normal_()
+            self.norm.bias.normal_()
+
+    def forward(self, x):
+        return self.fc2(self.norm(F.gelu(self.fc1(x)))) * SMALL
+
+
+def test_global_response_norm_hidden_units_are_pruned_and_keep_their_channel_mean(tmp_path):
+    """The channel mean keeps dividing by the original count (a recomputed mean over the kept channels would
+    change every output), in the pickled model and in a weights-only rebuild."""
+    import numpy as np
+
+    from only_train_once.operation.thirdparty import ChannelCountGlobalResponseNorm
+    from only_train_once.subnet_construction import load_compressed_weights
+
+    from tests.thirdparty import import_or_skip
+
+    import_or_skip("timm")
+    model_class = GrnMlp
+    shape = (2, 3, 3, 4)
+    torch.manual_seed(0)
+    assert _prunable_prefixes(model_class(), shape) == {"fc1", "norm"}
+    torch.manual_seed(0)
+    model, x = model_class().eval(), torch.randn(shape)
+    oto = OTO(model, x)
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert isinstance(compressed.norm, ChannelCountGlobalResponseNorm) and compressed.norm.weight.numel() < 8
+    expected = model(x)
+    torch.testing.assert_close(compressed(x), expected, rtol=1e-4, atol=1e-10)
+    rebuilt = load_compressed_weights(model_class().eval(), oto.compressed_model_path.replace(".pt", ".safetensors"))
+    torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-10)

@@ -164,3 +164,21 @@ def test_registration_rejects_bad_arguments():
         register_operator("tensordot", tensordot_rule, zero="sometimes")
     with pytest.raises(TypeError, match="nn.Module subclass"):
         register_module(int, tensordot_rule)
+    with pytest.raises(ValueError, match="class path names its module"):
+        register_module("GlobalResponseNorm", tensordot_rule)
+
+
+def test_a_module_registered_by_class_path_is_matched_without_importing_it():
+    from only_train_once.operation.registry import OPAQUE_MODULES, opaque_call_name
+
+    class Local(nn.Module):
+        pass
+
+    path = f"{Local.__module__}.{Local.__qualname__}"
+    try:
+        register_module(path, tensordot_rule, op_name="local_by_path")
+        assert opaque_call_name(Local()) == "module:Local"
+        assert opaque_call_name(nn.Linear(2, 2)) is None
+    finally:
+        OPAQUE_MODULES.pop(path, None)
+        catalogue.OP_KINDS.pop("module:Local", None)
