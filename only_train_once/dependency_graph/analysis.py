@@ -68,6 +68,7 @@ class SpaceAnalysis:
         self.standardised_convs: List[str] = []
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
+        self._made_nonzero: Dict[int, object] = {}  # unit uid -> the call that first made its pruned slices nonzero
 
     # -- context used by the catalogue ----------------------------------------------------------------
     def shape(self, value_id: str) -> Tuple[int, ...]:
@@ -331,6 +332,7 @@ class SpaceAnalysis:
     # -- zero flow ------------------------------------------------------------------------------------
     def _zero_flow(self) -> None:
         nonzero: Dict[str, FrozenSet[int]] = {}
+        self._made_nonzero = {}
 
         def nz(value_id: str) -> FrozenSet[int]:
             known = nonzero.get(value_id)
@@ -347,6 +349,16 @@ class SpaceAnalysis:
                 continue
             for out in node.outputs:
                 nonzero[out] = self._zero_rule(node, kind, out, nz) & self.value_units(out)
+                self._remember_where_made_nonzero(node, nonzero[out], nz)
+
+    def _remember_where_made_nonzero(self, node, out_nonzero: FrozenSet[int], nz) -> None:
+        """The first call at which a unit's pruned slices stop being zero (``x + bias``, ``sigmoid``), named in the
+        reason when a later layer pins the unit."""
+        before: set = set()
+        for ref in node.tensor_args:
+            before |= nz(ref)
+        for uid in out_nonzero - before:
+            self._made_nonzero.setdefault(uid, node)
 
     def _initial_nonzero(self, value_id: str) -> FrozenSet[int]:
         value = self.graph.values[value_id]
@@ -358,6 +370,13 @@ class SpaceAnalysis:
     def pin_units(self, units, reason: str) -> None:
         """Pin the prunable unit spaces ``units`` (uids), for zero rules."""
         self._pin_units(units, reason)
+
+    def _pin_nonzero_units(self, units, reason: str) -> None:
+        """Pin ``units``, naming for each the call that made its pruned slices nonzero (when one did)."""
+        for uid in sorted(units):
+            origin = self._made_nonzero.get(uid)
+            where = f" (made nonzero by '{origin.call.name}' in {origin.scope or 'the model'})" if origin else ""
+            self.pin(self.unit_space(uid), reason + where)
 
     def _pin_units(self, units, reason: str) -> None:
         for uid in sorted(units):
@@ -433,8 +452,8 @@ class SpaceAnalysis:
             contracted = frozenset()
         else:
             contracted = self.units(self.axes(x)[-1])
-        self._pin_units(contracted & nz(x), f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
-                                            " without being zero there")
+        self._pin_nonzero_units(contracted & nz(x), f"pruned channels reach '{node.call.name}' in "
+                                                    f"{node.scope or 'the model'} without being zero there")
         out_axes = self.axes(out)
         channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
         produced = self.units(out_axes[channel_axis])

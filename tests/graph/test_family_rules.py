@@ -316,3 +316,24 @@ def test_global_response_norm_hidden_units_are_pruned_and_keep_their_channel_mea
     torch.testing.assert_close(compressed(x), expected, rtol=1e-4, atol=1e-10)
     rebuilt = load_compressed_weights(model_class().eval(), oto.compressed_model_path.replace(".pt", ".safetensors"))
     torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-10)
+
+
+class SharedBiasActivation(nn.Module):
+    """PoolFormer-V2's StarReLU: ``scale * relu(x) ** 2 + bias`` with one bias for every channel, so a pruned
+    hidden channel carries the bias into fc2 and must stay; the reason names the call that made it nonzero."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.bias = nn.Parameter(torch.tensor([0.3]))
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)) ** 2 + self.bias) * SMALL
+
+
+def test_a_pinned_group_names_the_call_that_made_its_pruned_channels_nonzero():
+    torch.manual_seed(0)
+    oto = OTO(SharedBiasActivation().eval(), torch.randn(TOKENS[0], TOKENS[2] // 2))
+    (hidden,) = [g for g in oto.groups if "fc1.weight" in g.param_names]
+    assert not hidden.is_prunable
+    assert "made nonzero by 'add' in the model" in hidden.unprunable_reasons[0]
