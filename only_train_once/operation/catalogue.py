@@ -333,8 +333,11 @@ def standardises_own_weight(ctx, node) -> bool:
         return False
     weight = module._parameters.get("weight")
     shape = ctx.shape(x)
+    # the affine part must be the one StandardisedConv2d reproduces: none (StdConv2d) or gain * scale
+    affine_known = node.arg(3, "weight") is None or isinstance(module._parameters.get("gain"), torch.nn.Parameter)
     return (weight is not None and len(shape) == 3 and shape[0] == 1 and shape[1] == weight.shape[0]
-            and shape[2] == weight[0].numel() and node.value_arg(1, "running_mean") is None)
+            and shape[2] == weight[0].numel() and node.value_arg(1, "running_mean") is None
+            and node.arg(4, "bias") is None and affine_known)
 
 
 def group_norm(ctx, node) -> None:

@@ -50,8 +50,8 @@ ZERO_CATEGORIES = (PRESERVE, GENERATE, MUL, ADD, DIV, STEM, AFFINE_NORM, CONCAT,
 ModuleUpdate = Callable[[nn.Module, Any, int], Dict[str, Any]]
 
 
-#: ``replace(module, full_size) -> module``: the shrunk module's stand-in (``full_size``: its input channel count
-#: before pruning), for modules whose own class computes something else once pruned
+#: ``replace(module, full_size) -> module``: the shrunk module's stand-in (``full_size``: the size its parameters
+#: had along their pruned axis), for modules whose own class computes something else once pruned
 ModuleReplace = Callable[[nn.Module, int], nn.Module]
 
 
@@ -129,12 +129,12 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
         if "." not in module_type:
             raise ValueError(f"a class path names its module, e.g. 'timm.layers.grn.GlobalResponseNorm'; got "
                              f"{module_type!r}")
-        class_name = module_type.rsplit(".", 1)[1]
+        qualified_name = class_name = module_type.rsplit(".", 1)[1]
     elif isinstance(module_type, type) and issubclass(module_type, nn.Module):
-        class_name = module_type.__qualname__
+        qualified_name, class_name = module_type.__qualname__, module_type.__name__
     else:
         raise TypeError(f"register_module needs an nn.Module subclass or its class path, got {module_type!r}")
-    call_name = f"module:{class_name}"
+    call_name = f"module:{qualified_name}"
     stem = zero == STEM if is_stem is None else is_stem
     kind = register_operator(call_name, propagate, zero, zero_rule, macs, stem, op_name or class_name)
     OPAQUE_MODULES[module_type] = call_name
