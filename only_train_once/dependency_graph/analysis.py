@@ -17,6 +17,7 @@ The result maps every element of every parameter axis to the prunable unit that 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
@@ -241,7 +242,10 @@ class SpaceAnalysis:
         if not isinstance(sections, (list, tuple)) or len(sections) != len(parts):
             return False
         attributes = [_exact_attribute(size) for size in sections]
-        if any(attribute is None for attribute in attributes):
+        # Only a tuple/list attribute holding exactly these sections (``split_indices[k]``): a plain int attribute
+        # (EfficientViT's ``key_dim``) is shared by other parts and other calls, which one rewrite would break.
+        if any(attribute is None or not _ELEMENT_ATTRIBUTE.fullmatch(attribute[1]) for attribute in attributes) \
+                or len({a[1].split("[")[0] for a in attributes}) != 1 or len(set(attributes)) != len(attributes):
             return False
         dim = int(node.arg(2, "dim", 0) or 0)
         dim = dim + len(self.shape(node.outputs[0])) if dim < 0 else dim
@@ -583,6 +587,7 @@ def _exact_attribute(literal) -> Optional[Tuple[str, str]]:
 
 
 _ARITHMETIC_OPS = frozenset({"mul", "div", "add", "pow"})
+_ELEMENT_ATTRIBUTE = re.compile(r"\w+\[\d+\]")
 
 
 def _size_scalars(template, arithmetic: bool):

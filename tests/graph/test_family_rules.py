@@ -337,3 +337,32 @@ def test_a_pinned_group_names_the_call_that_made_its_pruned_channels_nonzero():
     (hidden,) = [g for g in oto.groups if "fc1.weight" in g.param_names]
     assert not hidden.is_prunable
     assert "made nonzero by 'add' in the model" in hidden.unprunable_reasons[0]
+
+
+class SplitBySharedIntAttributes(nn.Module):
+    """Two heads each ``split([self.key_dim, self.val_dim])`` (EfficientViT-M's cascaded attention), each part
+    refined by its own depthwise conv: one int attribute serves both heads, whose channels are pruned differently
+    (the second head's mean pins its keys), so no single rewrite follows pruning; the sections stay pinned."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_dim, self.val_dim = 4, 4
+        self.heads = nn.ModuleList(nn.Conv2d(3, 8, 1) for _ in range(2))
+        self.keys = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, groups=4) for _ in range(2))
+        self.values = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, groups=4) for _ in range(2))
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        total = 0
+        for index in range(2):
+            k, v = self.heads[index](x).split([self.key_dim, self.val_dim], dim=1)
+            k, v = self.keys[index](k), self.values[index](v)
+            score = k.sum(1, keepdim=True) if index == 0 else k.mean(1, keepdim=True)
+            total = total + v * score
+        return self.out(total) * SMALL
+
+
+def test_split_sections_sharing_an_int_attribute_stay_exact(tmp_path):
+    torch.manual_seed(0)
+    result = _compress(SplitBySharedIntAttributes(), IMAGE, tmp_path)
+    assert result.lossless, result
