@@ -33,6 +33,11 @@ marks one unprunable, ``ctx.claim(param, axis, node)`` names the axis a paramete
 become nonzero; ``STEM``: a layer producing fresh channels from a contraction over the input's channel axis;
 ``AFFINE_NORM``: per-channel normalisation followed by an affine weight that zeroes pruned channels), or pass
 ``zero_rule(ctx, node, output, nonzero)`` returning the unit uids that may be nonzero in ``output``.
+
+A third-party class can be registered by its path (``register_module("timm.layers.grn.GlobalResponseNorm", ...)``)
+without importing its package. A module whose own class would compute something else once it loses channels (a
+mean over channels dividing by the kept count) passes ``replace(module, full_size)``, returning the stand-in the
+compressed model uses; :mod:`~only_train_once.operation.thirdparty` registers timm's ``GlobalResponseNorm`` so.
 """
 
 from __future__ import annotations
