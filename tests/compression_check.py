@@ -98,13 +98,16 @@ def compress_and_compare(model: nn.Module, dummy_input: Any, out_dir: str, fresh
     model = model.eval()
     if quantize:
         model_to_quantize_model(model, quant_mode="weight_and_activation")
+    # A fresh instance for models that can only be saved weights-only, copied before the trace: tracing runs the
+    # model with autograd on, and eval-mode caches (timm LeViT's attention biases) then hold non-leaf tensors,
+    # which deepcopy refuses.
+    architecture = copy.deepcopy(model)
     oto = OTO(model, dummy_input)
     if before_zeroing is not None:
         before_zeroing(oto)
     groups = prunable_group_count(oto)
     fraction = prunable_param_fraction(oto, model)
     before = sum(p.numel() for p in model.parameters())
-    architecture = copy.deepcopy(model)  # a fresh instance for models that can only be saved weights-only
     np.random.seed(seed)
     oto.random_set_zero_groups(sparsity)
     oto.construct_subnet(out_dir=out_dir)

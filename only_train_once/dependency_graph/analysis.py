@@ -17,6 +17,7 @@ The result maps every element of every parameter axis to the prunable unit that 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Dict, FrozenSet, List, Optional, Tuple
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation import catalogue
-from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind)
+from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind,
+                                   exact_shape_source)
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)
@@ -63,9 +65,12 @@ class SpaceAnalysis:
         self._literal_nodes: List = []
         self._split_nodes: List[Tuple[object, List[Space]]] = []
         self._generating: set = set()
+        #: names of the convolutions whose forward standardises their weight (baked before input pruning)
+        self.standardised_convs: List[str] = []
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
         self._through_consumers: List[Space] = []
+        self._made_nonzero: Dict[int, object] = {}  # unit uid -> the call that first made its pruned slices nonzero
 
     # -- context used by the catalogue ----------------------------------------------------------------
     def shape(self, value_id: str) -> Tuple[int, ...]:
@@ -127,6 +132,13 @@ class SpaceAnalysis:
 
     def record_split(self, node, parts: List[Space]) -> None:
         self._split_nodes.append((node, parts))
+
+    def record_weight_standardisation(self, node) -> None:
+        """The convolution running ``node`` standardises its own weight over its input channels: the subnet
+        constructor bakes the standardisation from the full weight before pruning its inputs."""
+        name = self.graph.module_names.get(id(node.call.module))
+        if name is not None and name not in self.standardised_convs:
+            self.standardised_convs.append(name)
 
     def mark_generating(self, node) -> None:
         self._generating.add(node.id)
@@ -212,6 +224,8 @@ class SpaceAnalysis:
             if len(parts) < 2:
                 continue
             literal = node.call.name != "chunk"
+            if literal and self._follow_split_sections(node, parts):
+                continue
             resolutions = [self.owners(p) for p in parts]
             differ = any(not (np.array_equal(r[0], resolutions[0][0]) and np.array_equal(r[1], resolutions[0][1]))
                          for r in resolutions[1:])
@@ -223,6 +237,27 @@ class SpaceAnalysis:
                 for part in parts:
                     if self.units(part):
                         self.pin(part, reason)
+
+    def _follow_split_sections(self, node, parts: List[Space]) -> bool:
+        """``x.split(self.split_indices, dim)`` with every section read from a module attribute (MambaOut's
+        gated block) stays prunable, each part its own way: the constructor rewrites each section to the kept size
+        of its part. Returns whether it was recorded."""
+        sections = node.arg(1, "split_size_or_sections")
+        if sections is None:
+            sections = node.arg(1, "split_size")
+        if not isinstance(sections, (list, tuple)) or len(sections) != len(parts):
+            return False
+        attributes = [_exact_attribute(size) for size in sections]
+        # Only a tuple/list attribute holding exactly these sections (``split_indices[k]``): a plain int attribute
+        # (EfficientViT's ``key_dim``) is shared by other parts and other calls, which one rewrite would break.
+        if any(attribute is None or not _ELEMENT_ATTRIBUTE.fullmatch(attribute[1]) for attribute in attributes) \
+                or len({a[1].split("[")[0] for a in attributes}) != 1 or len(set(attributes)) != len(attributes):
+            return False
+        dim = int(node.arg(2, "dim", 0) or 0)
+        dim = dim + len(self.shape(node.outputs[0])) if dim < 0 else dim
+        for (module_name, attribute), out in zip(attributes, node.outputs):
+            self.literal_updates.append(LiteralUpdate(module_name, attribute, out, dim))
+        return True
 
     def _follow_split_size(self, node, parts: List[Space]) -> bool:
         """``x.split(self.split_size, dim)`` into equal parts pruned alike (GPT-2's fused ``c_attn``) stays prunable:
@@ -248,7 +283,7 @@ class SpaceAnalysis:
         """
         for node in self._literal_nodes:
             for axis, literal in _shape_literals(node) or []:
-                shape = _exact_shape_source(literal)
+                shape = exact_shape_source(literal)
                 if shape is not None and axis < len(self.axes(node.outputs[0])):
                     self.spaces.union(self.axes(node.outputs[0])[axis], self.axes(shape[0])[shape[1]])
         self._refresh()
@@ -256,7 +291,7 @@ class SpaceAnalysis:
         for node in self._literal_nodes:
             axes = self.axes(node.outputs[0])
             for axis, literal in _shape_literals(node) or []:
-                if literal == -1 or axis >= len(axes) or _exact_shape_source(literal) is not None:
+                if literal == -1 or axis >= len(axes) or exact_shape_source(literal) is not None:
                     continue
                 if not self.units(axes[axis]) and not _has_shape_source(literal):
                     continue
@@ -328,6 +363,7 @@ class SpaceAnalysis:
     # -- zero flow ------------------------------------------------------------------------------------
     def _zero_flow(self) -> None:
         nonzero: Dict[str, FrozenSet[int]] = {}
+        self._made_nonzero = {}
 
         def nz(value_id: str) -> FrozenSet[int]:
             known = nonzero.get(value_id)
@@ -344,6 +380,16 @@ class SpaceAnalysis:
                 continue
             for out in node.outputs:
                 nonzero[out] = self._zero_rule(node, kind, out, nz) & self.value_units(out)
+                self._remember_where_made_nonzero(node, nonzero[out], nz)
+
+    def _remember_where_made_nonzero(self, node, out_nonzero: FrozenSet[int], nz) -> None:
+        """The first call at which a unit's pruned slices stop being zero (``x + bias``, ``sigmoid``), named in the
+        reason when a later layer pins the unit."""
+        before: set = set()
+        for ref in node.tensor_args:
+            before |= nz(ref)
+        for uid in out_nonzero - before:
+            self._made_nonzero.setdefault(uid, node)
 
     def _initial_nonzero(self, value_id: str) -> FrozenSet[int]:
         value = self.graph.values[value_id]
@@ -355,6 +401,13 @@ class SpaceAnalysis:
     def pin_units(self, units, reason: str) -> None:
         """Pin the prunable unit spaces ``units`` (uids), for zero rules."""
         self._pin_units(units, reason)
+
+    def _pin_nonzero_units(self, units, reason: str) -> None:
+        """Pin ``units``, naming for each the call that made its pruned slices nonzero (when one did)."""
+        for uid in sorted(units):
+            origin = self._made_nonzero.get(uid)
+            where = f" (made nonzero by '{origin.call.name}' in {origin.scope or 'the model'})" if origin else ""
+            self.pin(self.unit_space(uid), reason + where)
 
     def _pin_units(self, units, reason: str) -> None:
         for uid in sorted(units):
@@ -432,8 +485,8 @@ class SpaceAnalysis:
             contracted = self.units(self.axes(x)[-1])
         live = contracted & nz(x)
         live -= self._zeroed_columns(node, weight, live)
-        self._pin_units(live, f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
-                              " without being zero there")
+        self._pin_nonzero_units(live, f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
+                                      " without being zero there")
         out_axes = self.axes(out)
         channel_axis = 1 if name in ("conv", "convtranspose") else len(out_axes) - 1
         produced = self.units(out_axes[channel_axis])
@@ -572,14 +625,6 @@ def _shape_literals(node) -> Optional[List[Tuple[int, int]]]:
     return list(enumerate(sizes))
 
 
-def _exact_shape_source(literal) -> Optional[Tuple[str, int]]:
-    if isinstance(literal, TracedInt) and literal.exact:
-        ((kind, value_id, axis),) = literal.sources
-        if kind == "shape":
-            return value_id, axis
-    return None
-
-
 def _exact_attribute(literal) -> Optional[Tuple[str, str]]:
     if isinstance(literal, TracedInt) and literal.exact:
         ((kind, module_name, attribute),) = literal.sources
@@ -589,6 +634,7 @@ def _exact_attribute(literal) -> Optional[Tuple[str, str]]:
 
 
 _ARITHMETIC_OPS = frozenset({"mul", "div", "add", "pow"})
+_ELEMENT_ATTRIBUTE = re.compile(r"\w+\[\d+\]")
 
 
 def _size_scalars(template, arithmetic: bool):

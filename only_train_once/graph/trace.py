@@ -353,7 +353,9 @@ class _Recorder(TorchFunctionMode):
 
 
 def _trace_int_attributes(model: nn.Module, module_names: Dict[int, str]) -> List[Tuple[nn.Module, str, int]]:
-    """Swap every plain int attribute of every module for a :class:`TracedInt`; returns what to restore."""
+    """Swap every plain int attribute of every module, and every int inside a tuple or list attribute, for a
+    :class:`TracedInt` (an element of ``self.split_indices`` is the attribute ``"split_indices[1]"``); returns
+    what to restore."""
     swapped = []
     for module in model.modules():
         module_name = module_names.get(id(module))
@@ -362,6 +364,10 @@ def _trace_int_attributes(model: nn.Module, module_names: Dict[int, str]) -> Lis
         for name, value in list(vars(module).items()):
             if type(value) is int:
                 module.__dict__[name] = TracedInt(value, frozenset([("attr", module_name, name)]), True)
+                swapped.append((module, name, value))
+            elif type(value) in (tuple, list) and value and all(type(v) is int for v in value):
+                module.__dict__[name] = type(value)(
+                    TracedInt(v, frozenset([("attr", module_name, f"{name}[{k}]")]), True) for k, v in enumerate(value))
                 swapped.append((module, name, value))
     return swapped
 

@@ -5,6 +5,7 @@ from .catalogue import (ADD, AFFINE_NORM, CONCAT, CUSTOM, DIV, GENERATE, MUL, OP
 from .operator import (BASIC_MODULES, COMPOSED_MODULES, UNPRUNABLE_BASIC_OPERATORS, UNPRUNABLE_COMPOSED_OPERATORS,
                        Operator)
 from .registry import ModuleShrink, register_module, register_operator
+from . import thirdparty  # noqa: F401,E402 (registers the third-party layers' rules)
 
 __all__ = ["OP_KINDS", "OpKind", "lookup", "Operator", "BASIC_MODULES", "COMPOSED_MODULES",
            "UNPRUNABLE_BASIC_OPERATORS", "UNPRUNABLE_COMPOSED_OPERATORS", "register_operator", "register_module",

@@ -131,6 +131,37 @@ def factory(ctx, node) -> None:
         ctx.pin_value(ref, f"{node.op_name} argument")
 
 
+def zeros_factory(ctx, node) -> None:
+    """``torch.zeros(b, x.shape[1], n)`` / ``x.new_zeros(...)``: an axis whose size is read from a tensor's axis
+    (a scan's initial state, Mamba's ``ssm_state``) follows that axis when it is pruned; the tensor holds zeros,
+    so pruned slices are zero in it (see :func:`nothing_nonzero`). Other sizes are fixed."""
+    sizes = node.call.args[1:] if node.call.name == "new_zeros" else node.call.args
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = sizes[0]
+    out = _out(node)
+    axes = []
+    for k, size in enumerate(ctx.shape(out)):
+        source = exact_shape_source(sizes[k]) if k < len(sizes) else None
+        axes.append(ctx.axes(source[0])[source[1]] if source is not None
+                    else ctx.spaces.new(size, node.op_name, pinned=True))
+    ctx.set_axes(out, axes)
+
+
+def nothing_nonzero(ctx, node, out, nonzero) -> frozenset:
+    """Zero rule of a tensor of zeros: no slice of it is nonzero."""
+    return frozenset()
+
+
+def exact_shape_source(size) -> Optional[tuple]:
+    """``(value id, axis)`` when ``size`` *is* a traced tensor's size (``x.shape[1]``), else None."""
+    sources = getattr(size, "sources", None)
+    if getattr(size, "exact", False) and sources is not None and len(sources) == 1:
+        ((kind, value_id, axis),) = sources
+        if kind == "shape":
+            return value_id, axis
+    return None
+
+
 def like_factory(ctx, node) -> None:
     """``zeros_like(x)`` and friends: same shape, no data dependency; zeros may share x's spaces."""
     source = node.value_arg(0, "input")
@@ -273,12 +304,16 @@ def matvec(ctx, node) -> None:
 
 
 def batch_norm(ctx, node) -> None:
-    """batch_norm / instance_norm: per-channel statistics. With batch statistics (``training=True``, as in
-    weight-standardised convolutions: ``batch_norm(w.reshape(1, out, -1), training=True)``) or per instance,
-    every other axis is averaged over, so it is pinned: a standardised conv pins its input channels."""
+    """batch_norm / instance_norm: per-channel statistics. With batch statistics (``training=True``) or per
+    instance, every other axis is averaged over, so it is pinned; except in a weight-standardised convolution
+    (``batch_norm(self.weight.reshape(1, out, -1), training=True)``, timm's ``StdConv2d``/``ScaledStdConv2d``),
+    whose input channels stay prunable because the subnet constructor computes the standardised weight from the
+    full weight before pruning them (see :func:`standardises_own_weight`)."""
     x = node.value_arg(0, "input")
     axes = ctx.axes(x)
-    if node.call.name == "instance_norm" or node.arg(5, "training", False):
+    if node.call.name == "batch_norm" and node.arg(5, "training", False) and standardises_own_weight(ctx, node):
+        ctx.record_weight_standardisation(node)
+    elif node.call.name == "instance_norm" or node.arg(5, "training", False):
         for axis in axes[2:]:
             ctx.pin(axis, f"{node.call.name} computes statistics over it")
     for index, name in ((1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")):
@@ -287,6 +322,22 @@ def batch_norm(ctx, node) -> None:
             ctx.spaces.union(ctx.axes(ref)[0], axes[1])
             ctx.claim(ref, 0, node)
     ctx.set_axes(_out(node), axes)
+
+
+def standardises_own_weight(ctx, node) -> bool:
+    """Whether a batch_norm call standardises the weight of the convolution whose forward makes it, per output
+    channel (``w.reshape(1, out_channels, -1)``) with an ``eps`` attribute the baked module can reuse."""
+    module = node.call.module
+    x = node.value_arg(0, "input")
+    if not isinstance(module, torch.nn.modules.conv._ConvNd) or module.transposed or not hasattr(module, "eps"):
+        return False
+    weight = module._parameters.get("weight")
+    shape = ctx.shape(x)
+    # the affine part must be the one StandardisedConv2d reproduces: none (StdConv2d) or gain * scale
+    affine_known = node.arg(3, "weight") is None or isinstance(module._parameters.get("gain"), torch.nn.Parameter)
+    return (weight is not None and len(shape) == 3 and shape[0] == 1 and shape[1] == weight.shape[0]
+            and shape[2] == weight[0].numel() and node.value_arg(1, "running_mean") is None
+            and node.arg(4, "bias") is None and affine_known)
 
 
 def group_norm(ctx, node) -> None:
@@ -1086,8 +1137,9 @@ OP_KINDS.update(_kinds(["pixel_shuffle", "pixel_unshuffle"], OpKind("depthtospac
 OP_KINDS.update(_kinds(["scaled_dot_product_attention"], OpKind("attention", sdpa, CUSTOM, False, sdpa_macs)))
 OP_KINDS.update(_kinds(["multi_head_attention_forward"],
                        OpKind("multiheadattention", multi_head_attention, STEM, True, mha_macs)))
-OP_KINDS.update(_kinds(["zeros", "ones", "full", "empty", "arange", "linspace", "rand", "randn", "randint",
-                        "tensor", "as_tensor", "eye", "tril", "triu", "new_zeros", "new_ones", "new_full",
+OP_KINDS.update(_kinds(["zeros", "new_zeros"], OpKind("zeros", zeros_factory, CUSTOM, zero_rule=nothing_nonzero)))
+OP_KINDS.update(_kinds(["ones", "full", "empty", "arange", "linspace", "rand", "randn", "randint",
+                        "tensor", "as_tensor", "eye", "tril", "triu", "new_ones", "new_full",
                         "new_empty", "new_tensor", "outer", "polar", "cos_sin", "bernoulli", "multinomial"],
                        OpKind("constant", factory, GENERATE)))
 OP_KINDS.update(_kinds(["zeros_like", "ones_like", "full_like", "empty_like", "rand_like", "randn_like"],

@@ -33,6 +33,11 @@ marks one unprunable, ``ctx.claim(param, axis, node)`` names the axis a paramete
 become nonzero; ``STEM``: a layer producing fresh channels from a contraction over the input's channel axis;
 ``AFFINE_NORM``: per-channel normalisation followed by an affine weight that zeroes pruned channels), or pass
 ``zero_rule(ctx, node, output, nonzero)`` returning the unit uids that may be nonzero in ``output``.
+
+A third-party class can be registered by its path (``register_module("timm.layers.grn.GlobalResponseNorm", ...)``)
+without importing its package. A module whose own class would compute something else once it loses channels (a
+mean over channels dividing by the kept count) passes ``replace(module, full_size)``, returning the stand-in the
+compressed model uses; :mod:`~only_train_once.operation.thirdparty` registers timm's ``GlobalResponseNorm`` so.
 """
 
 from __future__ import annotations
@@ -50,21 +55,40 @@ ZERO_CATEGORIES = (PRESERVE, GENERATE, MUL, ADD, DIV, STEM, AFFINE_NORM, CONCAT,
 ModuleUpdate = Callable[[nn.Module, Any, int], Dict[str, Any]]
 
 
+#: ``replace(module, full_size) -> module``: the shrunk module's stand-in (``full_size``: the size its parameters
+#: had along their pruned axis), for modules whose own class computes something else once pruned
+ModuleReplace = Callable[[nn.Module, int], nn.Module]
+
+
 @dataclass(frozen=True)
 class ModuleShrink:
     """How a module with parameters follows pruning: its tensors are shrunk along their claimed axes; ``update``
     returns the attributes to rewrite given the module, its node and the number of input channels kept on
-    ``input_channel_axis`` of the node's first input."""
+    ``input_channel_axis`` of the node's first input. ``replace``, if given, swaps a module that lost channels for
+    a stand-in computing what the unpruned module computed (a mean over channels that must keep dividing by the
+    original count)."""
 
-    module_type: Type[nn.Module]
+    module_type: Union[Type[nn.Module], str]
     update: ModuleUpdate
     input_channel_axis: int = 1
+    replace: Optional[ModuleReplace] = None
+
+    def applies_to(self, module: nn.Module) -> bool:
+        if isinstance(self.module_type, str):
+            return any(class_path(cls) == self.module_type for cls in type(module).__mro__)
+        return isinstance(module, self.module_type)
 
 
 #: node op name -> how its module is shrunk (filled by the built-in layers and by :func:`register_module`)
 MODULE_SHRINKS: Dict[str, ModuleShrink] = {}
-#: module class -> the call name it is traced as (filled by :func:`register_module`)
-OPAQUE_MODULES: Dict[Type[nn.Module], str] = {}
+#: module class, or its class path ``"package.module.Class"``, -> the call name it is traced as (filled by
+#: :func:`register_module`)
+OPAQUE_MODULES: Dict[Union[Type[nn.Module], str], str] = {}
+
+
+def class_path(cls: type) -> str:
+    """``"timm.layers.grn.GlobalResponseNorm"``: how a class is named when registered without importing it."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_operator(call_names: Union[str, Iterable[str]], propagate: Callable, zero: str = PRESERVE,
@@ -91,33 +115,43 @@ def register_operator(call_names: Union[str, Iterable[str]], propagate: Callable
     return kind
 
 
-def register_module(module_type: Type[nn.Module], propagate: Callable, zero: str = PRESERVE,
+def register_module(module_type: Union[Type[nn.Module], str], propagate: Callable, zero: str = PRESERVE,
                     zero_rule: Optional[Callable] = None, macs: Optional[Callable] = None,
                     update: Optional[ModuleUpdate] = None, input_channel_axis: int = 1,
-                    op_name: Optional[str] = None, is_stem: Optional[bool] = None) -> OpKind:
+                    op_name: Optional[str] = None, is_stem: Optional[bool] = None,
+                    replace: Optional[ModuleReplace] = None) -> OpKind:
     """Teach the analyzer a module class, traced as one call (its forward's torch calls are not recorded).
 
-    The call's positional arguments are the forward's; the module's own parameters and buffers are keyword
-    arguments under their attribute names. ``update(module, node, kept_in)`` returns the attributes to rewrite
-    after pruning (``{"in_features": ..., "out_features": ...}``); ``input_channel_axis`` is the axis of the
-    first input whose kept size is passed as ``kept_in``. Other arguments as in :func:`register_operator`.
-    Subclasses of ``module_type`` are traced the same way.
+    ``module_type``: the class, or its path ``"package.module.Class"`` (a third-party class registered without
+    importing its package). The call's positional arguments are the forward's; the module's own parameters and
+    buffers are keyword arguments under their attribute names. ``update(module, node, kept_in)`` returns the
+    attributes to rewrite after pruning (``{"in_features": ..., "out_features": ...}``); ``input_channel_axis``
+    is the axis of the first input whose kept size is passed as ``kept_in``; ``replace(module, full_size)``
+    returns a stand-in for a module that lost channels, when its own class would compute something else (see
+    :class:`ModuleShrink`). Other arguments as in :func:`register_operator`. Subclasses are traced the same way.
     """
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise TypeError(f"register_module needs an nn.Module subclass, got {module_type!r}")
-    call_name = f"module:{module_type.__qualname__}"
+    if isinstance(module_type, str):
+        if "." not in module_type:
+            raise ValueError(f"a class path names its module, e.g. 'timm.layers.grn.GlobalResponseNorm'; got "
+                             f"{module_type!r}")
+        qualified_name = class_name = module_type.rsplit(".", 1)[1]
+    elif isinstance(module_type, type) and issubclass(module_type, nn.Module):
+        qualified_name, class_name = module_type.__qualname__, module_type.__name__
+    else:
+        raise TypeError(f"register_module needs an nn.Module subclass or its class path, got {module_type!r}")
+    call_name = f"module:{qualified_name}"
     stem = zero == STEM if is_stem is None else is_stem
-    kind = register_operator(call_name, propagate, zero, zero_rule, macs, stem, op_name or module_type.__name__)
+    kind = register_operator(call_name, propagate, zero, zero_rule, macs, stem, op_name or class_name)
     OPAQUE_MODULES[module_type] = call_name
     if update is not None:
-        MODULE_SHRINKS[kind.op_name] = ModuleShrink(module_type, update, input_channel_axis)
+        MODULE_SHRINKS[kind.op_name] = ModuleShrink(module_type, update, input_channel_axis, replace)
     return kind
 
 
 def opaque_call_name(module: nn.Module) -> Optional[str]:
     """The call name a module is traced as, if its class (or a base class) was registered."""
     for cls in type(module).__mro__:
-        name = OPAQUE_MODULES.get(cls)
+        name = OPAQUE_MODULES.get(cls) or OPAQUE_MODULES.get(class_path(cls))
         if name is not None:
             return name
     return None

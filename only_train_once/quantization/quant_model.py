@@ -1,6 +1,6 @@
 """Model conversion: the one place where float layers are swapped for quantized layers; quantizer read-outs."""
 import logging
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 from torch import nn
 from torch.nn.utils import parametrize
@@ -49,6 +49,12 @@ def quant_layer_class(module: nn.Module) -> Optional[type]:
     return None
 
 
+def overrides_forward(module: nn.Module, float_class: type) -> bool:
+    """Whether ``module``'s class computes something else than ``float_class.forward`` (timm's ``ScaledStdConv2d``
+    standardises its weight, ``Conv2dSame`` pads at run time): a quantized ``float_class`` would drop it."""
+    return type(module).forward is not float_class.forward
+
+
 def has_reparametrized_weight(module: nn.Module) -> bool:
     """Whether ``module.weight`` is computed by a hook or a parametrization instead of being a Parameter."""
     return parametrize.is_parametrized(module) or not isinstance(module._parameters.get("weight"), nn.Parameter)
@@ -84,6 +90,10 @@ def model_to_quantize_model(
             f"The model itself is a {type(model).__name__}; use {quant_layer_class(model).__name__}.from_module."
         )
     replacements: Dict[int, Optional[nn.Module]] = {}  # one decision per module object, however often it appears
+    # The replaced modules are kept alive until the end: a freed module's id can be reused by a new quantized
+    # layer, which a shared parent visited again would then mistake for the freed one (CoaT's shared crpe).
+    visited: List[nn.Module] = []
+    own_forward: Dict[str, List[str]] = {}  # class (base class) -> layers left float because forward differs
 
     def quantized_copy(module: nn.Module, name: str) -> Optional[nn.Module]:
         quant_cls = quant_layer_class(module)
@@ -94,11 +104,9 @@ def model_to_quantize_model(
                            "parametrization); it stays a float layer. Remove the re-parametrization to quantize it.",
                            name, type(module).__name__)
             return None
-        if quant_cls is not QuantizeTransposedLinear and type(module).forward is not quant_cls._FLOAT_MODULE.forward:
-            logger.warning(
-                "%s (%s) overrides %s.forward; its quantized replacement uses the %s forward.",
-                name, type(module).__name__, quant_cls._FLOAT_MODULE.__name__, quant_cls.__name__,
-            )
+        if quant_cls is not QuantizeTransposedLinear and overrides_forward(module, quant_cls._FLOAT_MODULE):
+            own_forward.setdefault(f"{type(module).__name__} ({quant_cls._FLOAT_MODULE.__name__})", []).append(name)
+            return None
         return quant_cls.from_module(
             module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode,
             quant_init_by_module, num_bits, share_parameters=True,
@@ -112,6 +120,7 @@ def model_to_quantize_model(
                 continue
             name = prefix + child_name
             if id(child) not in replacements:
+                visited.append(child)
                 replacements[id(child)] = quantized_copy(child, name)
             if replacements[id(child)] is None:
                 convert_children(child, name + ".")
@@ -119,6 +128,7 @@ def model_to_quantize_model(
                 setattr(parent, child_name, replacements[id(child)])
 
     convert_children(model, "")
+    _warn_own_forward(own_forward)
     _warn_float_layers(model)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
@@ -133,6 +143,15 @@ def _is_linear_like(module: nn.Module) -> bool:
     ``weight`` Parameter has two or more dimensions. Embeddings (lookups) are not."""
     weight = module._parameters.get("weight")
     return weight is not None and weight.dim() >= 2 and not isinstance(module, nn.Embedding)
+
+
+def _warn_own_forward(own_forward: Dict[str, List[str]]) -> None:
+    """One warning naming the layer classes left float because their forward is not their base class's."""
+    if own_forward:
+        described = "; ".join(f"{cls}: {len(names)} (e.g. {names[0]})" for cls, names in own_forward.items())
+        logger.warning("layers whose class overrides its base class's forward (weight standardisation, 'same' "
+                       "padding...) stay float, since a quantized base layer would drop what they compute: %s. "
+                       "Quantize them with a layer of your own, or exclude them with filter_fn.", described)
 
 
 def _warn_float_layers(model: nn.Module) -> None:

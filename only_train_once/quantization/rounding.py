@@ -8,6 +8,7 @@ bypassed are exact again; :func:`max_activation_step` bounds what rounding flips
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
@@ -22,6 +23,25 @@ class ActivationRoundingBypassed(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is fake_quantize and not isinstance(args[0], nn.Parameter):
             return args[0]
+        return func(*args, **kwargs)
+
+
+class ActivationRoundingJittered(TorchFunctionMode):
+    """Inside this mode every activation ``fake_quantize`` call first multiplies its input by ``1 +- relative``
+    (a random sign per element, from a seeded generator): a perturbation of the size a changed summation order
+    makes, so the rounding flips it causes show how much flips move *this* model's outputs."""
+
+    def __init__(self, relative: float, seed: int = 0):
+        super().__init__()
+        self.relative = relative
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is fake_quantize and not isinstance(args[0], nn.Parameter):
+            x = args[0]
+            signs = torch.randint(0, 2, x.shape, generator=self.generator).to(x.dtype) * 2 - 1
+            args = (x * (1 + self.relative * signs.to(x.device)),) + tuple(args[1:])
         return func(*args, **kwargs)
 
 

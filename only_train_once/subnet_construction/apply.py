@@ -7,15 +7,16 @@ without pickling modules (see :func:`only_train_once.subnet_construction.io.load
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
 from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
-from .modules import PrunedMultiheadAttention
+from .modules import PrunedMultiheadAttention, StandardisedConv2d
 from .plan import MaskLookup, PruningPlan, kept_size
 
 
@@ -40,6 +41,11 @@ class SubnetSpec:
 
 
 def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
+    element = _ELEMENT.fullmatch(name)
+    if element is not None:  # one int of a tuple/list attribute ("split_indices[1]"): rewrite the whole attribute
+        name, index = element.group(1), int(element.group(2))
+        current = getattr(module, name)
+        value = type(current)(value if k == index else v for k, v in enumerate(current))
     if _get_attribute(module, name) != value:
         set_module_attribute(module, name, value)
         spec.attributes.setdefault(module_name, {})[name] = list(value) if isinstance(value, tuple) else value
@@ -96,6 +102,9 @@ def _stored_weight(module) -> torch.Tensor:
     return module.weight
 
 
+_ELEMENT = re.compile(r"(\w+)\[(\d+)\]")
+
+
 # Module attribute updates of the built-in layers, by node op name (see operation.registry.ModuleShrink).
 def _update_conv(module, node, kept_in: int) -> Dict[str, Any]:
     weight = _stored_weight(module)
@@ -147,6 +156,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
     spec = SubnetSpec()
     if plan.is_empty:
         return spec
+    _bake_standardised_convs(graph, model, plan, spec)
     modules = dict(model.named_modules())  # ``model`` may be a copy of the traced model: find modules by name
     attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
                            if isinstance(m, nn.MultiheadAttention)}
@@ -156,16 +166,21 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         shrink = MODULE_SHRINKS.get(node.op_name)
         module_name = graph.module_names.get(id(node.call.module))
         module = modules.get(module_name)
-        if shrink is None or not isinstance(module, shrink.module_type) or not node.inputs:
+        if shrink is None or not shrink.applies_to(module) or not node.inputs:
             continue
         channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
         old_attributes[id(module)] = (node, module_name, module,
-                                      kept_size(graph, removed, node.inputs[0], channel_axis))
+                                      kept_size(graph, removed, node.inputs[0], channel_axis),
+                                      _full_pruned_size(module, module_name, plan))
     _replace_tensors(model, plan, spec)
-    for node, module_name, module, kept_in in old_attributes.values():
-        updater: Callable = MODULE_SHRINKS[node.op_name].update
-        for name, value in updater(module, node, kept_in).items():
+    for node, module_name, module, kept_in, full_size in old_attributes.values():
+        shrink = MODULE_SHRINKS[node.op_name]
+        for name, value in shrink.update(module, node, kept_in).items():
             _set_attribute(spec, module_name, module, name, value)
+        if shrink.replace is not None and full_size is not None:
+            set_submodule(model, module_name, shrink.replace(module, full_size))
+            spec.replaced_modules[module_name] = {"class": "registered", "op_name": node.op_name,
+                                                  "full_size": full_size}
     _replace_attention_modules(model, plan, spec, attention_head_dims)
     _update_attention_sizes(model, plan, spec)
     modules = dict(model.named_modules())
@@ -179,6 +194,24 @@ def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     """Put ``module`` at dotted path ``name`` (``nn.Module.set_submodule`` only exists from torch 2.5)."""
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _full_pruned_size(module: nn.Module, module_name: str, plan: PruningPlan) -> Optional[int]:
+    """Size before pruning of the first pruned axis of ``module``'s own parameters (None if none is pruned)."""
+    for name, tensor in module._parameters.items():
+        axes = plan.keep.get(f"{module_name}.{name}" if module_name else name)
+        if tensor is not None and axes:
+            return int(tensor.shape[next(iter(axes))])
+    return None
+
+
+def _bake_standardised_convs(graph, model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
+    """Weight-standardised convolutions losing input channels compute their standardisation now, from the full
+    weight (see :class:`StandardisedConv2d`); those that only lose output channels keep their own class."""
+    for name in graph.analysis.standardised_convs:
+        if 1 in plan.keep.get(f"{name}.weight", {}):
+            set_submodule(model, name, StandardisedConv2d.from_module(model.get_submodule(name)))
+            spec.replaced_modules[name] = {"class": "StandardisedConv2d"}
 
 
 def _replace_attention_modules(model: nn.Module, plan: PruningPlan, spec: SubnetSpec,
@@ -214,13 +247,22 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
                 if tensor is not None and id(tensor) in replacements:
                     store[key] = replacements[id(tensor)]
     for name, description in spec.replaced_modules.items():
-        if description.get("class") != "PrunedMultiheadAttention":
-            raise ValueError(f"unknown replacement module {description.get('class')!r} for {name}")
-        set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name),
-                                                                         int(description["head_dim"])))
+        set_submodule(model, name, _replacement(model.get_submodule(name), name, description))
     modules = dict(model.named_modules())
     for module_name, attributes in spec.attributes.items():
         for name, value in attributes.items():
             current = _get_attribute(modules[module_name], name)
             set_module_attribute(modules[module_name], name, tuple(value) if isinstance(current, tuple) else value)
     return model
+
+
+def _replacement(module: nn.Module, name: str, description: Dict[str, Any]) -> nn.Module:
+    """The module ``restore_subnet`` puts at ``name`` in place of a fresh ``module``, as ``description`` says."""
+    kind = description.get("class")
+    if kind == "PrunedMultiheadAttention":
+        return PrunedMultiheadAttention.from_module(module, int(description["head_dim"]))
+    if kind == "StandardisedConv2d":
+        return StandardisedConv2d.from_module(module)
+    if kind == "registered" and description.get("op_name") in MODULE_SHRINKS:
+        return MODULE_SHRINKS[description["op_name"]].replace(module, int(description["full_size"]))
+    raise ValueError(f"unknown replacement module {kind!r} for {name}")

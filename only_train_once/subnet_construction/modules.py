@@ -91,3 +91,52 @@ class PrunedMultiheadAttention(nn.Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return out, attention
+
+
+class StandardisedConv2d(nn.Conv2d):
+    """A weight-standardised convolution (timm's ``StdConv2d``, ``ScaledStdConv2d`` and their ``Same`` variants)
+    whose standardisation was computed once, from the full weight, before input channels were pruned.
+
+    The standardisation ``(w - mean) / sqrt(var + eps)`` runs over every input channel of an output channel, so a
+    pruned model recomputing it over the kept inputs would compute something else (the zeroed channels' inputs
+    are zero, but their weights still shape the mean and variance). ``weight`` holds the standardised weight;
+    ``gain`` (per output channel) and ``scale`` are applied as the original did; ``same_pad`` pads at run time
+    like timm's ``*Same`` layers. Pruning then slices it like any convolution.
+    """
+
+    @classmethod
+    def from_module(cls, module: nn.Conv2d) -> "StandardisedConv2d":
+        weight = module.weight
+        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                  module.dilation, module.groups, module.bias is not None, module.padding_mode,
+                  device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            flat = weight.reshape(1, weight.shape[0], -1)
+            standardised = F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=module.eps)
+            new.weight = nn.Parameter(standardised.reshape_as(weight), requires_grad=weight.requires_grad)
+        new.bias = module.bias
+        gain = module._parameters.get("gain")
+        if gain is not None:
+            new.gain = gain
+        new.scale = float(getattr(module, "scale", 1.0))
+        new.same_pad = bool(getattr(module, "same_pad", False))
+        new.train(module.training)
+        return new
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.same_pad:
+            x = _pad_same(x, self.kernel_size, self.stride, self.dilation)
+        weight = self.weight * self.scale
+        gain = self._parameters.get("gain")
+        if gain is not None:
+            weight = weight * gain.reshape(-1, *([1] * (weight.dim() - 1)))
+        return self._conv_forward(x, weight, self.bias)
+
+
+def _pad_same(x: Tensor, kernel_size, stride, dilation) -> Tensor:
+    """Pad the spatial axes so the output has ``ceil(size / stride)`` positions (TensorFlow's 'SAME')."""
+    pads = []
+    for size, k, s, d in reversed(list(zip(x.shape[2:], kernel_size, stride, dilation))):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)

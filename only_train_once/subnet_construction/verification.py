@@ -9,7 +9,10 @@
   mistake can hide when the dummy input happens to zero the affected path).
 * A non-finite value in either model is an error; every run gets a deep copy of its input.
 * Weight+activation models are compared twice, as :mod:`quantization.rounding` explains: with activation
-  rounding bypassed (exact, within ``rtol``) and with it (within a few activation steps: rounding flips).
+  rounding bypassed (exact, within ``rtol``) and with it (within a few activation steps: rounding flips). How far
+  flips move the outputs depends on the model (a deep network amplifies one flip layer after layer), so the full
+  model is also run with its quantizer inputs jittered by a summation-order-sized amount: its own flip noise,
+  measured per output, widens the rounded bound to ``FLIP_NOISE_FACTOR`` times that noise.
 """
 
 from __future__ import annotations
@@ -24,13 +27,19 @@ import torch
 from torch import nn
 
 from ..graph.inputs import copy_input, fresh_input_like
-from ..quantization.rounding import ActivationRoundingBypassed, max_activation_step
+from ..quantization.rounding import ActivationRoundingBypassed, ActivationRoundingJittered, max_activation_step
 from ..utils import eval_mode, run_model
 
 logger = logging.getLogger(__name__)
 
 #: Rounding flips allowed when comparing fake-quantized outputs, in activation quantization steps.
 ROUNDING_FLIP_STEPS = 16
+#: Relative jitter of the quantizer inputs that measures a model's own flip noise (float32 summation-order size).
+FLIP_JITTER = 1e-6
+#: Seeds of the jittered runs; the noise of a leaf is the largest difference any of them makes.
+FLIP_JITTER_SEEDS = (0, 1)
+#: A compressed model may differ with rounding on by this many times the full model's own flip noise.
+FLIP_NOISE_FACTOR = 4.0
 #: Machine epsilons of slack for float16/bfloat16 models (summation order changes after pruning).
 LOW_PRECISION_EPSILONS = 32
 #: The absolute floor, relative to the relative tolerance (only exact-zero outputs need it).
@@ -104,6 +113,7 @@ class Snapshot:
     exact: List[Leaves]
     rounded: List[Leaves]
     dtype: torch.dtype
+    flip_noise: Optional[List[List[float]]] = None  # per input and leaf: what jittered rounding changes (full model)
 
 
 def verification_inputs(dummy_input: Any, count: int = FRESH_INPUTS, seed: int = 0) -> List[Any]:
@@ -131,6 +141,20 @@ def snapshot(model: nn.Module, inputs: Sequence[Any], rounding: bool = True) -> 
     with ActivationRoundingBypassed():
         exact = [_run(model, x) for x in inputs]
     return Snapshot(exact, rounded, lowest_precision(model))
+
+
+def flip_noise(model: nn.Module, inputs: Sequence[Any], rounded: List[Leaves]) -> List[List[float]]:
+    """Per input and output leaf, the largest change jittered activation rounding makes to ``rounded``."""
+    noise = [[0.0] * len(leaves) for leaves in rounded]
+    for seed in FLIP_JITTER_SEEDS:
+        with ActivationRoundingJittered(FLIP_JITTER, seed):
+            jittered = [_run(model, x) for x in inputs]
+        for index, (reference, moved) in enumerate(zip(rounded, jittered)):
+            for k, (a, b) in enumerate(zip(reference, moved)):
+                if a.tensor.shape == b.tensor.shape and a.tensor.is_floating_point() and a.tensor.numel():
+                    difference = float((a.tensor.double() - b.tensor.double()).abs().max())
+                    noise[index][k] = max(noise[index][k], difference)
+    return noise
 
 
 def _non_finite(leaves: Leaves) -> Optional[str]:
@@ -170,12 +194,13 @@ class Mismatch:
     scale: float = 0.0
 
 
-def _compare_leaves(reference: Leaves, candidate: Leaves, rtol: float, flips: float, described: str) -> Mismatch:
+def _compare_leaves(reference: Leaves, candidate: Leaves, rtol: float, flips: float, described: str,
+                    noise: Optional[List[float]] = None) -> Mismatch:
     if [leaf.path for leaf in reference] != [leaf.path for leaf in candidate]:
         return Mismatch(float("inf"), f"{described}: output structure ({len(candidate)} tensors instead of "
                                       f"{len(reference)})", float("inf"))
     worst = Mismatch()
-    for (path, full, in_state), (_, small, _) in zip(reference, candidate):
+    for index, ((path, full, in_state), (_, small, _)) in enumerate(zip(reference, candidate)):
         if full.shape != small.shape and in_state:
             continue  # a cache of the compressed model holds fewer heads/channels
         if full.shape != small.shape:
@@ -189,7 +214,8 @@ def _compare_leaves(reference: Leaves, candidate: Leaves, rtol: float, flips: fl
             return Mismatch(float("inf"), f"{described}: {path} is NaN/inf in the compressed model", float("inf"))
         difference = float((full.double() - small.double()).abs().max())
         scale = float(full.double().abs().max())
-        allowed = max(rtol * scale, flips * max(1.0, scale)) + FLOOR_FACTOR * rtol
+        measured = FLIP_NOISE_FACTOR * noise[index] if noise else 0.0
+        allowed = max(rtol * scale, flips * max(1.0, scale), measured) + FLOOR_FACTOR * rtol
         ratio = difference / allowed
         if ratio > worst.ratio:
             worst = Mismatch(ratio, f"{described}: {path}", difference, scale)
@@ -206,7 +232,8 @@ def compare(full: Snapshot, compressed: Snapshot, tolerance: float, activation_s
         found = _compare_leaves(full.exact[index], compressed.exact[index], rtol, 0.0, described)
         exact = found if found.ratio > exact.ratio else exact
         if compressed.rounded is not compressed.exact:
-            found = _compare_leaves(full.rounded[index], compressed.rounded[index], rtol, flips, described)
+            noise = full.flip_noise[index] if full.flip_noise else None
+            found = _compare_leaves(full.rounded[index], compressed.rounded[index], rtol, flips, described, noise)
             rounded = found if found.ratio > rounded.ratio else rounded
     return exact, rounded
 
@@ -235,7 +262,9 @@ class SubnetVerifier:
         usable = check_finite(full, described)
         self.inputs = [inputs[i] for i in usable]
         self.described = [described[i] for i in usable]
-        self.full = Snapshot([full.exact[i] for i in usable], [full.rounded[i] for i in usable], full.dtype)
+        rounded = [full.rounded[i] for i in usable]
+        noise = flip_noise(full_model, self.inputs, rounded) if full.rounded is not full.exact else None
+        self.full = Snapshot([full.exact[i] for i in usable], rounded, full.dtype, noise)
 
     def mismatch(self, compressed_model: nn.Module) -> Tuple[Mismatch, Mismatch]:
         """Worst leaves (exact, rounded); ratios above 1 fail. Raises if the compressed model cannot run."""

@@ -67,7 +67,8 @@ class EinsumNonzeroContraction(nn.Module):
 
 
 class StdConv(nn.Conv2d):
-    """A weight-standardised conv (timm's StdConv2d / ScaledStdConv2d)."""
+    """A weight-standardised conv without an ``eps`` attribute: the subnet constructor has nothing to bake its
+    standardisation from, so its input channels stay pinned."""
 
     def forward(self, x):
         weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
@@ -75,13 +76,43 @@ class StdConv(nn.Conv2d):
         return F.conv2d(x, weight, self.bias)
 
 
+class ScaledStdConv(nn.Conv2d):
+    """timm's ScaledStdConv2d layout: the weight standardised per output channel, times ``gain * scale``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps, self.scale = 1e-6, self.weight[0].numel() ** -0.5
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x):
+        weight = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                              weight=(self.gain * self.scale).view(-1), training=True, momentum=0.0,
+                              eps=self.eps).reshape_as(self.weight)
+        return F.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
 class WeightStandardised(nn.Module):
-    def __init__(self):
+    def __init__(self, conv=StdConv, padding=0):
         super().__init__()
-        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), StdConv(8, 8, 3), nn.Conv2d(8, 2, 1)
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), conv(8, 8, 3, padding=padding), nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
         return self.c(F.relu(self.b(F.relu(self.a(x))))) * SMALL
+
+
+class SplitBySections(nn.Module):
+    """``split(x, self.split_indices)`` into parts of different sizes, each refined by its own depthwise conv
+    (MambaOut's gated block): the parts' channels are prunable and the constructor rewrites the sections."""
+
+    def __init__(self):
+        super().__init__()
+        self.split_indices = (3, 5)
+        self.a, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 1)
+        self.dw_first, self.dw_second = nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.Conv2d(5, 5, 3, padding=1, groups=5)
+
+    def forward(self, x):
+        first, second = torch.split(self.a(x), self.split_indices, dim=1)
+        return self.c(torch.cat([self.dw_first(first), self.dw_second(second)], 1)) * SMALL
 
 
 def _prunable_prefixes(model, shape):
@@ -103,7 +134,10 @@ def _compress(model, shape, tmp_path):
     (lambda: L2Normalised("vector_norm"), IMAGE, {"a"}),
     (EinsumAttention, TOKENS, {"q", "k"}),
     (WeightStandardised, IMAGE, {"b"}),
-], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised"])
+    (lambda: WeightStandardised(ScaledStdConv, 1), IMAGE, {"a", "b"}),
+    (SplitBySections, IMAGE, {"dw_first", "dw_second"}),
+], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised_no_eps",
+        "weight_standardised", "split_by_sections"])
 def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
     torch.manual_seed(0)
     assert _prunable_prefixes(model(), shape) == prunable
@@ -170,3 +204,165 @@ def test_a_space_both_product_and_concatenation_pins_the_factors():
     residual = spaces.concat([spaces.new(24, "a"), spaces.new(24, "b")])
     spaces.union(residual, merged)
     assert spaces.find(heads).pinned
+
+
+def test_a_standardised_conv_losing_inputs_is_baked_and_reloads_weights_only(tmp_path):
+    """The compressed conv holds the standardisation of the full weight (a recomputed one over the kept inputs
+    would differ), and a fresh instance of the architecture rebuilt from the subnet description computes the
+    same outputs."""
+    import numpy as np
+
+    from only_train_once.subnet_construction import load_compressed_weights
+    from only_train_once.subnet_construction.modules import StandardisedConv2d
+
+    torch.manual_seed(0)
+    model = WeightStandardised(ScaledStdConv, 1).eval()
+    x = torch.randn(IMAGE)
+    oto = OTO(model, x)
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert isinstance(compressed.b, StandardisedConv2d) and compressed.b.in_channels < 8
+    expected = model(x)
+    torch.testing.assert_close(compressed(x), expected, rtol=1e-4, atol=1e-9)
+    torch.manual_seed(3)
+    rebuilt = load_compressed_weights(WeightStandardised(ScaledStdConv, 1).eval(),
+                                      oto.compressed_model_path.replace(".pt", ".safetensors"))
+    torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-9)
+
+
+def test_split_sections_read_from_an_attribute_follow_pruning(tmp_path):
+    import numpy as np
+
+    torch.manual_seed(0)
+    model = SplitBySections().eval()
+    oto = OTO(model, torch.randn(IMAGE))
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert compressed.split_indices == (compressed.dw_first.in_channels, compressed.dw_second.in_channels)
+    assert sum(compressed.split_indices) < 8
+
+
+class SelectiveScan(nn.Module):
+    """A recurrent scan over time from a zero state sized by the input (Mamba's ``ssm_state``): the inner
+    channels stay prunable, since the zero state and the zeroed inputs keep pruned slices zero at every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.decay, self.out = nn.Linear(8, 6), nn.Linear(8, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        u, a = self.inner(x), torch.sigmoid(self.decay(x))
+        state = torch.zeros(x.shape[0], u.shape[-1])
+        states = []
+        for step in range(x.shape[1]):
+            state = a[:, step] * state + u[:, step]
+            states.append(state)
+        return self.out(torch.stack(states, dim=1)) * SMALL
+
+
+def test_a_scan_from_a_zero_state_sized_by_the_input_is_pruned_losslessly(tmp_path):
+    torch.manual_seed(0)
+    assert _prunable_prefixes(SelectiveScan(), TOKENS) == {"inner", "decay"}  # one group: the decay gates it
+    torch.manual_seed(0)
+    result = _compress(SelectiveScan(), TOKENS, tmp_path)
+    assert result.lossless and result.smaller, result
+
+
+class GrnMlp(nn.Module):
+    """ConvNeXt-V2's MLP (channels last): fc1 -> GELU -> timm's GlobalResponseNorm -> fc2."""
+
+    def __init__(self):
+        super().__init__()
+        from tests.thirdparty import import_module
+
+        grn = import_module("timm.layers.grn")
+        self.fc1, self.norm, self.fc2 = nn.Linear(4, 8), grn.GlobalResponseNorm(8), nn.Linear(8, 2)
+        with torch.no_grad():
+            self.norm.weight.normal_()
+            self.norm.bias.normal_()
+
+    def forward(self, x):
+        return self.fc2(self.norm(F.gelu(self.fc1(x)))) * SMALL
+
+
+def test_global_response_norm_hidden_units_are_pruned_and_keep_their_channel_mean(tmp_path):
+    """The channel mean keeps dividing by the original count (a recomputed mean over the kept channels would
+    change every output), in the pickled model and in a weights-only rebuild."""
+    import numpy as np
+
+    from only_train_once.operation.thirdparty import ChannelCountGlobalResponseNorm
+    from only_train_once.subnet_construction import load_compressed_weights
+
+    from tests.thirdparty import import_or_skip
+
+    import_or_skip("timm")
+    model_class = GrnMlp
+    shape = (2, 3, 3, 4)
+    torch.manual_seed(0)
+    assert _prunable_prefixes(model_class(), shape) == {"fc1", "norm"}
+    torch.manual_seed(0)
+    model, x = model_class().eval(), torch.randn(shape)
+    oto = OTO(model, x)
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert isinstance(compressed.norm, ChannelCountGlobalResponseNorm) and compressed.norm.weight.numel() < 8
+    expected = model(x)
+    torch.testing.assert_close(compressed(x), expected, rtol=1e-4, atol=1e-10)
+    rebuilt = load_compressed_weights(model_class().eval(), oto.compressed_model_path.replace(".pt", ".safetensors"))
+    torch.testing.assert_close(rebuilt(x), expected, rtol=1e-4, atol=1e-10)
+
+
+class SharedBiasActivation(nn.Module):
+    """PoolFormer-V2's StarReLU: ``scale * relu(x) ** 2 + bias`` with one bias for every channel, so a pruned
+    hidden channel carries the bias into fc2 and must stay; the reason names the call that made it nonzero."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.bias = nn.Parameter(torch.tensor([0.3]))
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)) ** 2 + self.bias) * SMALL
+
+
+def test_a_pinned_group_names_the_call_that_made_its_pruned_channels_nonzero():
+    torch.manual_seed(0)
+    oto = OTO(SharedBiasActivation().eval(), torch.randn(TOKENS[0], TOKENS[2] // 2))
+    (hidden,) = [g for g in oto.groups if "fc1.weight" in g.param_names]
+    assert not hidden.is_prunable
+    assert "made nonzero by 'add' in the model" in hidden.unprunable_reasons[0]
+
+
+class SplitBySharedIntAttributes(nn.Module):
+    """Two heads each ``split([self.key_dim, self.val_dim])`` (EfficientViT-M's cascaded attention), each part
+    refined by its own depthwise conv: one int attribute serves both heads, whose channels are pruned differently
+    (the second head's mean pins its keys), so no single rewrite follows pruning; the sections stay pinned."""
+
+    def __init__(self):
+        super().__init__()
+        self.key_dim, self.val_dim = 4, 4
+        self.heads = nn.ModuleList(nn.Conv2d(3, 8, 1) for _ in range(2))
+        self.keys = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, groups=4) for _ in range(2))
+        self.values = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1, groups=4) for _ in range(2))
+        self.out = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        total = 0
+        for index in range(2):
+            k, v = self.heads[index](x).split([self.key_dim, self.val_dim], dim=1)
+            k, v = self.keys[index](k), self.values[index](v)
+            score = k.sum(1, keepdim=True) if index == 0 else k.mean(1, keepdim=True)
+            total = total + v * score
+        return self.out(total) * SMALL
+
+
+def test_split_sections_sharing_an_int_attribute_stay_exact(tmp_path):
+    torch.manual_seed(0)
+    result = _compress(SplitBySharedIntAttributes(), IMAGE, tmp_path)
+    assert result.lossless, result

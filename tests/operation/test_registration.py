@@ -164,3 +164,69 @@ def test_registration_rejects_bad_arguments():
         register_operator("tensordot", tensordot_rule, zero="sometimes")
     with pytest.raises(TypeError, match="nn.Module subclass"):
         register_module(int, tensordot_rule)
+    with pytest.raises(ValueError, match="class path names its module"):
+        register_module("GlobalResponseNorm", tensordot_rule)
+
+
+def test_a_module_registered_by_class_path_is_matched_without_importing_it():
+    from only_train_once.operation.registry import OPAQUE_MODULES, opaque_call_name
+
+    class Local(nn.Module):
+        pass
+
+    path = f"{Local.__module__}.{Local.__qualname__}"
+    register_module(path, tensordot_rule, op_name="local_by_path")
+    assert path in OPAQUE_MODULES
+    assert opaque_call_name(Local()) == "module:Local"
+    assert opaque_call_name(nn.Linear(2, 2)) is None
+
+
+class MeanScaled(nn.Module):
+    """``weight * x / mean(|x|)`` over the channels: zero channels add nothing to the sum, but the mean divides by
+    the channel count, so the pruned layer needs a stand-in that keeps dividing by the original count."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(channels) + 0.5)
+
+    def forward(self, x):
+        return self.weight * x / (x.abs().mean(-1, keepdim=True) + 1e-3)
+
+
+class CountedMeanScaled(nn.Module):
+    def __init__(self, weight, channels):
+        super().__init__()
+        self.weight, self.channels = weight, channels
+
+    def forward(self, x):
+        return self.weight * x / (x.abs().sum(-1, keepdim=True) / self.channels + 1e-3)
+
+
+def mean_scaled_rule(ctx, node):
+    x, weight = node.value_arg(0, "x"), node.value_arg(-1, "weight")
+    ctx.claim(weight, 0, node)
+    ctx.spaces.union(ctx.axes(weight)[0], ctx.axes(x)[-1])
+    ctx.set_axes(node.outputs[0], ctx.axes(x))
+
+
+class MeanScaledNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.norm, self.fc2 = nn.Linear(3, 8), MeanScaled(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(self.norm(F.relu(self.fc1(x)))) * SMALL
+
+
+def test_a_registered_replacement_keeps_what_the_pruned_module_computed(tmp_path):
+    register_module(MeanScaled, mean_scaled_rule, update=lambda module, node, kept_in: {}, input_channel_axis=-1,
+                    replace=lambda module, full_size: CountedMeanScaled(module.weight, full_size))
+    torch.manual_seed(0)
+    assert {"fc1.weight", "norm.weight"} <= _prunable_names(MeanScaledNet(), TOKENS)
+    torch.manual_seed(0)
+    model = MeanScaledNet()
+    torch.manual_seed(1)
+    result = compress_and_compare(model, torch.randn(TOKENS), str(tmp_path), torch.randn(TOKENS))
+    assert result.lossless and result.smaller, result
+    compressed = torch.load(next(tmp_path.glob("*compressed*.pt")), weights_only=False)
+    assert isinstance(compressed.norm, CountedMeanScaled) and compressed.norm.channels == 8

@@ -213,3 +213,41 @@ def test_a_hugging_face_cache_in_the_dummy_input_is_left_untouched(tmp_path):
     assert cache.get_seq_length() == 4
     oto.construct_subnet(out_dir=str(tmp_path))  # inf differences when every run appended to the cache
     assert cache.get_seq_length() == 4
+
+
+def _deep_quantized_mlp(bits: int = 6) -> nn.Module:
+    from only_train_once.quantization.quant_model import model_to_quantize_model
+
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(6):
+        layers += [nn.Linear(32, 32), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(32, 4)).eval()
+    model_to_quantize_model(model, quant_mode="weight_and_activation", num_bits=bits)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "d_quant_act"):
+                module.d_quant_act.fill_(1e-4)  # fine steps: jitter flips many values
+    return model
+
+
+def test_the_full_models_own_flip_noise_is_measured_per_output():
+    verifier = SubnetVerifier(_deep_quantized_mlp(), torch.randn(64, 32))
+    noise = verifier.full.flip_noise
+    assert noise is not None and len(noise) == len(verifier.inputs)
+    assert all(value > 0 for per_input in noise for value in per_input)  # jittered rounding flips something
+
+
+def test_the_flip_noise_allowance_still_refuses_a_rounding_only_mistake():
+    """A wrong activation range (a clip at 0.01) changes nothing with rounding bypassed; only the rounded
+    comparison sees it, and the measured flip noise must not hide it."""
+    import copy
+
+    model = _deep_quantized_mlp()
+    verifier = SubnetVerifier(model, torch.randn(64, 32))
+    assert verifier.passes(copy.deepcopy(model))
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong[4].q_m_act.fill_(0.01)
+    exact, rounded = verifier.mismatch(wrong)
+    assert exact.ratio <= 1.0 and rounded.ratio > 1.0

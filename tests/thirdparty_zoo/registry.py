@@ -247,7 +247,7 @@ _TRANSFORMERS: List[ZooModel] = [
     _hf("gpt_neox", "gpt_neox", "GPTNeoXConfig", "GPTNeoXModel", _tokens(), **_TEXT),
     _hf("mixtral", "moe", "MixtralConfig", "MixtralModel", _tokens(), num_key_value_heads=4, num_local_experts=4,
         num_experts_per_tok=2, **_TEXT),
-    _hf("mamba", "mamba", "MambaConfig", "MambaModel", _tokens(), vocab_size=128, hidden_size=32,
+    _hf("mamba", "mamba", "MambaConfig", "MambaModel", _tokens(), default=True, vocab_size=128, hidden_size=32,
         num_hidden_layers=2, state_size=8, expand=2, conv_kernel=4),
 ]
 
