@@ -51,6 +51,7 @@ from .deploy_files import DEPLOY_FORMAT, save_deployed
 from .int8_layers import integer_ineligibility, integer_layer, output_grid
 from .model_io import named_outputs, second_input
 from .onnx_io import OnnxExportError, export_onnx, optimized_op_types, run_onnx
+from .plain_modules import PlainModuleError, replace_library_modules
 
 __all__ = ["TARGETS", "DeployConfig", "Deployment", "DeploymentError", "build_deployment", "export_deployable",
            "INTEGER_KERNELS", "DEPLOY_FORMAT"]
@@ -143,12 +144,13 @@ def build_deployment(model: nn.Module, dummy_input: Any, config: DeployConfig = 
         for name, layer in baked.items():
             if layer.activation is not None:
                 attach_activation_quantizer(layer.module, layer.activation, fused=True)
-    logger.info("deployed %s: %d quantized layers baked, %d BatchNorm folded, %d activation quantizers kept",
-                type(model).__name__, len(baked), len(folded), len(attached_quantizers(deployed)))
-    own = sorted({type(m).__name__ for m in deployed.modules() if type(m).__module__.startswith("only_train_once")})
-    if own:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
-        logger.warning("the deployed %s still uses %s from only_train_once: its .pt file needs the library to "
-                       "load", type(model).__name__, own)
+    try:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
+        plain = replace_library_modules(deployed, dummy_input)
+    except PlainModuleError as error:
+        raise DeploymentError(f"torch target: {error}") from error
+    logger.info("deployed %s: %d quantized layers baked, %d BatchNorm folded, %d activation quantizers kept, %d "
+                "library modules written as plain torch code", type(model).__name__, len(baked), len(folded),
+                len(attached_quantizers(deployed)), len(plain))
     return Deployment(deployed, baked, folded, added)
 
 
