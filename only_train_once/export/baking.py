@@ -11,6 +11,11 @@ its cheapest form (``n`` read off the quantizer, so the clamp bounds the same in
 * ``t != 1``: ``sign(x) * round(min(|x|, q)^t / d) * d``, with ``pow`` where the library computes
   ``exp(t * log(.))``.
 
+For ONNX the linear quantizer with ``n <= 127`` is ``Clip(x, -n d, n d)`` -> int8 ``QuantizeLinear`` ->
+``DequantizeLinear`` (three vectorized passes instead of divide, round, clip, multiply): after the clip the int8
+saturation never binds, and ``QuantizeLinear`` rounds half to even like ``torch.round``, so the grid is the same.
+Wider linear quantizers (no fused int16 kernels in onnxruntime) and nonlinear ones use the decomposed form.
+
 Both agree with the library's quantizer except where an input lies within float rounding of a rounding boundary
 (a "rounding flip" of one step). The function is attached to the standard layer as a forward pre-hook that is a
 ``torch.fx.GraphModule``: it is pickled as generated code, so a saved model unpickles without this library.
@@ -28,8 +33,8 @@ from torch import fx, nn
 from ..quantization.quant_layers import QuantizeMixin
 from .integer_weights import IntegerWeight, activation_grid, integer_weight
 
-__all__ = ["ActivationQuantizer", "BakedLayer", "bake_layer", "attach_activation_quantizer",
-           "ACTIVATION_HOOK_ATTRIBUTE"]
+__all__ = ["ActivationQuantizer", "BakedLayer", "bake_layer", "attach_activation_quantizer", "set_form",
+           "quantizer_form", "FORMS", "ACTIVATION_HOOK_ATTRIBUTE"]
 
 #: Attribute under which a deployed layer keeps its activation quantizer (a GraphModule, also its pre-hook).
 ACTIVATION_HOOK_ATTRIBUTE = "deploy_input_quantizer"
@@ -109,15 +114,36 @@ def _output_axis(module: nn.Module) -> int:
 
 
 # -- the activation quantizer as generated code ---------------------------------------------------------------
-def _quantizer_graph(quantizer: ActivationQuantizer, fused: bool) -> fx.Graph:
+#: Forms of the activation quantizer: one eager kernel, ONNX's QuantizeLinear/DequantizeLinear where exact, and
+#: the decomposed clamp/round/scale (module docstring).
+FORMS = ("fused", "onnx", "decomposed")
+#: Widest integer range the ONNX form writes as int8 QuantizeLinear.
+INT8_RANGE = 127
+
+
+def quantizer_form(quantizer: ActivationQuantizer, form: str) -> str:
+    """The form actually used for ``quantizer`` when ``form`` is asked for (nonlinear ones are always decomposed,
+    the ONNX form needs ``n <= 127``)."""
+    if form not in FORMS:
+        raise ValueError(f"unknown activation quantizer form {form!r}; choose from {FORMS}")
+    if quantizer.exponent is not None or (form == "onnx" and quantizer.int_range > INT8_RANGE):
+        return "decomposed"
+    return form
+
+
+def _quantizer_graph(quantizer: ActivationQuantizer, form: str) -> fx.Graph:
     """``hook(module, args) -> (Q(args[0]),)`` as an fx graph with the quantizer's numbers as constants."""
     graph = fx.Graph()
     graph.placeholder("module")
     args = graph.placeholder("args")
     x = graph.call_function(operator.getitem, (args, 0))
     d, n = quantizer.scale, quantizer.int_range
-    if quantizer.exponent is None and fused:
+    form = quantizer_form(quantizer, form)
+    if form == "fused":
         y = graph.call_function(torch.fake_quantize_per_tensor_affine, (x, d, 0, -n, n))
+    elif form == "onnx":
+        clipped = graph.call_function(torch.clamp, (x, -n * d, n * d))
+        y = graph.call_function(torch.fake_quantize_per_tensor_affine, (clipped, d, 0, -INT8_RANGE - 1, INT8_RANGE))
     elif quantizer.exponent is None:
         levels = graph.call_function(torch.round, (graph.call_function(torch.div, (x, d)),))
         y = graph.call_function(torch.mul, (graph.call_function(torch.clamp, (levels, -n, n)), d))
@@ -131,18 +157,18 @@ def _quantizer_graph(quantizer: ActivationQuantizer, fused: bool) -> fx.Graph:
     return graph
 
 
-def activation_quantizer_module(quantizer: ActivationQuantizer, fused: bool = True) -> fx.GraphModule:
-    """The quantizer as a GraphModule callable as a forward pre-hook; ``fused``: the one-kernel linear form
-    (``False`` for ONNX export, which has no operator for an arbitrary integer range)."""
-    graph = _quantizer_graph(quantizer, fused)
+def activation_quantizer_module(quantizer: ActivationQuantizer, form: str = "fused") -> fx.GraphModule:
+    """The quantizer as a GraphModule callable as a forward pre-hook, in ``form`` (:data:`FORMS`): ``"fused"``
+    for eager PyTorch, ``"onnx"`` for ONNX export (which has no operator for an arbitrary integer range)."""
+    graph = _quantizer_graph(quantizer, form)
     graph.lint()
     return fx.GraphModule(nn.Module(), graph, class_name="ActivationQuantizer")
 
 
-def attach_activation_quantizer(module: nn.Module, quantizer: ActivationQuantizer, fused: bool = True) -> None:
+def attach_activation_quantizer(module: nn.Module, quantizer: ActivationQuantizer, form: str = "fused") -> None:
     """Quantize ``module``'s input with ``quantizer`` before every forward (replacing a previous one)."""
     detach_activation_quantizer(module)
-    hook_module = activation_quantizer_module(quantizer, fused)
+    hook_module = activation_quantizer_module(quantizer, form)
     handle = module.register_forward_pre_hook(hook_module)
     # The handle id lets detach find the hook again; plain values only, so that pickling needs no library class.
     # The GraphModule holds no tensors, so the state_dict is unchanged.
@@ -168,10 +194,10 @@ def attached_quantizers(model: nn.Module) -> Dict[str, ActivationQuantizer]:
     return found
 
 
-def set_fused(model: nn.Module, fused: bool) -> Tuple[str, ...]:
-    """Re-attach every activation quantizer of ``model`` in the fused or the decomposed form; returns the names."""
+def set_form(model: nn.Module, form: str) -> Tuple[str, ...]:
+    """Re-attach every activation quantizer of ``model`` in ``form`` (:data:`FORMS`); returns the names."""
     quantizers = attached_quantizers(model)
     modules = dict(model.named_modules())
     for name, quantizer in quantizers.items():
-        attach_activation_quantizer(modules[name], quantizer, fused)
+        attach_activation_quantizer(modules[name], quantizer, form)
     return tuple(quantizers)

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from ..quantization.quant_layers import QuantizeMixin
 from ..quantization.rounding import ActivationRoundingBypassed
 from .baking import (BakedLayer, attach_activation_quantizer, attached_quantizers, bake_layer,
-                     detach_activation_quantizer, set_fused)
+                     detach_activation_quantizer, set_form)
 from .bn_folding import fold_batchnorm, foldable_pairs, norm_replacement
 from .deploy_files import DEPLOY_FORMAT, save_deployed
 from .int8_layers import integer_ineligibility, integer_layer, output_grid
@@ -143,7 +143,7 @@ def build_deployment(model: nn.Module, dummy_input: Any, config: DeployConfig = 
     if config.keep_activation_quantization:
         for name, layer in baked.items():
             if layer.activation is not None:
-                attach_activation_quantizer(layer.module, layer.activation, fused=True)
+                attach_activation_quantizer(layer.module, layer.activation)
     try:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
         plain = replace_library_modules(deployed, dummy_input)
     except PlainModuleError as error:
@@ -321,7 +321,7 @@ def deployment_description(deployment: Deployment, subnet_spec: Optional[dict]) 
 
 def _float_onnx_model(deployment: Deployment) -> nn.Module:
     model = copy.deepcopy(deployment.model)
-    set_fused(model, False)  # ONNX has no operator for an arbitrary integer range: clamp, round, scale
+    set_form(model, "onnx")  # ONNX has no operator for an arbitrary integer range (module baking)
     return model
 
 
