@@ -11,14 +11,14 @@ instance of the original model class.
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Dict, Optional, Set
 
 import torch
 from torch import nn
 
 from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
-from .baking import ActivationQuantizer, attach_activation_quantizer
+from .baking import ActivationQuantizer, attach_activation_quantizer, empty_standard_layer
 from .bn_folding import norm_replacement
 
 __all__ = ["DEPLOY_FORMAT", "save_deployed", "load_deployed"]
@@ -38,12 +38,32 @@ def save_deployed(model: nn.Module, base: str, description: dict) -> str:
     return path
 
 
-def _standard(module: nn.Module) -> nn.Module:
-    """The float layer of a quantized one (same shape); other modules unchanged."""
-    if not isinstance(module, QuantizeMixin):
-        return module
-    return module._FLOAT_MODULE(**module._float_module_kwargs(module), device=module.weight.device,
-                                dtype=module.weight.dtype)
+def _standard(module: nn.Module, kind: str) -> nn.Module:
+    """The deployed standard layer (class name ``kind``) in place of a quantized or float one (same shape)."""
+    if isinstance(module, QuantizeMixin) or type(module).__name__ != kind:  # e.g. Conv1D deploys as Linear
+        return empty_standard_layer(module)
+    return module
+
+
+def _stored_names(weights_path: str) -> Set[str]:
+    from safetensors import safe_open
+
+    with safe_open(weights_path, "pt") as handle:
+        return set(handle.keys())
+
+
+def _untie_stored_separately(model: nn.Module, stored: Set[str]) -> None:
+    """A parameter shared under several names (tied embedding and head) that the file stores under more than one
+    name gets a tensor per name: baking a quantized head breaks its tie with the float embedding."""
+    first_name: Dict[int, str] = {}
+    for module_name, module in model.named_modules():
+        for attribute, parameter in list(module.named_parameters(recurse=False)):
+            name = f"{module_name}.{attribute}" if module_name else attribute
+            if id(parameter) in first_name and name in stored and first_name[id(parameter)] in stored:
+                setattr(module, attribute, nn.Parameter(parameter.detach().clone(),
+                                                        requires_grad=parameter.requires_grad))
+            else:
+                first_name.setdefault(id(parameter), name)
 
 
 def load_deployed(model: nn.Module, weights_path: str, description_path: Optional[str] = None) -> nn.Module:
@@ -60,14 +80,15 @@ def load_deployed(model: nn.Module, weights_path: str, description_path: Optiona
         raise ValueError(f"{description_path} is not a deployment description (format {DEPLOY_FORMAT!r})")
     if description.get("subnet"):
         restore_subnet(model, SubnetSpec.from_dict(description["subnet"]))
-    for name in description["standard_layers"]:
-        model.set_submodule(name, _standard(model.get_submodule(name)))
+    for name, kind in description["standard_layers"].items():
+        model.set_submodule(name, _standard(model.get_submodule(name), kind))
     for layer_name, norm_name in description["folded_batchnorm"]:
         model.set_submodule(norm_name, norm_replacement(model.get_submodule(norm_name)))
     for name in description["added_bias"]:
         layer = model.get_submodule(name)
         layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
                                               device=layer.weight.device))
+    _untie_stored_separately(model, _stored_names(weights_path))
     load_model(model, weights_path, strict=True)
     modules = dict(model.named_modules())
     for name, quantizer in description["activation_quantizers"].items():

@@ -32,7 +32,18 @@ def test_onnx_form_of_a_linear_quantizer_is_the_decomposed_grid(int_range):
     assert expected.min().item() == pytest.approx(-int_range * 0.05)  # the clamp binds on both sides
     assert expected.max().item() == pytest.approx(int_range * 0.05)
     assert torch.equal(_quantize(quantizer, "onnx", x), expected)
-    assert torch.equal(_quantize(quantizer, "fused", x), expected)
+    assert torch.equal(_quantize(quantizer, "eager", x), expected)
+
+
+@pytest.mark.parametrize("exponent", [None, 0.8, 1.25])
+def test_eager_form_computes_the_decomposed_quantizer_and_leaves_its_input_alone(exponent):
+    quantizer = ActivationQuantizer(scale=0.05, clip=0.05 * 127, int_range=127, exponent=exponent)
+    x = _probe(quantizer)
+    before = x.clone()
+    expected = _quantize(quantizer, "decomposed", x)
+    assert torch.allclose(_quantize(quantizer, "eager", x), expected, rtol=0, atol=1e-6)
+    assert torch.equal(x, before)  # the in-place steps work on a fresh tensor
+    assert len(expected.unique()) > 100  # a real grid, not a constant
 
 
 class _Quantized(nn.Module):

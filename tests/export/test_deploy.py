@@ -233,3 +233,26 @@ def test_dropping_activation_quantization_gives_the_rounding_free_model(cnn_expo
     with ActivationRoundingBypassed():
         reference = outputs(model, x)
     assert relative_difference(reference, outputs(deployed, x)) <= 1e-5
+
+
+def test_gpt2_transposed_linear_layers_deploy_as_linear(tmp_path):
+    transformers = import_or_skip("transformers")
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(0))
+    dummy = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    oto = compress(model, dummy, tmp_path)
+    paths = oto.export(str(tmp_path / "deploy"))
+    deployed = torch.load(paths["torch"], weights_only=False)
+    kinds = {type(m).__name__ for m in deployed.modules()}
+    assert "Conv1D" not in kinds and "Linear" in kinds
+    other = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(1))
+    x = {"input_ids": other, "attention_mask": torch.ones_like(other)}
+    reference = [model(**x, use_cache=False).logits.detach()]
+    assert relative_difference(reference, [deployed(**x, use_cache=False).logits.detach()]) <= FLOAT_RELATIVE
+    for target, bound in (("onnx", FLOAT_RELATIVE), ("onnx_int8", INT8_RELATIVE)):
+        assert relative_difference(reference, run_onnx(paths[target], x)[:1]) <= bound
+    torch.manual_seed(0)
+    rebuilt = load_deployed(transformers.GPT2LMHeadModel(config), paths["torch"].replace(".pt", ".safetensors"))
+    assert torch.equal(rebuilt(**x, use_cache=False).logits, deployed(**x, use_cache=False).logits)
