@@ -1,7 +1,9 @@
 """Deployable exports of a compressed model: plain PyTorch, float ONNX, integer ONNX.
 
 :func:`export_deployable` builds the deployed model once (:func:`build_deployment`: quantized layers baked into
-standard layers, BatchNorm folded, activation quantizers as cheap pre-hooks) and writes the requested targets:
+standard layers, BatchNorm folded, activation quantizers as cheap pre-hooks, modules of this library such as a
+head-pruned ``nn.MultiheadAttention`` traced into plain torch code by :mod:`.plain_modules`) and writes the
+requested targets:
 
 ==============  ===============================================  ===========================================
 target          what                                             how exact (checked before writing)
@@ -10,10 +12,14 @@ target          what                                             how exact (chec
                 torch and the model's own package) and           by one-step rounding flips of activations
                 ``<Name>_deploy.safetensors`` + ``.json``        that land on a rounding boundary
 ``onnx``        ``<Name>_deploy.onnx``: the float model above,   as ``torch``, plus onnxruntime's float
-                dynamic batch (and sequence) axes                kernels (about 1e-6 relative)
-``onnx_int8``   ``<Name>_int8.onnx``: layers with weight and     as ``onnx``: integer products are exact, the
-                activation <= 8 bits as ConvInteger /            rescale adds float rounding
-                MatMulInteger, the rest float
+                dynamic batch (and sequence) axes; linear        kernels (about 1e-6 relative)
+                activation quantizers of <= 8 bits as Clip +
+                int8 QuantizeLinear/DequantizeLinear
+``onnx_int8``   ``<Name>_int8.onnx``: layers with weight and     Linear (QGemm / MatMulIntegerToFloat): as
+                activation <= 8 bits as QLinearConv (outputs     ``onnx``, integer products are exact, the
+                requantized to uint8), QGemm or                  rescale adds float rounding; QLinearConv:
+                MatMulIntegerToFloat; the rest float             its uint8 output grid, within
+                                                                 ``requantization_tolerance`` of the peak
 ==============  ===============================================  ===========================================
 
 Every target is compared with the compressed model on the dummy input and on a second input of another batch size
@@ -50,6 +56,7 @@ from .bn_folding import fold_batchnorm, foldable_pairs, norm_replacement
 from .deploy_files import DEPLOY_FORMAT, save_deployed
 from .int8_layers import integer_ineligibility, integer_layer, output_grid
 from .model_io import named_outputs, second_input
+from .onnx_clips import drop_redundant_clips
 from .onnx_io import OnnxExportError, export_onnx, optimized_op_types, run_onnx
 from .plain_modules import PlainModuleError, replace_library_modules
 
@@ -364,12 +371,24 @@ def _int8_onnx_model(deployment: Deployment, plan: Dict[str, str], reference: Re
     return model
 
 
+def _drop_redundant_clips(path: str) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    removed = drop_redundant_clips(model)
+    if removed:
+        onnx.save(model, path)
+        logger.info("%s: %d activation quantizer Clips dropped (their input stays in the int8 range)",
+                    os.path.basename(path), removed)
+
+
 def _export_verified_onnx(model: nn.Module, reference: Reference, path: str, config: DeployConfig, label: str,
                           torchscript_only: bool = False) -> TargetCheck:
     temporary = path + ".unverified"
     try:
         export_onnx(model, reference.inputs[0], temporary, reference.names, reference.outputs, reference.inputs,
                     config.dynamic_axes, torchscript_only)
+        _drop_redundant_clips(temporary)
         check = _check(reference, _onnx_runner(temporary), label, config)
     except OnnxExportError as error:
         raise DeploymentError(f"{label}: {error}") from error

@@ -1,7 +1,8 @@
 """Files of the ``torch`` deployment target: a whole-module ``.pt`` and a weights-only form.
 
 ``<base>_deploy.pt`` unpickles with PyTorch and the model's own package (timm, transformers...) only: the
-activation quantizers are ``torch.fx`` GraphModules, pickled as generated code (:mod:`.baking`). It still needs
+activation quantizers (:mod:`.baking`) and any module of this library left after construct_subnet
+(:mod:`.plain_modules`) are ``torch.fx`` GraphModules, pickled as generated code. It still needs
 ``torch.load(..., weights_only=False)``. The weights-only form loads on torch >= 2.6 without unpickling:
 ``<base>_deploy.safetensors`` plus ``<base>_deploy.json`` (the compressed architecture as construct_subnet's
 subnet description, the folded BatchNorms, the activation quantizers), applied by :func:`load_deployed` to a fresh
