@@ -27,7 +27,7 @@ Every target is compared with the compressed model on the dummy input and on a s
 :class:`DeploymentError` naming the output (and, for the ``torch`` target, the first diverging layer), and nothing
 is written. Rounding flips make single elements jump by whole activation steps, so two bounds apply: the largest
 difference at most ``max(tolerance, flip_steps * largest activation step) * max(1, max|output|)`` (the
-allowance of ``construct_subnet``'s check) and the median difference at most ``median_tolerance * max|output|``
+allowance of ``construct_subnet``'s check) and the median difference at most ``median_tolerance * max(1, max|output|)``
 (a flip moves few elements; a wrong scale, a missed BatchNorm or a shifted bias moves them all). The ``torch``
 target is also checked without its activation quantizers against the compressed model with activation rounding
 bypassed, within ``tolerance * max(1, max|output|)``: the baked and folded weights exactly. With
@@ -190,7 +190,7 @@ def _reference(model: nn.Module, inputs: Tuple[Any, Any], baked: Dict[str, Baked
     flips = config.flip_steps * _largest_step(baked)
     return Reference(inputs, [name for name, _ in runs[0]], tuple([t for _, t in run] for run in runs),
                      tuple([t for _, t in run] for run in exact), config.tolerance * scale,
-                     max(config.tolerance, flips) * scale, max(config.median_tolerance * peak, config.tolerance), peak)
+                     max(config.tolerance, flips) * scale, max(config.median_tolerance * scale, config.tolerance), peak)
 
 
 def _differences(reference: Sequence[Tensor], candidate: Sequence[Tensor], names: Sequence[str],
