@@ -1,7 +1,8 @@
 """Remove the ``Clip`` of an activation quantizer's ONNX form where the int8 ``QuantizeLinear`` after it clamps alike.
 
 The float ``onnx`` target writes a linear activation quantizer with ``n = 127`` as ``Clip(-127 d, 127 d) ->
-QuantizeLinear(d, int8) -> DequantizeLinear`` (:mod:`.baking`). ``QuantizeLinear`` saturates to ``[-128, 127]``:
+QuantizeLinear(d, int8) -> DequantizeLinear`` (:mod:`.baking`); the integer layers of ``onnx_int8`` as
+``QuantizeLinear(d, uint8, zero point 128) -> Clip(1, 255)`` (:mod:`.int8_layers`), the same levels. ``QuantizeLinear`` saturates to ``[-128, 127]``:
 the same upper clamp, and a lower one that differs only for inputs below ``-127.5 d``. Where the input provably
 stays above that (it comes from a ReLU, a sigmoid, a hard-swish, SiLU...), the ``Clip`` changes nothing and is
 dropped: one elementwise pass less per layer, bit for bit the same output.
@@ -93,15 +94,38 @@ class _Graph:
         return None
 
 
+def _above_lowest_level(graph: _Graph, name: str, step: float) -> bool:
+    """Tensor ``name`` provably stays above ``-127.5 step`` (so it never rounds to level -128)."""
+    bound = graph.lower_bound(name)
+    return bound is not None and bound > -(_INT8_MAX + 0.5) * step * (1 - 1e-6)
+
+
+def _redundant_integer_clip(graph: _Graph, clip, low: np.ndarray, high: np.ndarray) -> bool:
+    """The integer layers' form (:mod:`.int8_layers`): ``QuantizeLinear(d, uint8, zero point 128) -> Clip(1, 255)``
+    keeps levels ``[-127, 127]``; redundant where the quantized input stays above ``-127.5 d``."""
+    quantize = graph.producer.get(clip.input[0])
+    if quantize is None or quantize.op_type != "QuantizeLinear" or len(quantize.input) != 3:
+        return False
+    scale, zero_point = graph.constant(quantize.input[1]), graph.constant(quantize.input[2])
+    if scale is None or zero_point is None or scale.size != 1 or zero_point.dtype != np.uint8:
+        return False
+    center = int(zero_point)
+    if center != _INT8_MAX + 1 or int(low) != center - _INT8_MAX or int(high) != center + _INT8_MAX:
+        return False
+    return _above_lowest_level(graph, quantize.input[0], float(scale))
+
+
 def _redundant(graph: _Graph, clip) -> bool:
     """The Clip clamps to ``[-127 d, 127 d]`` and feeds only int8 ``QuantizeLinear``s of step ``d`` and zero point
-    0, and its input stays above ``-127.5 d``."""
+    0, and its input stays above ``-127.5 d`` (or it is the integer form, :func:`_redundant_integer_clip`)."""
     if len(clip.input) != 3 or clip.output[0] in graph.outputs:
         return False
     low, high = graph.constant(clip.input[1]), graph.constant(clip.input[2])
     consumers = graph.consumers.get(clip.output[0], [])
     if low is None or high is None or not consumers:
         return False
+    if low.dtype == np.uint8:
+        return _redundant_integer_clip(graph, clip, low, high)
     for consumer in consumers:
         if consumer.op_type != "QuantizeLinear" or len(consumer.input) != 3:
             return False
@@ -113,8 +137,7 @@ def _redundant(graph: _Graph, clip) -> bool:
         if not (math.isclose(float(high), _INT8_MAX * step, rel_tol=1e-6)
                 and math.isclose(float(low), -_INT8_MAX * step, rel_tol=1e-6)):
             return False
-        bound = graph.lower_bound(clip.input[0])
-        if bound is None or not bound > -(_INT8_MAX + 0.5) * step * (1 - 1e-6):
+        if not _above_lowest_level(graph, clip.input[0], step):
             return False
     return True
 
@@ -126,6 +149,8 @@ def drop_redundant_clips(model) -> int:
     redundant = [node for node in model.graph.node if node.op_type == "Clip" and _redundant(graph, node)]
     for clip in redundant:
         for consumer in graph.consumers[clip.output[0]]:
-            consumer.input[0] = clip.input[0]
+            for index, name in enumerate(consumer.input):
+                if name == clip.output[0]:
+                    consumer.input[index] = clip.input[0]
         model.graph.node.remove(clip)
     return len(redundant)

@@ -51,3 +51,29 @@ def test_clip_is_dropped_exactly_where_quantize_linear_clamps_alike(tmp_path, pr
     assert [n.op_type for n in model.graph.node].count("Clip") == int(not dropped)
     x = torch.linspace(-60, 60, 256).reshape(4, 64)  # far beyond both clamps
     assert torch.equal(run_onnx(original, x)[0], run_onnx(pruned, x)[0])
+
+
+def _integer_input_model(producer: str, step: float) -> onnx.ModelProto:
+    """The integer layers' input: ``x -> producer -> QuantizeLinear(d, uint8, 128) -> Clip(1, 255) -> Dequantize``."""
+    nodes = [helper.make_node(producer, ["input_0"], ["a"])]
+    initializers = [numpy_helper.from_array(np.array(step, np.float32), "step"),
+                    numpy_helper.from_array(np.array(128, np.uint8), "zero"),
+                    numpy_helper.from_array(np.array(1, np.uint8), "low"),
+                    numpy_helper.from_array(np.array(255, np.uint8), "high")]
+    nodes += [helper.make_node("QuantizeLinear", ["a", "step", "zero"], ["q"]),
+              helper.make_node("Clip", ["q", "low", "high"], ["c"]),
+              helper.make_node("DequantizeLinear", ["c", "step", "zero"], ["output"])]
+    graph = helper.make_graph(nodes, "integer_input", [helper.make_tensor_value_info("input_0", TensorProto.FLOAT, [4, 64])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 64])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("producer, dropped", [("Relu", True), ("Neg", False)])
+def test_integer_input_clip_is_dropped_only_above_the_lowest_level(tmp_path, producer, dropped):
+    model = _integer_input_model(producer, 0.01)
+    original, pruned = str(tmp_path / "original.onnx"), str(tmp_path / "pruned.onnx")
+    onnx.save(model, original)
+    assert drop_redundant_clips(model) == int(dropped)
+    onnx.save(model, pruned)
+    x = torch.linspace(-60, 60, 256).reshape(4, 64)
+    assert torch.equal(run_onnx(original, x)[0], run_onnx(pruned, x)[0])
