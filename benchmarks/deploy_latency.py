@@ -10,8 +10,8 @@ target; onnxruntime dense float ONNX, ``onnx`` target, ``onnx_int8`` target. Med
     python benchmarks/deploy_latency.py [--quick] [--models resnet50 bert] [--batches 1 8] [--threads 1 2]
         [--repeats 5] [--fake-quant] [--profile]
 
-All nine models, batches 1 and 8, 1 and 2 threads, with ``--profile``, took 15 minutes on 2 loaded cores; ``--models`` runs
-some of them (one process per model also works: each row is complete in itself). ``--profile`` prints, at the
+All nine models, batches 1 and 8, 1 and 2 threads, with ``--profile``, took 15 minutes on 2 loaded cores;
+``--models`` runs some of them (one process per model also works: each row is complete in itself). ``--profile`` prints, at the
 largest batch, onnxruntime's operator times for the ``onnx`` and ``onnx_int8`` targets and torch.profiler's top
 operators for the dense and deployed eager models: where the time goes when a target is missed.
 
