@@ -11,9 +11,9 @@ target; onnxruntime dense float ONNX, ``onnx`` target, ``onnx_int8`` target. Med
         [--repeats 5] [--fake-quant] [--profile]
 
 All nine models, batches 1 and 8, 1 and 2 threads, with ``--profile``, took 15 minutes on 2 loaded cores;
-``--models`` runs some of them (one process per model also works: each row is complete in itself). ``--profile`` prints, at the
-largest batch, onnxruntime's operator times for the ``onnx`` and ``onnx_int8`` targets and torch.profiler's top
-operators for the dense and deployed eager models: where the time goes when a target is missed.
+``--models`` runs some of them (one process per model also works: each row is complete in itself). ``--profile``
+prints, at the largest batch, onnxruntime's operator times for the ``onnx`` and ``onnx_int8`` targets and
+torch.profiler's top operators for the dense and deployed eager models: where the time goes when a target is missed.
 
 Goals (issue 12, batch 8): ``torch`` / dense eager and ``onnx`` / dense ONNX <= 0.6 on CNNs, <= 0.8 on
 transformers; ``onnx_int8`` / ``onnx`` <= 0.7 on resnet50, mobilenetv3 and BERT.

@@ -2,10 +2,11 @@
 
 The float ``onnx`` target writes a linear activation quantizer with ``n = 127`` as ``Clip(-127 d, 127 d) ->
 QuantizeLinear(d, int8) -> DequantizeLinear`` (:mod:`.baking`); the integer layers of ``onnx_int8`` as
-``QuantizeLinear(d, uint8, zero point 128) -> Clip(1, 255)`` (:mod:`.int8_layers`), the same levels. ``QuantizeLinear`` saturates to ``[-128, 127]``:
-the same upper clamp, and a lower one that differs only for inputs below ``-127.5 d``. Where the input provably
-stays above that (it comes from a ReLU, a sigmoid, a hard-swish, SiLU...), the ``Clip`` changes nothing and is
-dropped: one elementwise pass less per layer, bit for bit the same output.
+``QuantizeLinear(d, uint8, zero point 128) -> Clip(1, 255)`` (:mod:`.int8_layers`), the same levels.
+``QuantizeLinear`` saturates to ``[-128, 127]``: the same upper clamp, and a lower one that differs only for inputs
+below ``-127.5 d``. Where the input provably stays above that (it comes from a ReLU, a sigmoid, a hard-swish,
+SiLU...), the ``Clip`` changes nothing and is dropped: one elementwise pass less per layer, bit for bit the same
+output.
 
 Lower bounds are derived from the producing operator (:data:`LOWER_BOUNDS`), carried through pooling and
 reshaping operators, and through a product with a gate in ``[0, 1]`` (squeeze-and-excitation).

@@ -12,15 +12,22 @@ from only_train_once.export.onnx_clips import drop_redundant_clips
 from only_train_once.export.onnx_io import run_onnx
 
 
+def _tensor(name: str):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [4, 64])
+
+
 def _quantizer_model(producer: str, step: float, int_range: int = 127) -> onnx.ModelProto:
     """``x -> producer -> Clip(-n d, n d) -> QuantizeLinear(d, int8) -> DequantizeLinear``."""
     nodes = {"Relu": [helper.make_node("Relu", ["input_0"], ["a"])],
-             "SiLU": [helper.make_node("Sigmoid", ["input_0"], ["s"]), helper.make_node("Mul", ["input_0", "s"], ["a"])],
+             "SiLU": [helper.make_node("Sigmoid", ["input_0"], ["s"]),
+                      helper.make_node("Mul", ["input_0", "s"], ["a"])],
              "HardSwish": [helper.make_node("HardSwish", ["input_0"], ["a"])],
-             "Gated": [helper.make_node("HardSwish", ["input_0"], ["h"]), helper.make_node("Sigmoid", ["input_0"], ["g"]),
+             "Gated": [helper.make_node("HardSwish", ["input_0"], ["h"]),
+                       helper.make_node("Sigmoid", ["input_0"], ["g"]),
                        helper.make_node("ReduceMean", ["h"], ["m"], keepdims=1),
                        helper.make_node("Mul", ["g", "m"], ["a"])],
-             "none": [helper.make_node("Identity", ["input_0"], ["b"]), helper.make_node("Neg", ["b"], ["a"])]}[producer]
+             "none": [helper.make_node("Identity", ["input_0"], ["b"]),
+                      helper.make_node("Neg", ["b"], ["a"])]}[producer]
     initializers = [numpy_helper.from_array(np.array(-int_range * step, np.float32), "low"),
                     numpy_helper.from_array(np.array(int_range * step, np.float32), "high"),
                     numpy_helper.from_array(np.array(step, np.float32), "step"),
@@ -28,8 +35,7 @@ def _quantizer_model(producer: str, step: float, int_range: int = 127) -> onnx.M
     nodes += [helper.make_node("Clip", ["a", "low", "high"], ["c"]),
               helper.make_node("QuantizeLinear", ["c", "step", "zero"], ["q"]),
               helper.make_node("DequantizeLinear", ["q", "step", "zero"], ["output"])]
-    graph = helper.make_graph(nodes, "quantizer", [helper.make_tensor_value_info("input_0", TensorProto.FLOAT, [4, 64])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 64])], initializers)
+    graph = helper.make_graph(nodes, "quantizer", [_tensor("input_0")], [_tensor("output")], initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -54,7 +60,7 @@ def test_clip_is_dropped_exactly_where_quantize_linear_clamps_alike(tmp_path, pr
 
 
 def _integer_input_model(producer: str, step: float) -> onnx.ModelProto:
-    """The integer layers' input: ``x -> producer -> QuantizeLinear(d, uint8, 128) -> Clip(1, 255) -> Dequantize``."""
+    """The integer layers' input: ``x -> producer -> QuantizeLinear(d, uint8, 128) -> Clip(1, 255) -> DQ``."""
     nodes = [helper.make_node(producer, ["input_0"], ["a"])]
     initializers = [numpy_helper.from_array(np.array(step, np.float32), "step"),
                     numpy_helper.from_array(np.array(128, np.uint8), "zero"),
@@ -63,8 +69,7 @@ def _integer_input_model(producer: str, step: float) -> onnx.ModelProto:
     nodes += [helper.make_node("QuantizeLinear", ["a", "step", "zero"], ["q"]),
               helper.make_node("Clip", ["q", "low", "high"], ["c"]),
               helper.make_node("DequantizeLinear", ["c", "step", "zero"], ["output"])]
-    graph = helper.make_graph(nodes, "integer_input", [helper.make_tensor_value_info("input_0", TensorProto.FLOAT, [4, 64])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [4, 64])], initializers)
+    graph = helper.make_graph(nodes, "integer_input", [_tensor("input_0")], [_tensor("output")], initializers)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
