@@ -7,7 +7,13 @@ and removed by ``construct_subnet``, then exported to the three targets. Timed r
 batch size and thread count: eager dense, eager compressed (fake-quantized, for context), eager ``torch``
 target; onnxruntime dense float ONNX, ``onnx`` target, ``onnx_int8`` target. Medians; ratios printed.
 
-    python benchmarks/deploy_latency.py [--quick] [--models resnet50 bert] [--repeats 7] [--profile]
+    python benchmarks/deploy_latency.py [--quick] [--models resnet50 bert] [--batches 1 8] [--threads 1 2]
+        [--repeats 5] [--fake-quant] [--profile]
+
+All nine models, batches 1 and 8, 1 and 2 threads, with ``--profile``, took 15 minutes on 2 loaded cores;
+``--models`` runs some of them (one process per model also works: each row is complete in itself). ``--profile``
+prints, at the largest batch, onnxruntime's operator times for the ``onnx`` and ``onnx_int8`` targets and
+torch.profiler's top operators for the dense and deployed eager models: where the time goes when a target is missed.
 
 Goals (issue 12, batch 8): ``torch`` / dense eager and ``onnx`` / dense ONNX <= 0.6 on CNNs, <= 0.8 on
 transformers; ``onnx_int8`` / ``onnx`` <= 0.7 on resnet50, mobilenetv3 and BERT.
@@ -15,11 +21,16 @@ transformers; ``onnx_int8`` / ``onnx`` <= 0.7 on resnet50, mobilenetv3 and BERT.
 
 from __future__ import annotations
 
+import os
+
+# PyTorch's OpenMP workers spin while waiting; on a shared machine a spinning worker descheduled mid-barrier makes
+# a 2-thread eager run several times slower (both dense and deployed alike, but very noisily). Set before torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import copy
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -109,7 +120,8 @@ def quantize_to_8_bits(model: torch.nn.Module, example: Any) -> None:
 
 
 def prepare(case: Case, folder: str) -> Dict[str, Any]:
-    """Dense model, compressed model and the exported files of ``case``."""
+    """Dense model, compressed model and the exported files of ``case`` (random init, seed 0)."""
+    torch.manual_seed(0)
     dense = case.build().eval()
     example = case.example(1)
     compressed = copy.deepcopy(dense)
@@ -141,18 +153,19 @@ def _ort(path: str, inputs: Any, threads: int) -> Callable[[], object]:
     return lambda: sess.run(None, feed)
 
 
-def measure(case: Case, prepared: Dict[str, Any], batch: int, threads: int, repeats: int) -> Dict[str, float]:
+def measure(case: Case, prepared: Dict[str, Any], batch: int, threads: int, repeats: int,
+            fake_quant: bool) -> Dict[str, float]:
     torch.set_num_threads(threads)
     inputs = case.example(batch)
     deployed = torch.load(prepared["paths"]["torch"], weights_only=False).eval()
-    functions = {
-        "eager dense": _eager(prepared["dense"], inputs),
-        "eager compressed": _eager(prepared["compressed"], inputs),
-        "eager torch": _eager(deployed, inputs),
+    functions = {"eager dense": _eager(prepared["dense"], inputs), "eager torch": _eager(deployed, inputs)}
+    if fake_quant:
+        functions["eager compressed"] = _eager(prepared["compressed"], inputs)
+    functions.update({
         "ort dense": _ort(prepared["dense_onnx"], inputs, threads),
         "ort onnx": _ort(prepared["paths"]["onnx"], inputs, threads),
         "ort onnx_int8": _ort(prepared["paths"]["onnx_int8"], inputs, threads),
-    }
+    })
     return interleaved(functions, repeats, warmup=2)
 
 
@@ -181,8 +194,27 @@ def profile(case: Case, prepared: Dict[str, Any], batch: int, threads: int) -> s
                 op = event.get("args", {}).get("op_name", "?")
                 totals[op] = totals.get(op, 0.0) + event["dur"] / 1000.0 / runs
         top = sorted(totals.items(), key=lambda item: -item[1])[:8]
-        lines.append(f"  {target}: " + ", ".join(f"{op} {ms:.2f}" for op, ms in top))
+        lines.append(f"  ORT {target} (total {sum(totals.values()):.1f}): "
+                     + ", ".join(f"{op} {ms:.2f}" for op, ms in top))
+    deployed = torch.load(prepared["paths"]["torch"], weights_only=False).eval()
+    for label, model in (("dense", prepared["dense"]), ("torch", deployed)):
+        lines.append(f"  eager {label}: " + _torch_top_ops(model, case.example(batch), threads))
     return f"profile {case.name} batch {batch}, {threads} threads (ms per run by operator type):\n" + "\n".join(lines)
+
+
+def _torch_top_ops(model: torch.nn.Module, inputs: Any, threads: int, runs: int = 3) -> str:
+    """torch.profiler's operators by self CPU time (ms per run), the total first."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    torch.set_num_threads(threads)
+    _eager(model, inputs)()
+    with torch_profile(activities=[ProfilerActivity.CPU]) as recorded:
+        for _ in range(runs):
+            _eager(model, inputs)()
+    events = [e for e in recorded.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events) / 1e3 / runs
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]
+    return f"(total {total:.1f}) " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e3 / runs:.2f}" for e in top)
 
 
 def ratio(value: float, base: float) -> str:
@@ -195,8 +227,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"models {QUICK}, batch 8, 2 threads")
     parser.add_argument("--batches", nargs="+", type=int, default=None)
     parser.add_argument("--threads", nargs="+", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--profile", action="store_true", help="print onnxruntime operator profiles at batch 8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--fake-quant", action="store_true",
+                        help="also time the eager fake-quantized compressed model (slow; for context)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print onnxruntime and torch.profiler operator profiles at the largest batch")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     names = args.models or (QUICK if args.quick else list(CASES))
@@ -206,7 +241,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             case = CASES[name]
-            prepared = prepare(case, os.path.join(folder, name))
+            try:
+                prepared = prepare(case, os.path.join(folder, name))
+            except Exception as error:  # one model's failure must not lose the others' rows
+                notes.append(f"{name}: FAILED to prepare/export: {type(error).__name__}: {str(error)[:300]}")
+                print(notes[-1], flush=True)
+                continue
             integer = prepared["report"]["targets"]["onnx_int8"]
             notes.append(f"{name}: params {prepared['params'][0] / 1e6:.2f} M -> {prepared['params'][1] / 1e6:.2f} M; "
                          f"export {prepared['export_seconds']:.0f} s; int8 layers {len(integer['integer_layers'])} "
@@ -214,20 +254,25 @@ def main() -> None:
                          f"{integer['integer_kernels']}; max relative error torch/onnx/int8 "
                          + "/".join(f"{max(prepared['report']['targets'][t]['relative_error']):.1e}"
                                     for t in ("torch", "onnx", "onnx_int8")))
+            print(notes[-1], flush=True)
             for batch in batches:
                 for threads in thread_counts:
-                    times = measure(case, prepared, batch, threads, args.repeats)
+                    times = measure(case, prepared, batch, threads, args.repeats, args.fake_quant)
+                    fake = times.get("eager compressed")
                     rows.append([name, batch, threads, f"{times['eager dense'] * 1e3:.1f}",
-                                 ratio(times["eager compressed"], times["eager dense"]),
+                                 ratio(fake, times["eager dense"]) if fake else "-",
                                  ratio(times["eager torch"], times["eager dense"]),
                                  f"{times['ort dense'] * 1e3:.1f}", ratio(times["ort onnx"], times["ort dense"]),
                                  ratio(times["ort onnx_int8"], times["ort dense"]),
                                  ratio(times["ort onnx_int8"], times["ort onnx"])])
                     print(" | ".join(str(c) for c in rows[-1]), flush=True)
             if args.profile:
-                notes.append(profile(case, prepared, 8, thread_counts[-1]))
+                notes.append(profile(case, prepared, max(batches), thread_counts[-1]))
+                print(notes[-1], flush=True)
             del prepared
-    print_table(f"Deployed latency, ratios to the dense float model measured in the same run; {machine()}",
+    load = "load average %.1f %.1f %.1f" % os.getloadavg()
+    print_table(f"Deployed latency, ratios to the dense float model measured in the same run; {machine()}; "
+                f"{load} at the end",
                 ["model", "batch", "threads", "eager dense ms", "eager fake-quant", "eager `torch`",
                  "ORT dense ms", "ORT `onnx`", "ORT `onnx_int8`", "`onnx_int8` / `onnx`"], rows)
     print("\n".join(notes))

@@ -9,7 +9,8 @@ Both read the integers behind each quantizer through :mod:`.integer_weights`.
 
 * :func:`export_deployable` (``OTO.export``): deployable targets that run faster than the dense model, a plain
   PyTorch model, float ONNX and integer ONNX (:mod:`.deploy`, :mod:`.baking`, :mod:`.bn_folding`,
-  :mod:`.int8_layers`, :mod:`.onnx_io`, :mod:`.deploy_files`); :func:`load_deployed` reloads the weights-only form.
+  :mod:`.int8_layers`, :mod:`.plain_modules`, :mod:`.onnx_clips`, :mod:`.onnx_io`, :mod:`.deploy_files`);
+  :func:`load_deployed` reloads the weights-only form.
 """
 
 from .deploy import TARGETS, DeployConfig, DeploymentError, export_deployable

@@ -1,7 +1,9 @@
 """Deployable exports of a compressed model: plain PyTorch, float ONNX, integer ONNX.
 
 :func:`export_deployable` builds the deployed model once (:func:`build_deployment`: quantized layers baked into
-standard layers, BatchNorm folded, activation quantizers as cheap pre-hooks) and writes the requested targets:
+standard layers, BatchNorm folded, activation quantizers as cheap pre-hooks, modules of this library such as a
+head-pruned ``nn.MultiheadAttention`` traced into plain torch code by :mod:`.plain_modules`) and writes the
+requested targets:
 
 ==============  ===============================================  ===========================================
 target          what                                             how exact (checked before writing)
@@ -10,10 +12,14 @@ target          what                                             how exact (chec
                 torch and the model's own package) and           by one-step rounding flips of activations
                 ``<Name>_deploy.safetensors`` + ``.json``        that land on a rounding boundary
 ``onnx``        ``<Name>_deploy.onnx``: the float model above,   as ``torch``, plus onnxruntime's float
-                dynamic batch (and sequence) axes                kernels (about 1e-6 relative)
-``onnx_int8``   ``<Name>_int8.onnx``: layers with weight and     as ``onnx``: integer products are exact, the
-                activation <= 8 bits as ConvInteger /            rescale adds float rounding
-                MatMulInteger, the rest float
+                dynamic batch (and sequence) axes; linear        kernels (about 1e-6 relative)
+                activation quantizers of <= 8 bits as Clip +
+                int8 QuantizeLinear/DequantizeLinear
+``onnx_int8``   ``<Name>_int8.onnx``: layers with weight and     Linear (QGemm / MatMulIntegerToFloat): as
+                activation <= 8 bits as QLinearConv (outputs     ``onnx``, integer products are exact, the
+                requantized to uint8), QGemm or                  rescale adds float rounding; QLinearConv:
+                MatMulIntegerToFloat; the rest float             its uint8 output grid, within
+                                                                 ``requantization_tolerance`` of the peak
 ==============  ===============================================  ===========================================
 
 Every target is compared with the compressed model on the dummy input and on a second input of another batch size
@@ -21,7 +27,7 @@ Every target is compared with the compressed model on the dummy input and on a s
 :class:`DeploymentError` naming the output (and, for the ``torch`` target, the first diverging layer), and nothing
 is written. Rounding flips make single elements jump by whole activation steps, so two bounds apply: the largest
 difference at most ``max(tolerance, flip_steps * largest activation step) * max(1, max|output|)`` (the
-allowance of ``construct_subnet``'s check) and the median difference at most ``median_tolerance * max|output|``
+allowance of ``construct_subnet``'s check) and the median difference at most ``median_tolerance * max(1, max|output|)``
 (a flip moves few elements; a wrong scale, a missed BatchNorm or a shifted bias moves them all). The ``torch``
 target is also checked without its activation quantizers against the compressed model with activation rounding
 bypassed, within ``tolerance * max(1, max|output|)``: the baked and folded weights exactly. With
@@ -45,12 +51,14 @@ from torch import Tensor, nn
 from ..quantization.quant_layers import QuantizeMixin
 from ..quantization.rounding import ActivationRoundingBypassed
 from .baking import (BakedLayer, attach_activation_quantizer, attached_quantizers, bake_layer,
-                     detach_activation_quantizer, set_fused)
+                     detach_activation_quantizer, set_form)
 from .bn_folding import fold_batchnorm, foldable_pairs, norm_replacement
 from .deploy_files import DEPLOY_FORMAT, save_deployed
 from .int8_layers import integer_ineligibility, integer_layer, output_grid
 from .model_io import named_outputs, second_input
+from .onnx_clips import drop_redundant_clips
 from .onnx_io import OnnxExportError, export_onnx, optimized_op_types, run_onnx
+from .plain_modules import PlainModuleError, replace_library_modules
 
 __all__ = ["TARGETS", "DeployConfig", "Deployment", "DeploymentError", "build_deployment", "export_deployable",
            "INTEGER_KERNELS", "DEPLOY_FORMAT"]
@@ -142,13 +150,14 @@ def build_deployment(model: nn.Module, dummy_input: Any, config: DeployConfig = 
     if config.keep_activation_quantization:
         for name, layer in baked.items():
             if layer.activation is not None:
-                attach_activation_quantizer(layer.module, layer.activation, fused=True)
-    logger.info("deployed %s: %d quantized layers baked, %d BatchNorm folded, %d activation quantizers kept",
-                type(model).__name__, len(baked), len(folded), len(attached_quantizers(deployed)))
-    own = sorted({type(m).__name__ for m in deployed.modules() if type(m).__module__.startswith("only_train_once")})
-    if own:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
-        logger.warning("the deployed %s still uses %s from only_train_once: its .pt file needs the library to "
-                       "load", type(model).__name__, own)
+                attach_activation_quantizer(layer.module, layer.activation)
+    try:  # e.g. PrunedMultiheadAttention, which torch's MultiheadAttention cannot express after head pruning
+        plain = replace_library_modules(deployed, dummy_input)
+    except PlainModuleError as error:
+        raise DeploymentError(f"torch target: {error}") from error
+    logger.info("deployed %s: %d quantized layers baked, %d BatchNorm folded, %d activation quantizers kept, %d "
+                "library modules written as plain torch code", type(model).__name__, len(baked), len(folded),
+                len(attached_quantizers(deployed)), len(plain))
     return Deployment(deployed, baked, folded, added)
 
 
@@ -181,7 +190,7 @@ def _reference(model: nn.Module, inputs: Tuple[Any, Any], baked: Dict[str, Baked
     flips = config.flip_steps * _largest_step(baked)
     return Reference(inputs, [name for name, _ in runs[0]], tuple([t for _, t in run] for run in runs),
                      tuple([t for _, t in run] for run in exact), config.tolerance * scale,
-                     max(config.tolerance, flips) * scale, max(config.median_tolerance * peak, config.tolerance), peak)
+                     max(config.tolerance, flips) * scale, max(config.median_tolerance * scale, config.tolerance), peak)
 
 
 def _differences(reference: Sequence[Tensor], candidate: Sequence[Tensor], names: Sequence[str],
@@ -319,7 +328,7 @@ def deployment_description(deployment: Deployment, subnet_spec: Optional[dict]) 
 
 def _float_onnx_model(deployment: Deployment) -> nn.Module:
     model = copy.deepcopy(deployment.model)
-    set_fused(model, False)  # ONNX has no operator for an arbitrary integer range: clamp, round, scale
+    set_form(model, "onnx")  # ONNX has no operator for an arbitrary integer range (module baking)
     return model
 
 
@@ -362,12 +371,24 @@ def _int8_onnx_model(deployment: Deployment, plan: Dict[str, str], reference: Re
     return model
 
 
+def _drop_redundant_clips(path: str) -> None:
+    import onnx
+
+    model = onnx.load(path)
+    removed = drop_redundant_clips(model)
+    if removed:
+        onnx.save(model, path)
+        logger.info("%s: %d activation quantizer Clips dropped (their input stays in the int8 range)",
+                    os.path.basename(path), removed)
+
+
 def _export_verified_onnx(model: nn.Module, reference: Reference, path: str, config: DeployConfig, label: str,
                           torchscript_only: bool = False) -> TargetCheck:
     temporary = path + ".unverified"
     try:
         export_onnx(model, reference.inputs[0], temporary, reference.names, reference.outputs, reference.inputs,
                     config.dynamic_axes, torchscript_only)
+        _drop_redundant_clips(temporary)
         check = _check(reference, _onnx_runner(temporary), label, config)
     except OnnxExportError as error:
         raise DeploymentError(f"{label}: {error}") from error

@@ -1,7 +1,8 @@
 """Files of the ``torch`` deployment target: a whole-module ``.pt`` and a weights-only form.
 
 ``<base>_deploy.pt`` unpickles with PyTorch and the model's own package (timm, transformers...) only: the
-activation quantizers are ``torch.fx`` GraphModules, pickled as generated code (:mod:`.baking`). It still needs
+activation quantizers (:mod:`.baking`) and any module of this library left after construct_subnet
+(:mod:`.plain_modules`) are ``torch.fx`` GraphModules, pickled as generated code. It still needs
 ``torch.load(..., weights_only=False)``. The weights-only form loads on torch >= 2.6 without unpickling:
 ``<base>_deploy.safetensors`` plus ``<base>_deploy.json`` (the compressed architecture as construct_subnet's
 subnet description, the folded BatchNorms, the activation quantizers), applied by :func:`load_deployed` to a fresh
@@ -12,7 +13,7 @@ instance of the original model class. All three carry checksums of their data an
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Dict, Optional, Set
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
 from ..subnet_construction.integrity import CorruptFileError, content_checksum, reading, save_module, write_atomically
 from ..subnet_construction.io import read_weights, save_weights
-from .baking import ActivationQuantizer, attach_activation_quantizer
+from .baking import ActivationQuantizer, attach_activation_quantizer, empty_standard_layer
 from .bn_folding import norm_replacement
 
 __all__ = ["DEPLOY_FORMAT", "save_deployed", "load_deployed"]
@@ -57,12 +58,32 @@ def _load_description(path: str) -> dict:
     return description
 
 
-def _standard(module: nn.Module) -> nn.Module:
-    """The float layer of a quantized one (same shape); other modules unchanged."""
-    if not isinstance(module, QuantizeMixin):
-        return module
-    return module._FLOAT_MODULE(**module._float_module_kwargs(module), device=module.weight.device,
-                                dtype=module.weight.dtype)
+def _standard(module: nn.Module, kind: str) -> nn.Module:
+    """The deployed standard layer (class name ``kind``) in place of a quantized or float one (same shape)."""
+    if isinstance(module, QuantizeMixin) or type(module).__name__ != kind:  # e.g. Conv1D deploys as Linear
+        return empty_standard_layer(module)
+    return module
+
+
+def _stored_names(weights_path: str) -> Set[str]:
+    from safetensors import safe_open
+
+    with safe_open(weights_path, "pt") as handle:
+        return set(handle.keys())
+
+
+def _untie_stored_separately(model: nn.Module, stored: Set[str]) -> None:
+    """A parameter shared under several names (tied embedding and head) that the file stores under more than one
+    name gets a tensor per name: baking a quantized head breaks its tie with the float embedding."""
+    first_name: Dict[int, str] = {}
+    for module_name, module in model.named_modules():
+        for attribute, parameter in list(module.named_parameters(recurse=False)):
+            name = f"{module_name}.{attribute}" if module_name else attribute
+            if id(parameter) in first_name and name in stored and first_name[id(parameter)] in stored:
+                setattr(module, attribute, nn.Parameter(parameter.detach().clone(),
+                                                        requires_grad=parameter.requires_grad))
+            else:
+                first_name.setdefault(id(parameter), name)
 
 
 def load_deployed(model: nn.Module, weights_path: str, description_path: Optional[str] = None) -> nn.Module:
@@ -80,14 +101,15 @@ def load_deployed(model: nn.Module, weights_path: str, description_path: Optiona
         raise ValueError(f"{description_path} is not a deployment description (format {DEPLOY_FORMAT!r})")
     if description.get("subnet"):
         restore_subnet(model, SubnetSpec.from_dict(description["subnet"]))
-    for name in description["standard_layers"]:
-        model.set_submodule(name, _standard(model.get_submodule(name)))
+    for name, kind in description["standard_layers"].items():
+        model.set_submodule(name, _standard(model.get_submodule(name), kind))
     for layer_name, norm_name in description["folded_batchnorm"]:
         model.set_submodule(norm_name, norm_replacement(model.get_submodule(norm_name)))
     for name in description["added_bias"]:
         layer = model.get_submodule(name)
         layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
                                               device=layer.weight.device))
+    _untie_stored_separately(model, _stored_names(weights_path))
     load_model(model, weights_path, strict=True)
     modules = dict(model.named_modules())
     for name, quantizer in description["activation_quantizers"].items():

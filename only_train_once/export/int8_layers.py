@@ -7,8 +7,8 @@ Input of every integer layer (``n``: the activation's integer range, ``s_x``: it
       -> Clip(128 - n, 128 + n) -> DequantizeLinear
 
 * ``nn.Linear``: ``MatMul`` with ``DequantizeLinear(int8 codes, per-channel scale)``, then ``Add(bias)``
-  (``Gemm`` for 2-D inputs); onnxruntime fuses it into ``MatMulIntegerToFloat`` (``QGemm``): integer products,
-  exact up to float rounding of the rescale.
+  (``Gemm`` without its bias input for 2-D inputs); onnxruntime fuses it into ``MatMulIntegerToFloat``
+  (``QGemm``): integer products, exact up to float rounding of the rescale.
 * ``nn.Conv2d``: onnxruntime has no fused integer convolution with a float output, so by default
   (``requantize_conv_outputs``) the output is quantized to uint8 on its own grid (range measured on the probe
   inputs, 255 levels) and the ``DequantizeLinear -> Conv -> QuantizeLinear`` group becomes ``QLinearConv``.
@@ -132,9 +132,10 @@ class _IntegerLinearFunction(torch.autograd.Function):
     def symbolic(g, x, spec: IntegerLayerSpec):
         weight = _dequantized_weight_symbolic(g, spec.codes.t(), _channel_scale(spec), axis=1)
         inputs = [_dequantized_input_symbolic(g, x, spec.activation), weight]
-        if x.type().dim() == 2:  # Gemm: onnxruntime's QGemm (MatMul + Add on 2-D inputs would become a float Gemm)
-            return g.op("Gemm", *inputs, *([] if spec.bias is None else [_const(g, spec.bias.detach())]))
-        y = g.op("MatMul", *inputs)  # onnxruntime's MatMulIntegerToFloat
+        # 2-D: Gemm without C, onnxruntime's QGemm (MatMul + Add would become a float Gemm, and a float C keeps the
+        # Gemm float: QGemm only takes an int32 bias on the accumulator grid, which would round it). Else MatMul,
+        # onnxruntime's MatMulIntegerToFloat. The float bias is added after, exactly.
+        y = g.op("Gemm" if x.type().dim() == 2 else "MatMul", *inputs)
         return y if spec.bias is None else g.op("Add", y, _const(g, spec.bias.detach()))
 
 

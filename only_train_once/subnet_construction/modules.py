@@ -61,16 +61,22 @@ class PrunedMultiheadAttention(nn.Module):
             mask = padding if mask is None else mask + padding
         return mask
 
+    def _project(self, inputs: Tensor, index: int, batch: int) -> Tensor:
+        """Query (0), key (1) or value (2) projection as ``(batch, heads, length, head_dim)``; slices rather than
+        ``chunk`` so that torch.fx can trace the module (the deployment target pickles it as generated code)."""
+        inner = self.num_heads * self.head_dim
+        rows = slice(index * inner, (index + 1) * inner)
+        bias = self.in_proj_bias[rows] if self.in_proj_bias is not None else None
+        projected = F.linear(inputs, self.in_proj_weight[rows], bias)
+        return projected.view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Optional[Tensor] = None,
                 need_weights: bool = True, attn_mask: Optional[Tensor] = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
         if not self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         batch, length = query.shape[0], query.shape[1]
-        weights = self.in_proj_weight.chunk(3)
-        biases = self.in_proj_bias.chunk(3) if self.in_proj_bias is not None else (None, None, None)
-        q, k, v = (F.linear(t, w, b).view(batch, -1, self.num_heads, self.head_dim).transpose(1, 2)
-                   for t, w, b in zip((query, key, value), weights, biases))
+        q, k, v = (self._project(t, index, batch) for index, t in enumerate((query, key, value)))
         mask = self._mask(attn_mask, key_padding_mask, batch, q.dtype)
         dropout = self.dropout if self.training else 0.0
         attention = None

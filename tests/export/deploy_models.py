@@ -34,3 +34,23 @@ def tiny_cnn(seed: int = 0) -> TinyCNN:
             module.weight.uniform_(0.5, 1.5)
             module.bias.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+class AttentionNet(nn.Module):
+    """Token embedding, one ``nn.MultiheadAttention`` block with a residual, a linear head over the mean token."""
+
+    def __init__(self, width: int = 16, heads: int = 4, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Linear(8, width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x):
+        h = self.embed(x)
+        out, _ = self.attn(h, h, h, need_weights=False)
+        return self.head(h + out).mean(1)
+
+
+def attention_net(seed: int = 0) -> AttentionNet:
+    torch.manual_seed(seed)
+    return AttentionNet().eval()

@@ -20,7 +20,7 @@ from only_train_once.export.onnx_io import optimized_op_types, run_onnx, session
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.quantization.rounding import ActivationRoundingBypassed
 from tests.export.common import calibrate_in_eval, set_mixed_bits
-from tests.export.deploy_models import tiny_cnn
+from tests.export.deploy_models import attention_net, tiny_cnn
 from tests.helpers import outputs
 from tests.thirdparty import import_or_skip
 
@@ -87,10 +87,11 @@ def test_batchnorm_is_folded_and_quantized_layers_are_standard(cnn_export):
         assert json.load(handle)["folded_batchnorm"] == 3
 
 
-def test_torch_target_loads_and_runs_without_only_train_once(cnn_export, tmp_path):
-    model, dummy, paths = cnn_export
-    data = tmp_path / "io.pt"
-    torch.save((dummy, outputs(model, dummy)[0]), data)
+def load_without_library(pt_path: str, inputs, expected, folder) -> None:
+    """Unpickle ``pt_path`` in a subprocess that cannot import only_train_once; its output on ``inputs`` must
+    equal ``expected`` (within 1e-5) and no module of the library may have been imported."""
+    data = folder / "io.pt"
+    torch.save((inputs, expected), data)
     script = textwrap.dedent(f"""
         import importlib.abc, sys
         class Block(importlib.abc.MetaPathFinder):
@@ -99,7 +100,7 @@ def test_torch_target_loads_and_runs_without_only_train_once(cnn_export, tmp_pat
                     raise ImportError("blocked " + name)
         sys.meta_path.insert(0, Block())
         import torch
-        model = torch.load({paths['torch']!r}, weights_only=False)
+        model = torch.load({pt_path!r}, weights_only=False)
         x, expected = torch.load({str(data)!r})
         with torch.no_grad():
             difference = (model(x) - expected).abs().max().item()
@@ -110,6 +111,30 @@ def test_torch_target_loads_and_runs_without_only_train_once(cnn_export, tmp_pat
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "PYTHONPATH": ROOT})
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_torch_target_loads_and_runs_without_only_train_once(cnn_export, tmp_path):
+    model, dummy, paths = cnn_export
+    load_without_library(paths["torch"], dummy, outputs(model, dummy)[0], tmp_path)
+
+
+def test_pruned_multihead_attention_deploys_as_plain_torch(tmp_path):
+    model = attention_net()
+    dummy = torch.randn(1, 6, 8, generator=torch.Generator().manual_seed(0))
+    compress(model, dummy, tmp_path)
+    assert type(model.attn).__name__ == "PrunedMultiheadAttention"  # heads were pruned: torch's class cannot run it
+    assert model.attn.num_heads < 4
+    oto_paths = export_deployable(model, dummy, str(tmp_path / "deploy"))
+    deployed = torch.load(oto_paths["torch"], weights_only=False)
+    assert not [type(m) for m in deployed.modules() if type(m).__module__.startswith("only_train_once")]
+    x = torch.randn(3, 6, 8, generator=torch.Generator().manual_seed(1))
+    reference = outputs(model, x)
+    assert relative_difference(reference, outputs(deployed, x)) <= FLOAT_RELATIVE
+    assert relative_difference(reference, run_onnx(oto_paths["onnx"], x)) <= FLOAT_RELATIVE
+    load_without_library(oto_paths["torch"], x, outputs(deployed, x)[0], tmp_path)
+    tokens = torch.zeros(3, 6, deployed.embed.out_features)
+    with pytest.raises(AssertionError, match="need_weights"):  # the call it was specialised on, and no other
+        deployed.attn(tokens, tokens, tokens, need_weights=True)
 
 
 def test_weights_only_form_rebuilds_the_torch_target(cnn_export):
@@ -126,10 +151,11 @@ def test_int8_graph_runs_integer_kernels_after_onnxruntime_optimization(cnn_expo
     operators = optimized_op_types(paths["onnx_int8"])
     assert operators.count("QLinearConv") == 3  # stem, depthwise and pointwise convolutions
     assert "Conv" not in operators  # no DequantizeLinear -> float Conv left
-    assert any(op in ("QGemm", "MatMulIntegerToFloat", "Gemm") for op in operators)
+    assert operators.count("QGemm") == 1 and "Gemm" not in operators  # the 2-D head, no DequantizeLinear -> Gemm
     with open(paths["report"], encoding="utf-8") as handle:
         report = json.load(handle)["targets"]["onnx_int8"]
     assert report["integer_layers"] == ["dw", "head", "pw", "stem"] and report["integer_kernels"]["QLinearConv"] == 3
+    assert report["integer_kernels"]["QGemm"] == 1
 
 
 def test_a_wrong_export_is_an_error_naming_the_layer_and_writes_nothing(tmp_path, monkeypatch):
@@ -207,3 +233,26 @@ def test_dropping_activation_quantization_gives_the_rounding_free_model(cnn_expo
     with ActivationRoundingBypassed():
         reference = outputs(model, x)
     assert relative_difference(reference, outputs(deployed, x)) <= 1e-5
+
+
+def test_gpt2_transposed_linear_layers_deploy_as_linear(tmp_path):
+    transformers = import_or_skip("transformers")
+    config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=32)
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = torch.randint(0, 64, (1, 10), generator=torch.Generator().manual_seed(0))
+    dummy = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    oto = compress(model, dummy, tmp_path)
+    paths = oto.export(str(tmp_path / "deploy"))
+    deployed = torch.load(paths["torch"], weights_only=False)
+    kinds = {type(m).__name__ for m in deployed.modules()}
+    assert "Conv1D" not in kinds and "Linear" in kinds
+    other = torch.randint(0, 64, (3, 7), generator=torch.Generator().manual_seed(1))
+    x = {"input_ids": other, "attention_mask": torch.ones_like(other)}
+    reference = [model(**x, use_cache=False).logits.detach()]
+    assert relative_difference(reference, [deployed(**x, use_cache=False).logits.detach()]) <= FLOAT_RELATIVE
+    for target, bound in (("onnx", FLOAT_RELATIVE), ("onnx_int8", INT8_RELATIVE)):
+        assert relative_difference(reference, run_onnx(paths[target], x)[:1]) <= bound
+    torch.manual_seed(0)
+    rebuilt = load_deployed(transformers.GPT2LMHeadModel(config), paths["torch"].replace(".pt", ".safetensors"))
+    assert torch.equal(rebuilt(**x, use_cache=False).logits, deployed(**x, use_cache=False).logits)
