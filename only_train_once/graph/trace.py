@@ -404,6 +404,26 @@ def _capture_failure(error: Exception) -> str:
             "argument, or a dict of keyword inputs.")
 
 
+def _detach_cached_tensors(model: nn.Module) -> None:
+    """Strip the trace's autograd history from tensors a forward cached on its modules (timm's LeViT and TinyViT
+    keep ``attention_bias_cache`` in eval mode): the values stay, but a non-leaf tensor would make the user's
+    model refuse ``copy.deepcopy`` and keep the trace's graph alive."""
+    for module in model.modules():
+        for name, value in list(vars(module).items()):
+            if name in ("_parameters", "_buffers", "_modules"):
+                continue
+            if isinstance(value, torch.Tensor) and value.grad_fn is not None:
+                setattr(module, name, value.detach())
+            elif isinstance(value, dict):
+                for key, item in list(value.items()):
+                    if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+                        value[key] = item.detach()
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, torch.Tensor) and item.grad_fn is not None:
+                        value[index] = item.detach()
+
+
 def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
             tensor_names: Dict[int, Tuple[str, str]],
             opaque_call_name: Optional[Callable[[nn.Module], Optional[str]]] = None) -> CaptureResult:
@@ -454,6 +474,7 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
                 del module.forward
             else:
                 module.forward = own_forward
+        _detach_cached_tensors(model)
     caches: List[str] = []
     output_tensors = flatten_tensors(output, caches)
     if caches:

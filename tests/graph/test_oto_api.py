@@ -232,3 +232,27 @@ def test_public_accessors_expose_the_model_graph_and_groups():
     assert {name for group in oto.groups for name in group.param_names} >= {"0.weight", "0.bias"}
     with pytest.raises(RuntimeError, match="no graph yet"):
         OTO().graph
+
+
+class _EvalCache(nn.Module):
+    """Caches a tensor computed from its parameter in eval mode, as timm's LeViT does with its attention biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.scale = nn.Parameter(torch.ones(4))
+        self.cache = {}
+
+    def forward(self, x):
+        if not self.training:
+            self.cache.setdefault("scale", self.scale * 2)
+        return self.fc(x) * self.cache.get("scale", self.scale * 2)
+
+
+def test_the_trace_leaves_no_autograd_history_in_tensors_the_model_cached():
+    import copy
+
+    model = _EvalCache()
+    OTO(model, torch.randn(2, 4))
+    assert model.cache["scale"].grad_fn is None and torch.equal(model.cache["scale"], torch.full((4,), 2.0))
+    copy.deepcopy(model)  # a non-leaf cached tensor makes deepcopy raise
