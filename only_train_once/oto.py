@@ -6,6 +6,7 @@ import contextlib
 import gc
 import logging
 import weakref
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from torch import nn
@@ -16,7 +17,9 @@ from .dependency_graph import param_groups as group_ops
 from .graph import Graph
 from .graph.control_flow import warn_about_control_flow
 from .optimizer.config import GetaConfig, HessoConfig
-from .subnet_construction.group_check import run_check, wanted
+from .passes import run_passes
+from .passes.pipeline import stage
+from .subnet_construction.group_check import run_check
 from .utils import warn_ignored
 
 logger = logging.getLogger(__name__)
@@ -54,6 +57,15 @@ def _collector_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """The optional build-time checks of ``OTO(...)``, read by the ``training`` stage of the pipeline (the
+    ``verify_groups`` pass validates its setting)."""
+
+    verify_groups: Union[bool, str] = "auto"
+    check_control_flow: bool = False
 
 
 class OTO:
@@ -97,16 +109,12 @@ class OTO:
         self._graph: Optional[Graph] = None
         self._compressed_graph: Optional[Graph] = None  # traced from the compressed model, for the metrics
         self._optimizer = None
+        self.build_options = BuildOptions(verify_groups, check_control_flow)
         if model is not None and dummy_input is not None:
             with _collector_paused():
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
-                self.set_trainable()
-                if wanted(verify_groups, model):
-                    self.verify_groups(requested=verify_groups is True)
-                if check_control_flow:
-                    self.check_control_flow()
-                self.cluster_node_groups()
+                run_passes(stage("training"), self, lint=self._graph.lint)
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
 

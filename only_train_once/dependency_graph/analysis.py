@@ -27,6 +27,7 @@ from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation import catalogue
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind,
                                    exact_shape_source)
+from ..passes import Pass, run_passes
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)
@@ -145,19 +146,24 @@ class SpaceAnalysis:
 
     # -- driver ---------------------------------------------------------------------------------------
     def run(self) -> "SpaceAnalysis":
+        """Run the analysis's own passes (:data:`ANALYSIS_PASSES`, see the module docstring); returns ``self``."""
+        run_passes(ANALYSIS_PASSES, self)
+        return self
+
+    def propagate_all(self) -> None:
+        """Pass ``propagate``: every node, in execution order, relates its outputs' spaces to its inputs'."""
         for node in self.graph.nodes.values():
             self._propagate(node)
+
+    def pin_model_outputs(self) -> None:
+        """Pass ``pin_model_outputs``: the model's outputs keep their sizes."""
         for value_id in self.graph.output_values:
             self.pin_value(value_id, "model output")
-        self._choose_bare_param_axes()
+
+    def resolve_owners(self) -> None:
+        """Pass ``resolve_owners``: normalise the space set after unions and pins, and forget the owners computed
+        before (the later passes read owners, which must reflect every earlier union)."""
         self._refresh()
-        self._check_splits()
-        self._check_literal_shapes()
-        self._check_size_scalars()
-        self._refresh()
-        self._zero_flow()
-        self._refresh()
-        return self
 
     def _propagate(self, node) -> None:
         kind: Optional[OpKind] = catalogue.lookup(node.call.name)
@@ -208,7 +214,7 @@ class SpaceAnalysis:
         preferred = [k for k in with_units if self.spaces.find(axes[k]).uid in claimed]
         return (preferred or with_units or [None])[0 if preferred else -1]
 
-    def _choose_bare_param_axes(self) -> None:
+    def choose_bare_param_axes(self) -> None:
         """Give every parameter no operator claimed (bare parameters, derived weights) its pruning axis."""
         self._refresh()
         for value in self.graph.values.values():
@@ -219,7 +225,8 @@ class SpaceAnalysis:
                 self.owner_axis[value.id] = axis
 
     # -- validations ----------------------------------------------------------------------------------
-    def _check_splits(self) -> None:
+    def check_splits(self) -> None:
+        """Pass ``check_splits``: the parts of a ``chunk``/``split`` must prune alike, or they are pinned."""
         for node, parts in self._split_nodes:
             if len(parts) < 2:
                 continue
@@ -273,7 +280,7 @@ class SpaceAnalysis:
         self.literal_updates.append(LiteralUpdate(attribute[0], attribute[1], node.outputs[0], dim))
         return True
 
-    def _check_literal_shapes(self) -> None:
+    def check_literal_shapes(self) -> None:
         """Sizes spelled out in view/reshape/expand calls must follow pruning, or their axes are pinned.
 
         Each int knows its origin (:class:`TracedInt`): a tensor size (``c = x.shape[-1]``) ties the two axes
@@ -344,7 +351,7 @@ class SpaceAnalysis:
         pruned = self.spaces.find(with_units[0])
         return any(self.spaces.find(f) is pruned for f in self.spaces.flat_factors(out_axis))
 
-    def _check_size_scalars(self) -> None:
+    def check_size_scalars(self) -> None:
         """A number computed from a size and used as a value (``attn * c ** -0.5`` with ``c = x.shape[1]``,
         ``x.sum(1) / c``) changes when that size is pruned, so the size is pinned."""
         rewritten = {(u.module_name, u.attribute): u for u in self.literal_updates}
@@ -361,7 +368,9 @@ class SpaceAnalysis:
                         self.pin(self.axes(update.value_id)[update.axis], reason)
 
     # -- zero flow ------------------------------------------------------------------------------------
-    def _zero_flow(self) -> None:
+    def zero_flow(self) -> None:
+        """Pass ``zero_flow``: pin the spaces whose pruned slices would not stay exactly zero where a later layer
+        reads them (see the module docstring)."""
         nonzero: Dict[str, FrozenSet[int]] = {}
         self._made_nonzero = {}
 
@@ -652,3 +661,18 @@ def _size_scalars(template, arithmetic: bool):
 
 def _has_shape_source(literal) -> bool:
     return any(kind == "shape" for kind, _, _ in getattr(literal, "sources", ()))
+
+
+#: The passes of :meth:`SpaceAnalysis.run`, in order (the analysis is their target).
+ANALYSIS_PASSES = (
+    Pass("propagate", SpaceAnalysis.propagate_all, "analysis"),
+    Pass("pin_model_outputs", SpaceAnalysis.pin_model_outputs, "analysis"),
+    Pass("choose_bare_param_axes", SpaceAnalysis.choose_bare_param_axes, "analysis"),
+    Pass("resolve_owners", SpaceAnalysis.resolve_owners, "analysis"),
+    Pass("check_splits", SpaceAnalysis.check_splits, "analysis"),
+    Pass("check_literal_shapes", SpaceAnalysis.check_literal_shapes, "analysis"),
+    Pass("check_size_scalars", SpaceAnalysis.check_size_scalars, "analysis"),
+    Pass("resolve_owners", SpaceAnalysis.resolve_owners, "analysis"),
+    Pass("zero_flow", SpaceAnalysis.zero_flow, "analysis"),
+    Pass("resolve_owners", SpaceAnalysis.resolve_owners, "analysis"),
+)

@@ -70,10 +70,10 @@ def get_param_groups(graph) -> List[dict]:
 
 
 def set_trainable(graph) -> None:
-    """Recompute trainability from ``requires_grad`` (SPEC 6.6); groups without trainable params are unprunable."""
-    graph.params_grad = {n: p for n, p in graph.parameters.items() if p.requires_grad}
-    graph.params_no_grad = {n: t for n, t in {**graph.parameters, **graph.buffers}.items()
-                            if n not in graph.params_grad}
+    """Recompute trainability from ``requires_grad`` (SPEC 6.6); groups without trainable params are unprunable.
+
+    (``graph.params_grad`` / ``params_no_grad`` are derived from ``requires_grad`` on every read.)
+    """
     for group in graph.node_groups.values():
         group.is_trainable = bool(group.trainable_members())
         if not group.is_trainable:

@@ -8,7 +8,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..graph.node_group import GroupMember, NodeGroup
+from ..graph.node_group import GroupMember, GroupSet, NodeGroup
+from ..passes import run_passes
 from ..transform import TensorTransform
 from .adapters import settle_adapter_groups
 from .analysis import SpaceAnalysis
@@ -30,29 +31,50 @@ _CONSERVATIVE_REASONS = (
 )
 
 
-def build_pruning_dependency_graph(graph) -> "OrderedDict[str, NodeGroup]":
-    """Run the space analysis on ``graph`` and fill ``graph.node_groups`` (id -> :class:`NodeGroup`).
+def build_pruning_dependency_graph(graph) -> GroupSet:
+    """Run the ``groups`` stage of the pipeline on ``graph`` (``analyze_spaces``, ``build_groups``,
+    ``report_groups``); ``graph.analysis`` and ``graph.node_groups`` then show their results.
 
-    Returns the node groups, in the order of their first node.
+    Returns the node groups (id -> :class:`NodeGroup`), in the order of their first node.
     """
-    analysis = SpaceAnalysis(graph).run()
-    graph.analysis = analysis
-    builder = _GroupBuilder(graph, analysis)
-    groups = builder.build()
-    graph.node_groups = OrderedDict((g.id, g) for g in groups)
+    from ..passes.pipeline import stage
+
+    run_passes(stage("groups"), graph, graph.results, lint=graph.lint)
+    return graph.node_groups
+
+
+def analyze_spaces(graph) -> SpaceAnalysis:
+    """Pass ``analyze_spaces``: the index-space analysis of ``graph`` (which unit owns each parameter slice)."""
+    return SpaceAnalysis(graph).run()
+
+
+def build_groups(graph) -> GroupSet:
+    """Pass ``build_groups``: the pruning zero-invariant groups, from the analysis of the ``analyze_spaces`` pass.
+
+    Each node lists the groups holding it in ``node_group_ids``; adapter (LoRA) groups are settled with their base.
+    """
+    groups = _GroupBuilder(graph, graph.analysis).build()
+    for node in graph.nodes.values():
+        node.node_group_ids = []
     for group in groups:
         for node in group.nodes.values():
             if group.id not in node.node_group_ids:
                 node.node_group_ids.append(group.id)
     settle_adapter_groups(groups, graph.root_module)
-    _report_unknown_operators(graph, analysis)
+    return GroupSet.of(groups)
+
+
+def report_groups(graph) -> None:
+    """Pass ``report_groups``: warn about unknown operators, conservatively pinned groups and models with nothing
+    prunable; log the prunable units per layer kind."""
+    groups = list(graph.node_groups.values())
+    _report_unknown_operators(graph, graph.analysis)
     _report_conservative_groups(groups)
     _report_nothing_prunable(groups)
     log_prunable_units(groups, graph.root_module)
-    return graph.node_groups
 
 
-def post_process_chunk_node(graph) -> "OrderedDict[str, NodeGroup]":
+def post_process_chunk_node(graph) -> GroupSet:
     """Compatibility entry point of the reference: chunk/split outputs are handled by the analysis itself.
 
     Rebuilds the groups (so edits to the graph since the last build are taken into account) and returns them.
@@ -167,7 +189,7 @@ class _GroupBuilder:
         return [g for g in ordered if g.nodes or g.members]
 
     def _first_position(self, group: NodeGroup) -> Tuple[int, int]:
-        positions = [int(n.split("-")[1]) for n in group.nodes]
+        positions = [node.index for node in group.nodes.values()]
         return (min(positions) if positions else 1 << 30, group.key)
 
     def _add_node_params(self, node) -> None:
@@ -271,7 +293,7 @@ class _GroupBuilder:
     def _finish(self, group: NodeGroup) -> None:
         analysis = self.analysis
         key_space = analysis.unit_space(group.key) if group.key >= 0 else None
-        group.nodes = OrderedDict(sorted(group.nodes.items(), key=lambda item: int(item[0].split("-")[1])))
+        group.nodes = OrderedDict(sorted(group.nodes.items(), key=lambda item: item[1].index))
         if group.key == UNTRACED_KEY:
             group.mark_unprunable("not used by the traced forward")
         elif not group.is_unit_group:

@@ -14,11 +14,14 @@ from ..operation import catalogue
 from ..operation.operator import Operator
 from ..operation.registry import opaque_call_name
 from ..utils import warn_ignored
-from .node import Node
-from .qadg import fold_quantizers
+from ..passes import run_passes
+from .lint import lint_graph
+from .node import Node, node_id_at
+from .node_group import GroupSet
 from .trace import CaptureResult, capture
 
 logger = logging.getLogger(__name__)
+
 
 # Catalogue kinds whose nodes are named after the traced function itself (``relu``, ``add``...).
 _NAMED_BY_CALL = frozenset({"elementwise", "add", "mul", "div", "reduce", "softmax", "constant", "pow", "slice",
@@ -41,8 +44,9 @@ class Graph:
 
     Build it with ``Graph(model, dummy_input)``. ``nodes`` maps node ids to :class:`Node` in execution order;
     successors and predecessors are kept as maps so every neighbour look-up is O(1). ``values`` describes
-    every tensor seen (shape, kind, producing node). ``node_groups`` is filled by
-    :func:`only_train_once.dependency_graph.build_pruning_dependency_graph`.
+    every tensor seen (shape, kind, producing node). The constructor runs the ``graph`` stage of
+    :data:`only_train_once.passes.pipeline.PIPELINE`; ``node_groups`` and ``analysis`` show the results of the
+    ``groups`` stage, run by :func:`only_train_once.dependency_graph.build_pruning_dependency_graph`.
     """
 
     def __init__(self, model: Optional[nn.Module] = None, dummy_input: Any = None, trace_onnx: bool = True,
@@ -64,32 +68,55 @@ class Graph:
         self.values: Dict[str, Any] = {}
         self.input_values: List[str] = []
         self.output_values: List[str] = []
-        self.node_groups: "OrderedDict[str, Any]" = OrderedDict()
+        self.modules: Dict[str, nn.Module] = {}
+        self.parameters: Dict[str, nn.Parameter] = {}
+        self.buffers: Dict[str, torch.Tensor] = {}
+        #: What each pass returned, by pass name (see :mod:`only_train_once.passes.pipeline`); ``analysis`` and
+        #: ``node_groups`` are read-only views of it.
+        self.results: Dict[str, Any] = {}
         self.node_group_clusters: Dict[int, list] = {}
-        self.analysis = None
         self.pruning_plan = None  # what construct_subnet removed (the graph then describes the model before it)
         self.theme = None
         if model is None:
             return
-        self._index_model(model)
-        result = capture(model, dummy_input, self.module_names, self.tensor_names, opaque_call_name)
-        self._build(result)
-        fold_quantizers(self)
-        self._remove_dead_nodes()
-        for pattern in self.skip_patterns:
-            self.skip_pattern(pattern)
-        self._renumber()
-        self._attach_operators()
+        from ..passes.pipeline import stage
+        run_passes(stage("graph"), self, self.results, lint=self.lint)
+
+    # -- results of the passes ------------------------------------------------------------------------
+    @property
+    def analysis(self):
+        """The space analysis (``SpaceAnalysis``) of the last ``analyze_spaces`` pass, None before it ran."""
+        return self.results.get("analyze_spaces")
+
+    @property
+    def node_groups(self) -> GroupSet:
+        """Group id -> :class:`NodeGroup`, as built by the last ``build_groups`` pass (empty before it ran)."""
+        groups = self.results.get("build_groups")
+        return GroupSet() if groups is None else groups
+
+    @property
+    def params_grad(self) -> Dict[str, nn.Parameter]:
+        """The parameters that require gradients, by name."""
+        return {n: p for n, p in self.parameters.items() if p.requires_grad}
+
+    @property
+    def params_no_grad(self) -> Dict[str, torch.Tensor]:
+        """The parameters that do not require gradients, and the buffers, by name."""
+        trained = self.params_grad
+        return {n: t for n, t in {**self.parameters, **self.buffers}.items() if n not in trained}
+
+    def lint(self) -> None:
+        """Check the IR's invariants; raises :class:`~only_train_once.graph.lint.GraphInvariantError`
+        naming the first one broken (the invariants: :data:`only_train_once.graph.lint.INVARIANTS`)."""
+        lint_graph(self, self._succ, self._pred)
 
     # -- construction ---------------------------------------------------------------------------------
-    def _index_model(self, model: nn.Module) -> None:
-        """One walk over the module tree: modules, parameters and buffers by name (first name wins)."""
-        self.modules: Dict[str, nn.Module] = {}
-        self.parameters: Dict[str, nn.Parameter] = {}
-        self.buffers: Dict[str, torch.Tensor] = {}
+    def index_model(self) -> None:
+        """Pass ``index_model``: one walk over the module tree: modules, parameters and buffers by name (first
+        name wins)."""
         self.module_names: Dict[int, str] = {}
         self.tensor_names: Dict[int, tuple] = {}
-        for module_name, module in model.named_modules():
+        for module_name, module in self._model.named_modules():
             self.modules[module_name] = module
             self.module_names[id(module)] = module_name
             prefix = module_name + "." if module_name else ""
@@ -101,21 +128,24 @@ class Graph:
                     self.tensor_names[id(tensor)] = (prefix + key, kind)
                     target[prefix + key] = tensor
         self.param_names = list(self.parameters) + list(self.buffers)
-        self.params_grad = {n: p for n, p in self.parameters.items() if p.requires_grad}
-        self.params_no_grad = {n: t for n, t in {**self.parameters, **self.buffers}.items()
-                               if n not in self.params_grad}
+
+    def capture(self) -> CaptureResult:
+        """Pass ``capture``: run the model on the dummy input and build the IR from the recorded calls."""
+        result = capture(self._model, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
+        self._build(result)
+        return result
 
     def _build(self, result: CaptureResult) -> None:
         self.values = result.values
         self.input_values = list(result.input_values)
         self.output_values = list(result.output_values)
         activation_kinds = ("input", "activation")
-        for call in result.calls:
+        for index, call in enumerate(result.calls):
             inputs = [v for v in call.inputs if self.values[v].kind in activation_kinds]
             param_names = [self.values[v].name for v in call.inputs if self.values[v].kind in ("param", "buffer")]
             node = Node(call, op_name_of(call.name), inputs, list(call.outputs), param_names,
                         [self.values[v].shape for v in inputs],
-                        self.values[call.outputs[0]].shape if call.outputs else None)
+                        self.values[call.outputs[0]].shape if call.outputs else None, index)
             self.nodes[node.id] = node
             self._succ[node.id] = {}
             self._pred[node.id] = {}
@@ -128,8 +158,9 @@ class Graph:
         self._succ[src][dst] = None
         self._pred[dst][src] = None
 
-    def _remove_dead_nodes(self) -> None:
-        """Drop nodes that do not contribute to any model output (shape arithmetic, calibration, dead code)."""
+    def remove_dead_nodes(self) -> int:
+        """Pass ``remove_dead_nodes``: drop nodes that do not contribute to any model output (shape arithmetic,
+        calibration, dead code); returns how many were dropped."""
         alive = set()
         stack = [self.values[v].producer for v in self.output_values if self.values[v].producer in self.nodes]
         while stack:
@@ -138,14 +169,22 @@ class Graph:
                 continue
             alive.add(node_id)
             stack.extend(self._pred[node_id])
-        for node_id in [n for n in self.nodes if n not in alive]:
+        dead = [n for n in self.nodes if n not in alive]
+        for node_id in dead:
             self.remove_node(self.nodes[node_id])
+        return len(dead)
 
-    def _renumber(self) -> None:
-        """Number the remaining nodes consecutively, so a quantized model gets its float twin's node ids."""
-        mapping = {old: f"node-{k}" for k, old in enumerate(self.nodes)}
+    def apply_skip_patterns(self) -> int:
+        """Pass ``skip_patterns``: remove the chains named by ``skip_patterns``; returns the number of nodes removed."""
+        return sum(self.skip_pattern(pattern) for pattern in self.skip_patterns)
+
+    def renumber(self) -> None:
+        """Pass ``renumber``: number the remaining nodes consecutively, so a quantized model gets its float twin's
+        node ids."""
+        mapping = {old: node_id_at(k) for k, old in enumerate(self.nodes)}
         nodes = OrderedDict()
-        for old, node in self.nodes.items():
+        for index, (old, node) in enumerate(self.nodes.items()):
+            node.index = index
             node.id = node.call.id = mapping[old]
             nodes[node.id] = node
         for value in self.values.values():
@@ -155,7 +194,8 @@ class Graph:
         self._pred = {mapping[k]: {mapping[d]: None for d in v} for k, v in self._pred.items()}
         self.nodes = nodes
 
-    def _attach_operators(self) -> None:
+    def attach_operators(self) -> None:
+        """Pass ``attach_operators``: give every node its catalogue entry and its operator description."""
         modules = self.modules
         named_params = {**self.parameters, **self.buffers}
         for node in self.nodes.values():
@@ -265,7 +305,7 @@ class Graph:
                 matched.update(dict.fromkeys(chain))
         for node_id in matched:
             self.remove_node(self.nodes[node_id])
-        self._remove_dead_nodes()
+        self.remove_dead_nodes()
         if matched:
             logger.warning("skip pattern %r removed %d nodes; the analysis no longer sees the model's exact "
                            "computation, so check the compressed model's outputs", pattern, len(matched))

@@ -9,11 +9,21 @@ from torch import nn
 from .trace import TracedCall, ValueRef, iter_value_refs
 
 
+NODE_ID_PREFIX = "node-"
+
+
+def node_id_at(index: int) -> str:
+    """The id of the node at ``index`` in execution order (``"node-<index>"``)."""
+    return f"{NODE_ID_PREFIX}{index}"
+
+
 class Node:
     """One operator in the traced graph.
 
     Attributes:
         id: ``"node-<k>"``, ``k`` the call's position in the forward pass (stable across runs).
+        index: ``k``, the node's position (sort nodes by it rather than parsing ids); after the ``renumber``
+            pass, its position in ``graph.nodes``.
         op_name: normalised operator kind (``"conv"``, ``"linear"``, ``"batchnorm"``, ``"add"``...).
         call: the recorded call (function, argument template, value ids, module scope).
         inputs / outputs: activation value ids consumed / produced (parameters excluded).
@@ -26,8 +36,10 @@ class Node:
     """
 
     def __init__(self, call: TracedCall, op_name: str, inputs: List[str], outputs: List[str],
-                 param_names: List[str], input_shape: List[Tuple[int, ...]], output_shape: Optional[Tuple[int, ...]]):
+                 param_names: List[str], input_shape: List[Tuple[int, ...]], output_shape: Optional[Tuple[int, ...]],
+                 index: int):
         self.id = call.id
+        self.index = index
         self.op_name = op_name
         self.call = call
         self.inputs = inputs

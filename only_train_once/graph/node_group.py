@@ -203,3 +203,16 @@ class NodeGroup:
         }
         group.update(self.extra_param_group_attrs)
         return group
+
+
+class GroupSet(OrderedDict):
+    """The result of the ``build_groups`` pass: group id -> :class:`NodeGroup`, in the order of each group's first
+    node (``graph.node_groups`` shows it)."""
+
+    @classmethod
+    def of(cls, groups: List[NodeGroup]) -> "GroupSet":
+        return cls((group.id, group) for group in groups)
+
+    def prunable(self) -> List[NodeGroup]:
+        """The groups whose units may be pruned (auxiliary groups included)."""
+        return [group for group in self.values() if group.is_prunable]
