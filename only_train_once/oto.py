@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 from torch import nn
 
 from . import metrics, visualization
+from .compat import ReferenceOTOMethods
 from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
@@ -68,7 +69,7 @@ class BuildOptions:
     check_control_flow: bool = False
 
 
-class OTO:
+class OTO(ReferenceOTOMethods):
     """Only Train Once: structured pruning and mixed-precision quantization while training.
 
     ``OTO(model, dummy_input)`` traces ``model`` on ``dummy_input`` (a tensor, a tuple of positional inputs,
@@ -243,9 +244,6 @@ class OTO:
         must be freed when the user drops their optimizer, even while the OTO object lives on."""
         self._optimizer = weakref.ref(optimizer)
         return optimizer
-
-    def h2spg(self, **kwargs):
-        raise NotImplementedError("H2SPG is not part of this library; use hesso() or geta()")
 
     def get_param_groups(self) -> List[dict]:
         """The optimizer-facing parameter groups (see :func:`dependency_graph.param_groups.get_param_groups`)."""

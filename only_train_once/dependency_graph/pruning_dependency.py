@@ -8,9 +8,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..graph.node_group import GroupMember, GroupSet, NodeGroup
+from ..compat import post_process_chunk_node  # noqa: F401 (the reference's import path)
+from ..graph.node_group import GroupMember, GroupSet, NodeGroup, TensorTransform
 from ..passes import run_passes
-from ..transform import TensorTransform
 from .adapters import settle_adapter_groups
 from .analysis import SpaceAnalysis
 from .layer_kinds import log_prunable_units
@@ -72,14 +72,6 @@ def report_groups(graph) -> None:
     _report_conservative_groups(groups)
     _report_nothing_prunable(groups)
     log_prunable_units(groups, graph.root_module)
-
-
-def post_process_chunk_node(graph) -> GroupSet:
-    """Compatibility entry point of the reference: chunk/split outputs are handled by the analysis itself.
-
-    Rebuilds the groups (so edits to the graph since the last build are taken into account) and returns them.
-    """
-    return build_pruning_dependency_graph(graph)
 
 
 def _report_unknown_operators(graph, analysis: SpaceAnalysis) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from ..compat import ReferenceGraphMethods
 from ..operation import catalogue
 from ..operation.operator import Operator
 from ..operation.registry import opaque_call_name
@@ -39,7 +40,7 @@ def op_name_of(call_name: str) -> str:
     return _ALIASES.get(clean, clean)
 
 
-class Graph:
+class Graph(ReferenceGraphMethods):
     """A model's computation as nodes and edges.
 
     Build it with ``Graph(model, dummy_input)``. ``nodes`` maps node ids to :class:`Node` in execution order;
@@ -279,15 +280,6 @@ class Graph:
     @property
     def inputs(self) -> List[str]:
         return list(self.input_values)
-
-    def visited_dict(self) -> Dict[str, bool]:
-        return {node_id: False for node_id in self.nodes}
-
-    def get_nodes_by_param_name(self, param_name: str) -> List[Node]:
-        return [n for n in self.nodes.values() if param_name in n.all_param_names]
-
-    def get_node_groups_by_param_name(self, param_name: str) -> List[Any]:
-        return [g for g in self.node_groups.values() if param_name in g.param_names]
 
     # -- skip patterns --------------------------------------------------------------------------------
     def skip_pattern(self, pattern: str) -> int:

@@ -6,6 +6,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from torch import nn
 
+from ..compat import ReferenceNodePredicates
 from .trace import TracedCall, ValueRef, iter_value_refs
 
 
@@ -17,7 +18,7 @@ def node_id_at(index: int) -> str:
     return f"{NODE_ID_PREFIX}{index}"
 
 
-class Node:
+class Node(ReferenceNodePredicates):
     """One operator in the traced graph.
 
     Attributes:
@@ -106,28 +107,9 @@ class Node:
             title += f"/s{strides[0]}"
         return title
 
-    # Predicates kept from the reference API.
     @property
     def is_stem(self) -> bool:
         return bool(self.op is not None and self.op.is_stem)
-
-    def is_conv(self) -> bool:
-        return self.op_name == "conv"
-
-    def is_convtranspose(self) -> bool:
-        return self.op_name == "convtranspose"
-
-    def is_linear(self) -> bool:
-        return self.op_name == "linear"
-
-    def is_qlinear(self) -> bool:
-        return self.op_name == "linear" and bool(self.quant_param_names)
-
-    def is_concat(self, axis: Optional[int] = None) -> bool:
-        return self.op_name == "concat" and (axis is None or self.cfg_params.get("axis") == axis)
-
-    def is_dummy(self) -> bool:
-        return False
 
     def __repr__(self) -> str:
         return f"Node({self.id}, {self.op_name}, params={self.all_param_names})"

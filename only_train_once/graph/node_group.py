@@ -20,7 +20,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 
-from ..transform import TensorTransform
+from ..compat import TensorTransform
+
 
 
 @dataclass
