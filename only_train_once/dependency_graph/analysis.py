@@ -24,7 +24,6 @@ from typing import Dict, FrozenSet, List, Optional, Tuple
 import numpy as np
 
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
-from ..operation import catalogue
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind,
                                    exact_shape_source)
 from ..passes import Pass, run_passes
@@ -166,8 +165,7 @@ class SpaceAnalysis:
         self._refresh()
 
     def _propagate(self, node) -> None:
-        kind: Optional[OpKind] = catalogue.lookup(node.call.name)
-        node.op_kind = kind
+        kind: Optional[OpKind] = node.op_kind  # attached by the graph's attach_operators pass
         if kind is None:
             self.unknown(node)
             return

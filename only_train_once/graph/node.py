@@ -55,7 +55,7 @@ class Node(ReferenceNodePredicates):
         self.cfg_params: Dict[str, Any] = {}
         self._tensor_args: Optional[List[str]] = None
         self.op = None  # operator description, attached by the graph (see operation.operator)
-        self.op_kind = None  # catalogue entry, attached by the dependency analysis
+        self.op_kind = None  # catalogue entry, attached by the graph's attach_operators pass
 
     @property
     def module(self) -> Optional[nn.Module]:
