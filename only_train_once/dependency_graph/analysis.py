@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from types import MappingProxyType
+from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -148,6 +149,10 @@ class SpaceAnalysis:
         """Run the analysis's own passes (:data:`ANALYSIS_PASSES`, see the module docstring); returns ``self``."""
         run_passes(ANALYSIS_PASSES, self)
         return self
+
+    def result(self) -> "AnalysisResult":
+        """The read-only view of this (finished) analysis that the later stages use."""
+        return AnalysisResult(self)
 
     def propagate_all(self) -> None:
         """Pass ``propagate``: every node, in execution order, relates its outputs' spaces to its inputs'."""
@@ -660,6 +665,56 @@ def _size_scalars(template, arithmetic: bool):
 def _has_shape_source(literal) -> bool:
     return any(kind == "shape" for kind, _, _ in getattr(literal, "sources", ()))
 
+
+
+class AnalysisResult:
+    """What the ``analyze_spaces`` pass returns (``graph.analysis``): read-only queries over a finished
+    :class:`SpaceAnalysis`, without the context methods (``pin``, ``claim``, ``set_axes``...) the catalogue's rules
+    use while it runs."""
+
+    def __init__(self, analysis: SpaceAnalysis):
+        self._analysis = analysis
+
+    @property
+    def spaces(self) -> SpaceSet:
+        """The index spaces and their unions, factorisations and pins."""
+        return self._analysis.spaces
+
+    @property
+    def owner_axis(self) -> Mapping[str, int]:
+        """Parameter value id -> the axis pruned with its group."""
+        return MappingProxyType(self._analysis.owner_axis)
+
+    @property
+    def unknown_operators(self) -> Tuple[UnknownOperator, ...]:
+        return tuple(self._analysis.unknown_operators)
+
+    @property
+    def literal_updates(self) -> Tuple[LiteralUpdate, ...]:
+        """Module attributes holding sizes that pruning changes, with where to read their new values."""
+        return tuple(self._analysis.literal_updates)
+
+    @property
+    def standardised_convs(self) -> Tuple[str, ...]:
+        """Names of the convolutions whose forward standardises their weight."""
+        return tuple(self._analysis.standardised_convs)
+
+    def axes(self, value_id: str) -> List[Space]:
+        """The space of each axis of traced value ``value_id``."""
+        return self._analysis.axes(value_id)
+
+    def owners(self, space: Space) -> Owners:
+        """``(unit uids, unit indices)`` owning each element of ``space`` (uid -1 where not prunable)."""
+        return self._analysis.owners(space)
+
+    def units(self, space: Space) -> FrozenSet[int]:
+        return self._analysis.units(space)
+
+    def value_units(self, value_id: str) -> FrozenSet[int]:
+        return self._analysis.value_units(value_id)
+
+    def unit_space(self, uid: int) -> Space:
+        return self._analysis.unit_space(uid)
 
 #: The passes of :meth:`SpaceAnalysis.run`, in order (the analysis is their target).
 ANALYSIS_PASSES = (

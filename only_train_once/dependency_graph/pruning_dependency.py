@@ -12,7 +12,7 @@ from ..compat import post_process_chunk_node  # noqa: F401 (the reference's impo
 from ..graph.node_group import GroupMember, GroupSet, NodeGroup, TensorTransform
 from ..passes import run_passes
 from .adapters import settle_adapter_groups
-from .analysis import SpaceAnalysis
+from .analysis import AnalysisResult, SpaceAnalysis
 from .layer_kinds import log_prunable_units
 
 logger = logging.getLogger(__name__)
@@ -43,9 +43,9 @@ def build_pruning_dependency_graph(graph) -> GroupSet:
     return graph.node_groups
 
 
-def analyze_spaces(graph) -> SpaceAnalysis:
+def analyze_spaces(graph) -> AnalysisResult:
     """Pass ``analyze_spaces``: the index-space analysis of ``graph`` (which unit owns each parameter slice)."""
-    return SpaceAnalysis(graph).run()
+    return SpaceAnalysis(graph).run().result()
 
 
 def build_groups(graph) -> GroupSet:
@@ -74,7 +74,7 @@ def report_groups(graph) -> None:
     log_prunable_units(groups, graph.root_module)
 
 
-def _report_unknown_operators(graph, analysis: SpaceAnalysis) -> None:
+def _report_unknown_operators(graph, analysis: AnalysisResult) -> None:
     seen = set()
     for unknown in analysis.unknown_operators:
         if unknown.call_name in seen:
@@ -138,7 +138,7 @@ def _report_nothing_prunable(groups: List[NodeGroup]) -> None:
 
 
 class _GroupBuilder:
-    def __init__(self, graph, analysis: SpaceAnalysis):
+    def __init__(self, graph, analysis: AnalysisResult):
         self.graph = graph
         self.analysis = analysis
         self.groups: Dict[Tuple[str, int], NodeGroup] = {}

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from only_train_once import OTO, Graph, build_pruning_dependency_graph
-from only_train_once.dependency_graph.analysis import SpaceAnalysis
+from only_train_once.dependency_graph.analysis import AnalysisResult
 from only_train_once.graph.node_group import GroupSet
 from only_train_once.graph.trace import GraphCaptureError
 from only_train_once.passes.pipeline import PIPELINE, STAGES, stage
@@ -29,7 +29,7 @@ def test_graph_stage_results_are_recorded_and_groups_are_read_only_views():
     assert [name for name in graph.results] == [p.name for p in stage("graph")]
     assert graph.analysis is None and len(graph.node_groups) == 0
     groups = build_pruning_dependency_graph(graph)
-    assert isinstance(graph.analysis, SpaceAnalysis) and graph.analysis is graph.results["analyze_spaces"]
+    assert isinstance(graph.analysis, AnalysisResult) and graph.analysis is graph.results["analyze_spaces"]
     assert isinstance(groups, GroupSet) and groups is graph.node_groups
     with pytest.raises(AttributeError):
         graph.node_groups = GroupSet()
@@ -56,3 +56,15 @@ def test_bad_build_option_is_reported_by_its_pass():
     with pytest.raises(ValueError, match="verify_groups must be") as caught:
         OTO(models.ConvBN().eval(), IMAGE, verify_groups="sometimes")
     assert any("'verify_groups'" in note for note in caught.value.__notes__)
+
+
+def test_the_analysis_result_offers_queries_but_no_mutators():
+    graph = Graph(models.ConvBN().eval(), IMAGE)
+    build_pruning_dependency_graph(graph)
+    analysis = graph.analysis
+    assert not any(hasattr(analysis, name) for name in ("pin", "claim", "set_axes", "run"))
+    with pytest.raises(TypeError):
+        analysis.owner_axis["v0"] = 1
+    weight = next(v for v in graph.values.values() if v.name == "conv1.weight")
+    uids, _ = analysis.owners(analysis.axes(weight.id)[0])
+    assert (uids >= 0).all()  # conv1's output channels are prunable units
