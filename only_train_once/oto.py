@@ -115,7 +115,7 @@ class OTO(ReferenceOTOMethods):
             with _collector_paused():
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
-                run_passes(stage("training"), self, lint=self._graph.lint)
+                run_passes(stage("training"), self, self._graph.results, lint=self._graph.lint)
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
 

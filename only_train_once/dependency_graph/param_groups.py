@@ -150,11 +150,13 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
 
 
 def cluster_node_groups(graph, num_clusters: int = 1) -> Dict[int, list]:
-    """Cluster prunable, trainable groups by size (k-means, scikit-learn); one cluster when ``num_clusters <= 1``."""
+    """Cluster prunable, trainable groups by size (k-means, scikit-learn); one cluster when ``num_clusters <= 1``.
+
+    Returns cluster id -> groups (``Graph.cluster_node_groups`` records it as ``graph.node_group_clusters``).
+    """
     candidates = [g for g in graph.node_groups.values() if g.is_prunable and g.is_trainable]
     if num_clusters <= 1 or len(candidates) <= num_clusters:
-        graph.node_group_clusters = {0: candidates}
-        return graph.node_group_clusters
+        return {0: candidates}
     try:
         from sklearn.cluster import KMeans
     except ImportError as error:
@@ -165,5 +167,4 @@ def cluster_node_groups(graph, num_clusters: int = 1) -> Dict[int, list]:
     clusters: Dict[int, list] = {}
     for label, group in zip(labels, candidates):
         clusters.setdefault(int(label), []).append(group)
-    graph.node_group_clusters = clusters
     return clusters

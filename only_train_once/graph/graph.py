@@ -75,7 +75,6 @@ class Graph(ReferenceGraphMethods):
         #: What each pass returned, by pass name (see :mod:`only_train_once.passes.pipeline`); ``analysis`` and
         #: ``node_groups`` are read-only views of it.
         self.results: Dict[str, Any] = {}
-        self.node_group_clusters: Dict[int, list] = {}
         self.pruning_plan = None  # what construct_subnet removed (the graph then describes the model before it)
         self.theme = None
         if model is None:
@@ -94,6 +93,11 @@ class Graph(ReferenceGraphMethods):
         """Group id -> :class:`NodeGroup`, as built by the last ``build_groups`` pass (empty before it ran)."""
         groups = self.results.get("build_groups")
         return GroupSet() if groups is None else groups
+
+    @property
+    def node_group_clusters(self) -> Dict[int, list]:
+        """Cluster id -> groups, from the last :meth:`cluster_node_groups` (empty before)."""
+        return self.results.get("cluster_node_groups", {})
 
     @property
     def params_grad(self) -> Dict[str, nn.Parameter]:
@@ -325,7 +329,9 @@ class Graph(ReferenceGraphMethods):
 
     def cluster_node_groups(self, num_clusters: int = 1) -> Dict[int, list]:
         from ..dependency_graph import param_groups
-        return param_groups.cluster_node_groups(self, num_clusters)
+        clusters = param_groups.cluster_node_groups(self, num_clusters)
+        self.results["cluster_node_groups"] = clusters
+        return clusters
 
     def random_set_zero_groups(self, target_group_sparsity: Optional[float] = None,
                                num_group_divisible: int = 2) -> None:

@@ -9,7 +9,7 @@ Stages (each pass's ``stage`` says which; each stage runs on one target):
 - ``training`` (on an :class:`~only_train_once.OTO`, run by ``OTO(model, dummy_input)``): what the optimizers
   need on top of the groups, and the optional build-time checks.
 
-``graph.results`` keeps what each pass of the first two stages returned, by pass name.
+``graph.results`` keeps what each pass returned, by pass name.
 """
 
 from __future__ import annotations

@@ -68,3 +68,10 @@ def test_the_analysis_result_offers_queries_but_no_mutators():
     weight = next(v for v in graph.values.values() if v.name == "conv1.weight")
     uids, _ = analysis.owners(analysis.axes(weight.id)[0])
     assert (uids >= 0).all()  # conv1's output channels are prunable units
+
+
+def test_an_oto_build_records_every_pass_result_on_its_graph():
+    oto = OTO(models.Residual().eval(), IMAGE, verify_groups=True)
+    assert list(oto.graph.results) == [p.name for p in PIPELINE]
+    assert oto.graph.results["verify_groups"] == []  # no group failed the check
+    assert oto.graph.node_group_clusters is oto.graph.results["cluster_node_groups"]
