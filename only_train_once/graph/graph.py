@@ -17,9 +17,9 @@ from ..operation.registry import opaque_call_name
 from ..utils import warn_ignored
 from ..passes import run_passes
 from .lint import lint_graph
-from .node import Node, node_id_at
+from .node import Node
 from .node_group import GroupSet
-from .trace import CaptureResult, capture
+from .trace import CaptureResult, capture, node_id_at
 
 logger = logging.getLogger(__name__)
 

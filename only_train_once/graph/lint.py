@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Tuple
 
-from .node import node_id_at
+from .trace import node_id_at
 
 Adjacency = Dict[str, Dict[str, None]]
 

@@ -10,14 +10,6 @@ from ..compat import ReferenceNodePredicates
 from .trace import TracedCall, ValueRef, iter_value_refs
 
 
-NODE_ID_PREFIX = "node-"
-
-
-def node_id_at(index: int) -> str:
-    """The id of the node at ``index`` in execution order (``"node-<index>"``)."""
-    return f"{NODE_ID_PREFIX}{index}"
-
-
 class Node(ReferenceNodePredicates):
     """One operator in the traced graph.
 

@@ -141,6 +141,11 @@ class TracedValue:
     requires_grad: bool = False
 
 
+def node_id_at(index: int) -> str:
+    """The id of the call (and graph node) at ``index`` in execution order: ``"node-<index>"``."""
+    return f"node-{index}"
+
+
 @dataclass
 class TracedCall:
     """One recorded torch call.
@@ -305,7 +310,7 @@ class _Recorder(TorchFunctionMode):
         inputs: List[str] = []
         arg_template = self._template(tuple(args), inputs)
         kwarg_template = {k: self._template(v, inputs) for k, v in kwargs.items()}
-        call_id = f"node-{len(self.calls)}"
+        call_id = node_id_at(len(self.calls))
         outputs = [self._new_value(t, "activation", producer=call_id) for t in produced]
         scope_names = self.scope_names
         module = self.scope_modules[-1] if self.scope_modules else None
@@ -332,7 +337,7 @@ class _Recorder(TorchFunctionMode):
         inputs: List[str] = []
         arg_template = self._template(tuple(args), inputs)
         kwarg_template = {k: self._template(v, inputs) for k, v in {**kwargs, **tensors}.items()}
-        call_id = f"node-{len(self.calls)}"
+        call_id = node_id_at(len(self.calls))
         outputs = [self._new_value(t, "activation", producer=call_id) for t in produced]
         self.calls.append(TracedCall(call_id, forward, call_name, arg_template, kwarg_template, inputs, outputs,
                                      self.scope_names, module))
@@ -344,7 +349,7 @@ class _Recorder(TorchFunctionMode):
         old = self._value_of.get(id(base))
         if old is None or self.values[old].kind in ("param", "buffer"):
             return
-        call_id = f"node-{len(self.calls)}"
+        call_id = node_id_at(len(self.calls))
         new = self._new_value(base, "activation", producer=call_id)
         module = self.scope_modules[-1] if self.scope_modules else None
         self.calls.append(TracedCall(call_id, write_through_view, WRITE_THROUGH_VIEW,
