@@ -19,7 +19,7 @@ from ..passes import run_passes
 from .lint import lint_graph
 from .node import Node
 from .node_group import GroupSet
-from .trace import CaptureResult, capture, node_id_at
+from .trace import CaptureResult, ValueRef, capture, map_value_refs, node_id_at
 
 logger = logging.getLogger(__name__)
 
@@ -232,6 +232,35 @@ class Graph(ReferenceGraphMethods):
                 for s in succs:
                     self._link(p, s)
         del self._succ[node.id], self._pred[node.id], self.nodes[node.id]
+
+    def replace_input(self, node: Node, old: str, new: str) -> None:
+        """Make ``node`` read value ``new`` wherever it read ``old``: its argument template, its value lists, its
+        parameter names (when ``new`` is a parameter or buffer) and its incoming edges all follow."""
+        call = node.call
+        swap = lambda ref: ValueRef(new) if ref.value_id == old else ref  # noqa: E731
+        call.args, call.kwargs = map_value_refs(call.args, swap), map_value_refs(call.kwargs, swap)
+        node.invalidate_arguments()
+        call.inputs = [new if v == old else v for v in call.inputs]
+        value = self.values[new]
+        if value.kind in ("param", "buffer"):
+            node.inputs = [v for v in node.inputs if v != old]
+            position = len([v for v in call.inputs[:call.inputs.index(new)]
+                            if self.values[v].kind in ("param", "buffer")])
+            node.param_names.insert(position, value.name)
+        else:
+            node.inputs = [new if v == old else v for v in node.inputs]
+        self._relink_inputs(node)
+
+    def _relink_inputs(self, node: Node) -> None:
+        """Make ``node``'s incoming edges those from the producers of the values it reads (edges that stay keep
+        their place, so neighbour order, and with it group order, does not change)."""
+        producers = dict.fromkeys(p for p in (self.values[v].producer for v in node.inputs) if p in self.nodes)
+        for src in [s for s in self._pred[node.id] if s not in producers]:
+            self._succ[src].pop(node.id, None)
+            self._pred[node.id].pop(src)
+        for src in producers:
+            if src not in self._pred[node.id]:
+                self._link(src, node.id)
 
     @property
     def edges(self) -> List[tuple]:

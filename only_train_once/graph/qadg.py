@@ -9,22 +9,6 @@ topology and the same groups as its float twin.
 
 from __future__ import annotations
 
-from typing import Any
-
-from .trace import ValueRef
-
-
-def _substitute(template: Any, old: str, new: str) -> Any:
-    if isinstance(template, ValueRef):
-        return ValueRef(new) if template.value_id == old else template
-    if isinstance(template, tuple):
-        return tuple(_substitute(t, old, new) for t in template)
-    if isinstance(template, list):
-        return [_substitute(t, old, new) for t in template]
-    if isinstance(template, dict):
-        return {k: _substitute(v, old, new) for k, v in template.items()}
-    return template
-
 
 def fold_quantizers(graph) -> int:
     """Fold quantizer nodes into their consumers; returns the number folded."""
@@ -42,26 +26,14 @@ def fold_quantizers(graph) -> int:
         if not consumers or out in graph.output_values:
             continue
         source = node.call.inputs[0]
-        source_value = graph.values[source]
         quant_names = [graph.values[v].name for v in node.call.inputs[1:] if graph.values[v].name]
         for consumer in consumers:
-            call = consumer.call
-            call.args = _substitute(call.args, out, source)
-            call.kwargs = _substitute(call.kwargs, out, source)
-            consumer.invalidate_arguments()
-            call.inputs = [source if v == out else v for v in call.inputs]
-            if source_value.kind in ("param", "buffer"):
-                consumer.inputs = [v for v in consumer.inputs if v != out]
-                position = len([v for v in call.inputs[:call.inputs.index(source)]
-                                if graph.values[v].kind in ("param", "buffer")])
-                consumer.param_names.insert(position, source_value.name)
-            else:
-                consumer.inputs = [source if v == out else v for v in consumer.inputs]
+            graph.replace_input(consumer, out, source)
             owner = consumer
             if consumer.call.module is node.call.module and node.call.module is not None:
                 owner = layer_operator.get(id(node.call.module), consumer)
             owner.quant_param_names.extend(n for n in quant_names if n not in owner.quant_param_names)
             consumer.folded_quantizers.append(node.call)
-        graph.remove_node(node, reconnect=True)
+        graph.remove_node(node)
         folded += 1
     return folded

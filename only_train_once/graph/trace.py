@@ -497,6 +497,20 @@ def capture(model: nn.Module, dummy_input: Any, module_names: Dict[int, str],
     return CaptureResult(recorder.calls, recorder.values, input_values, output_values, recorder.param_names)
 
 
+def map_value_refs(template: Any, replace: Callable[[ValueRef], Any]) -> Any:
+    """A copy of an argument template with every :class:`ValueRef` replaced by ``replace(ref)`` (the containers
+    :func:`iter_value_refs` walks are rebuilt, everything else is kept as is)."""
+    if isinstance(template, ValueRef):
+        return replace(template)
+    if isinstance(template, tuple):
+        return tuple(map_value_refs(t, replace) for t in template)
+    if isinstance(template, list):
+        return [map_value_refs(t, replace) for t in template]
+    if isinstance(template, dict):
+        return {k: map_value_refs(v, replace) for k, v in template.items()}
+    return template
+
+
 def iter_value_refs(obj: Any) -> Sequence[ValueRef]:
     """All :class:`ValueRef` placeholders inside an argument template, in order."""
     found: List[ValueRef] = []
