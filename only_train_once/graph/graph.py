@@ -14,15 +14,14 @@ from ..compat import ReferenceGraphMethods
 from ..operation import catalogue
 from ..operation.operator import Operator
 from ..operation.registry import opaque_call_name
-from ..utils import warn_ignored
 from ..passes import run_passes
+from ..utils import warn_ignored
 from .lint import lint_graph
 from .node import Node
 from .node_group import GroupSet
 from .trace import CaptureResult, ValueRef, capture, map_value_refs, node_id_at
 
 logger = logging.getLogger(__name__)
-
 
 # Catalogue kinds whose nodes are named after the traced function itself (``relu``, ``add``...).
 _NAMED_BY_CALL = frozenset({"elementwise", "add", "mul", "div", "reduce", "softmax", "constant", "pow", "slice",
@@ -85,7 +84,8 @@ class Graph(ReferenceGraphMethods):
     # -- results of the passes ------------------------------------------------------------------------
     @property
     def analysis(self):
-        """The space analysis (``SpaceAnalysis``) of the last ``analyze_spaces`` pass, None before it ran."""
+        """The ``AnalysisResult`` of the last ``analyze_spaces`` pass (which unit owns each parameter slice), None
+        before it ran."""
         return self.results.get("analyze_spaces")
 
     @property
@@ -134,11 +134,12 @@ class Graph(ReferenceGraphMethods):
                     target[prefix + key] = tensor
         self.param_names = list(self.parameters) + list(self.buffers)
 
-    def capture(self) -> CaptureResult:
-        """Pass ``capture``: run the model on the dummy input and build the IR from the recorded calls."""
+    def capture(self) -> int:
+        """Pass ``capture``: run the model on the dummy input and build the IR from the recorded calls; returns how
+        many calls were recorded (the recording itself is not kept: the calls of dead nodes would stay alive)."""
         result = capture(self._model, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
         self._build(result)
-        return result
+        return len(result.calls)
 
     def _build(self, result: CaptureResult) -> None:
         self.values = result.values
