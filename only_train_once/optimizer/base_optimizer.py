@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
 from ..meta_device import check_materialized
+from .adam_direction import fused_adam_directions, fused_applicable
 from .finite import NON_FINITE_POLICIES, NonFiniteError, NormBounds, describe, non_finite_names, unsafe_descent_names
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
@@ -209,17 +210,19 @@ class BaseOptimizer(Optimizer):
             else:
                 self.first_moment_grads[name] = torch.zeros_like(grad)
                 self.second_moment_grads[name] = torch.zeros_like(grad)
-        update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
-        if update:
-            first = [self.first_moment_grads[n] for n, _ in update]
-            second = [self.second_moment_grads[n] for n, _ in update]
-            update_grads = [g for _, g in update]
-            torch._foreach_lerp_(first, update_grads, 1.0 - beta1)
-            torch._foreach_mul_(second, beta2)
-            torch._foreach_addcmul_(second, update_grads, update_grads, value=1.0 - beta2)
         first = [self.first_moment_grads[n] for n in names]
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
+        if not reference and fused_applicable(grads + first + second):
+            return fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
+        update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
+        if update:
+            update_first = [self.first_moment_grads[n] for n, _ in update]
+            update_second = [self.second_moment_grads[n] for n, _ in update]
+            update_grads = [g for _, g in update]
+            torch._foreach_lerp_(update_first, update_grads, 1.0 - beta1)
+            torch._foreach_mul_(update_second, beta2)
+            torch._foreach_addcmul_(update_second, update_grads, update_grads, value=1.0 - beta2)
         # (m / c1) / (sqrt(v / c2) + eps) == (m * sqrt(c2) / c1) / (sqrt(v) + eps * sqrt(c2)), computed in place
         # in the gradients, which the moments no longer need: the state stays the two moments, as AdamW's.
         root_correction2 = math.sqrt(1.0 - beta2 ** step)
