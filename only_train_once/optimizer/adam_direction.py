@@ -15,7 +15,7 @@ divides by the bias corrections in another order: at most a few units in the las
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -40,12 +40,17 @@ def fused_applicable(tensors: Sequence[Tensor]) -> bool:
 
 @torch.no_grad()
 def fused_adam_directions(grads: Sequence[Tensor], first: Sequence[Tensor], second: Sequence[Tensor],
-                          beta1: float, beta2: float, eps: float, step: int) -> List[Tensor]:
+                          beta1: float, beta2: float, eps: float, step: int) -> Tuple[List[Tensor], Tensor]:
     """Update the moments ``first``/``second`` with ``grads`` (Adam, no weight decay) and overwrite each gradient
-    with the bias-corrected direction ``m̂ / (sqrt(v̂) + eps)`` of step ``step``; returns ``grads``."""
+    with the bias-corrected direction ``m̂ / (sqrt(v̂) + eps)`` of step ``step``.
+
+    Returns ``grads`` and their new 2-norms (float32, one per tensor; inf/NaN where a direction is), measured on
+    the chunks while they are in cache, so that the finiteness check needs no pass of its own."""
     scratch = {}
     steps = torch.tensor(float(step))
+    norms = []
     for grad, moment1, moment2 in zip(grads, first, second):
+        chunk_norms = []
         buffer = scratch.get(grad.dtype)
         if buffer is None:
             buffer = scratch[grad.dtype] = torch.empty(CHUNK, dtype=grad.dtype)
@@ -55,5 +60,8 @@ def fused_adam_directions(grads: Sequence[Tensor], first: Sequence[Tensor], seco
             chunk, part = buffer[:end - begin].zero_(), flat_grad[begin:end]
             torch._fused_adam_([chunk], [part], [flat1[begin:end]], [flat2[begin:end]], [], [steps], lr=-1.0,
                                beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
+            chunk_norms.append(torch.linalg.vector_norm(chunk, dtype=torch.float32))
             part.copy_(chunk)
-    return list(grads)
+        norms.append(torch.linalg.vector_norm(torch.stack(chunk_norms)) if chunk_norms
+                     else grad.new_zeros((), dtype=torch.float32))
+    return list(grads), torch.stack(norms) if norms else torch.zeros(0)

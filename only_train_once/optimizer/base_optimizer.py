@@ -157,6 +157,7 @@ class BaseOptimizer(Optimizer):
     def compute_grad_variant(self) -> None:
         """Fill ``group["grad_variant"]`` (name -> tensor) for every parameter with a gradient (SPEC 5.2)."""
         buckets: Dict[tuple, List[tuple]] = defaultdict(list)
+        self.norm_bounds.forget_directions()
         for group_index, group in enumerate(self.param_groups):
             group["grad_variant"] = {}
             self._variants[group_index] = [None] * len(group["params"])
@@ -214,7 +215,9 @@ class BaseOptimizer(Optimizer):
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
         if not reference and fused_applicable(grads + first + second):
-            return fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
+            directions, norms = fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
+            self.norm_bounds.record_directions(directions, norms)
+            return directions
         update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
         if update:
             update_first = [self.first_moment_grads[n] for n, _ in update]
