@@ -9,8 +9,10 @@ chunk receives exactly ``+m̂ / (sqrt(v̂) + eps)``, then copied into the gradie
 stays in cache, so the scratch costs no memory pass and no parameter-sized buffer (the optimizer's state stays
 its two moments, as AdamW's).
 
-The moments are bit-identical to the foreach kernels; the direction differs by float rounding only (the kernel
-divides by the bias corrections in another order: at most a few units in the last place, measured 5 ulp).
+The first moment is bit-identical to the foreach kernels, the second one too except where the kernel's scalar
+tail (the last elements of a chunk that fill no vector) rounds it once differently, and the direction differs
+by float rounding only (the kernel divides by the bias corrections in another order): at most a few units in
+the last place (measured 5). Bit-identical resume holds (the same kernels run on both sides).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def fused_adam_directions(grads: Sequence[Tensor], first: Sequence[Tensor], seco
             chunk, part = buffer[:end - begin].zero_(), flat_grad[begin:end]
             torch._fused_adam_([chunk], [part], [flat1[begin:end]], [flat2[begin:end]], [], [steps], lr=-1.0,
                                beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False)
-            chunk_norms.append(torch.linalg.vector_norm(chunk, dtype=torch.float32))
+            chunk_norms.append(torch.linalg.vector_norm(chunk).to(torch.float32))
             part.copy_(chunk)
         norms.append(torch.linalg.vector_norm(torch.stack(chunk_norms)) if chunk_norms
                      else grad.new_zeros((), dtype=torch.float32))
