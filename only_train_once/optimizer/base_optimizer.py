@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
 from ..meta_device import check_materialized
-from .adam_direction import CHUNK, fused_adam_directions, fused_applicable
+from .adam_direction import fused_adam_directions, fused_applicable
 from .finite import NON_FINITE_POLICIES, NonFiniteError, NormBounds, describe, non_finite_names, unsafe_descent_names
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
@@ -301,34 +301,8 @@ class DescentPlan:
         return unsafe_descent_names(params, variants, names, factors, lrs, bounds)
 
     def run(self) -> None:
-        """Write the queued updates. A parameter larger than a cache chunk that is both decayed and stepped is
-        updated chunk by chunk (``mul_`` then ``add_`` while the chunk is in cache: one memory pass instead of
-        two, the same kernels, so the same bits); the others go through foreach kernels."""
-        queued = Counter(id(param) for param, *_ in self._updates)
-        chunked = {id(param) for param, variant, _, factor, _ in self._updates
-                   if factor != 1.0 and queued[id(param)] == 1 and _chunkable(param, variant)}
         with torch.no_grad():
-            for param, variant, _, factor, lr in self._updates:
-                if id(param) in chunked:
-                    _decay_and_step_in_chunks(param, variant, factor, lr)
             for factor, params in self._decays.items():
-                rest = [p for p in params if id(p) not in chunked]
-                if rest:
-                    torch._foreach_mul_(rest, factor)
+                torch._foreach_mul_(params, factor)
             for lr, (params, variants) in self._steps.items():
-                rest = [(p, v) for p, v in zip(params, variants) if id(p) not in chunked]
-                if rest:
-                    torch._foreach_add_([p for p, _ in rest], [v for _, v in rest], alpha=-lr)
-
-
-def _chunkable(param: Tensor, variant: Tensor) -> bool:
-    return (param.numel() > CHUNK and param.is_contiguous() and variant.is_contiguous()
-            and param.shape == variant.shape and param.device.type == "cpu")
-
-
-def _decay_and_step_in_chunks(param: Tensor, variant: Tensor, factor: float, lr: float) -> None:
-    """``param <- factor * param - lr * variant``, one cache-sized chunk at a time."""
-    flat_param, flat_variant = param.view(-1), variant.view(-1)
-    for begin in range(0, flat_param.numel(), CHUNK):
-        part = flat_param[begin:begin + CHUNK]
-        part.mul_(factor).add_(flat_variant[begin:begin + CHUNK], alpha=-lr)
+                torch._foreach_add_(params, variants, alpha=-lr)

@@ -8,7 +8,6 @@ import torch
 
 from only_train_once.optimizer import adam_direction, base_optimizer
 from only_train_once.optimizer.adam_direction import CHUNK, fused_adam_directions, fused_applicable
-from only_train_once.optimizer.base_optimizer import DescentPlan
 from only_train_once.optimizer.finite import NonFiniteError
 from tests.optimizer.common import TinyMLP, build, train
 
@@ -100,17 +99,3 @@ def test_an_adam_step_that_would_overflow_still_raises_before_writing():
     with pytest.raises(NonFiniteError, match="would write NaN or inf"):
         optimizer.step()
     assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
-
-
-def test_a_large_parameter_is_decayed_and_stepped_in_chunks_with_the_same_bits():
-    generator = torch.Generator().manual_seed(1)
-    large, small = torch.randn(CHUNK * 2 + 7, generator=generator), torch.randn(5, generator=generator)
-    variants = [torch.randn(CHUNK * 2 + 7, generator=generator), torch.randn(5, generator=generator)]
-    group = {"params": [large.clone(), small.clone()], "p_names": ["large", "small"], "weight_decay": 0.1}
-    plan = DescentPlan()
-    plan.add(group, [(0, 0.01), (1, 0.01)], variants, decay=True)
-    plan.run()
-    expected = [large, small]
-    torch._foreach_mul_(expected, 1.0 - 0.01 * 0.1)
-    torch._foreach_add_(expected, variants, alpha=-0.01)
-    assert all(torch.equal(got, want) for got, want in zip(group["params"], expected))
