@@ -21,8 +21,8 @@ from torch import Tensor
 from torch.optim.optimizer import Optimizer, required
 
 from ..meta_device import check_materialized
-from .adam_direction import fused_adam_directions, fused_applicable
 from .finite import NON_FINITE_POLICIES, NonFiniteError, NormBounds, describe, non_finite_names, unsafe_descent_names
+from .fused_kernels import fused_adam_directions, fused_applicable, fused_decay_and_step, fused_descent_applicable
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,6 @@ class BaseOptimizer(Optimizer):
     def compute_grad_variant(self) -> None:
         """Fill ``group["grad_variant"]`` (name -> tensor) for every parameter with a gradient (SPEC 5.2)."""
         buckets: Dict[tuple, List[tuple]] = defaultdict(list)
-        self.norm_bounds.forget_directions()
         for group_index, group in enumerate(self.param_groups):
             group["grad_variant"] = {}
             self._variants[group_index] = [None] * len(group["params"])
@@ -215,9 +214,7 @@ class BaseOptimizer(Optimizer):
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
         if not reference and fused_applicable(grads + first + second):
-            directions, norms = fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
-            self.norm_bounds.record_directions(directions, norms)
-            return directions
+            return fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
         update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
         if update:
             update_first = [self.first_moment_grads[n] for n, _ in update]
@@ -272,6 +269,8 @@ class DescentPlan:
     def __init__(self) -> None:
         self._steps: Dict[float, Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
         self._decays: Dict[float, List[Tensor]] = defaultdict(list)
+        # decayed updates run as one fused kernel per (lr, weight decay) (:mod:`.fused_kernels`)
+        self._fused: Dict[Tuple[float, float], Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
         # (param, variant, name, decay factor, lr) of every queued update, for the finiteness check
         self._updates: List[Tuple[Tensor, Tensor, str, float, float]] = []
 
@@ -285,9 +284,12 @@ class DescentPlan:
             if variant is None or not lr:
                 continue
             factor = 1.0 - lr * weight_decay
-            if weight_decay:
-                self._decays[factor].append(params[j])
-            step_params, step_variants = self._steps[lr]
+            if weight_decay and fused_descent_applicable(params[j], variant):
+                step_params, step_variants = self._fused[(lr, weight_decay)]
+            else:
+                if weight_decay:
+                    self._decays[factor].append(params[j])
+                step_params, step_variants = self._steps[lr]
             step_params.append(params[j])
             step_variants.append(variant)
             self._updates.append((params[j], variant, group["p_names"][j], factor, lr))
@@ -302,6 +304,8 @@ class DescentPlan:
 
     def run(self) -> None:
         with torch.no_grad():
+            for (lr, weight_decay), (params, variants) in self._fused.items():
+                fused_decay_and_step(params, variants, lr, weight_decay)
             for factor, params in self._decays.items():
                 torch._foreach_mul_(params, factor)
             for lr, (params, variants) in self._steps.items():

@@ -9,8 +9,7 @@ and logs a warning.
 A step can also turn finite gradients into NaN/inf (a learning rate far too large overflows ``p - lr * g``; a
 quantizer range whose power overflows gives an infinite step size). The optimizers find that *before* writing:
 the descent ``p <- f * p - lr * g`` is written only when ``|f| ||p|| + lr ||g||`` stays below a quarter of the
-dtype's largest value (:func:`unsafe_descent_names`: one fused norm reduction over the update directions, or
-their norms measured by the fused Adam pass as it wrote them, with
+dtype's largest value (:func:`unsafe_descent_names`: one fused norm reduction over the update directions, with
 ``||p||`` bounded from the previous step by :class:`NormBounds`; the rare tensor over the bound is checked
 exactly), so that the pruning updates that follow cannot overflow either; the quantizer parameters, which are
 updated first, are restored from a :class:`TensorSnapshot` when anything is not finite.
@@ -72,8 +71,6 @@ class NormBounds:
     def __init__(self) -> None:
         self._bounds: Dict[int, float] = {}
         self._stamps: Dict[int, tuple] = {}
-        # 2-norms of update directions measured while they were computed (the fused Adam pass), by tensor id
-        self._direction_norms: Dict[int, tuple] = {}
 
     @staticmethod
     def _stamp(param: Tensor) -> tuple:
@@ -87,27 +84,6 @@ class NormBounds:
             for k, norm in zip(stale, torch.stack(norms).double().tolist()):
                 self._bounds[id(params[k])] = norm
         return torch.tensor([self._bounds[id(p)] for p in params], dtype=torch.float64)
-
-    def record_directions(self, directions: Sequence[Tensor], norms: Tensor) -> None:
-        """The 2-norms ``norms`` (float32) of ``directions``, measured as they were written: :meth:`direction_norms`
-        reuses them while the tensors are unchanged, saving a pass over every direction."""
-        self._direction_norms.update((id(d), (self._stamp(d), norm)) for d, norm in zip(directions, norms))
-
-    def forget_directions(self) -> None:
-        """A new step's directions are coming: drop the recorded norms (a freed tensor's id may be reused)."""
-        self._direction_norms.clear()
-
-    def direction_norms(self, directions: Sequence[Tensor]) -> Tensor:
-        """Float64 2-norms of ``directions`` (those not recorded unchanged are measured: one fused reduction)."""
-        known = [self._direction_norms.get(id(d)) for d in directions]
-        known = [entry[1] if entry is not None and entry[0] == self._stamp(d) else None
-                 for d, entry in zip(directions, known)]
-        missing = [k for k, norm in enumerate(known) if norm is None]
-        if missing:
-            measured = torch._foreach_norm([directions[k] for k in missing], 2, dtype=torch.float32)
-            for k, norm in zip(missing, measured):
-                known[k] = norm
-        return torch.stack(known).double().cpu()
 
     def set(self, params: Sequence[Tensor], bounds: Sequence[float]) -> None:
         for param, bound in zip(params, bounds):
@@ -133,7 +109,7 @@ def unsafe_descent_names(params: Sequence[Tensor], variants: Sequence[Tensor], n
     tensor can be, with every element small) is then computed out of place and checked exactly."""
     if not params:
         return []
-    variant_norms = bounds.direction_norms(list(variants))
+    variant_norms = torch.stack(torch._foreach_norm(list(variants), 2, dtype=torch.float32)).double().cpu()
     scale = torch.tensor([abs(f) for f in factors], dtype=torch.float64)
     rate = torch.tensor(list(lrs), dtype=torch.float64)
     limit = torch.tensor([headroom(p.dtype) for p in params], dtype=torch.float64)
