@@ -72,7 +72,7 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         from only_train_once import OTO
 
         OTO(model, inputs)
-    elif task in ("subnet", "subnet_full"):
+    elif task in ("subnet", "subnet_full", "subnet_safetensors"):
         import tempfile
 
         import numpy as np
@@ -84,7 +84,8 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         oto.random_set_zero_groups(0.5)
         with tempfile.TemporaryDirectory(prefix="llm_scale_") as out_dir:
             base, start = _rss_mb(), time.perf_counter()
-            oto.construct_subnet(out_dir=out_dir, save_full_group_sparse_model=task == "subnet_full")
+            oto.construct_subnet(out_dir=out_dir, save_full_group_sparse_model=task == "subnet_full",
+                                 ckpt_format="safetensors" if task == "subnet_safetensors" else "torch")
             result["seconds"] = time.perf_counter() - start
     elif task == "optimizer":
         result.update(_optimizer_state(model, inputs))
@@ -191,18 +192,20 @@ def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
 
 
 def _subnet_table(shapes) -> None:
-    """construct_subnet (float, 50% random group sparsity) without and with the full group-sparse file."""
+    """construct_subnet (float, 50% random group sparsity) without and with the full group-sparse file, and
+    without it in ``ckpt_format="safetensors"`` (the weights-only file alone)."""
     print("\n| width | layers | model MB | forward s | construct_subnet s (x fwd) | with the full group-sparse file s "
-          "(x fwd) | peak MB above model (with) |")
-    print("|---|---|---|---|---|---|---|")
+          "(x fwd) | ckpt_format='safetensors' s (x fwd) | peak MB above model (with) |")
+    print("|---|---|---|---|---|---|---|---|")
     for width, layers in shapes:
         forward = run_child("forward", width, layers, False)
         lean = run_child("subnet", width, layers, False)
         full = run_child("subnet_full", width, layers, False)
-        print(f"| {width} | {layers} | {lean['model_mb']:.0f} | {forward['seconds']:.2f} | {lean['seconds']:.1f} "
-              f"({lean['seconds'] / forward['seconds']:.1f}x) | {full['seconds']:.1f} "
-              f"({full['seconds'] / forward['seconds']:.1f}x) | {lean['peak_above_model_mb']:.0f} "
-              f"({full['peak_above_model_mb']:.0f}) |", flush=True)
+        weights_only = run_child("subnet_safetensors", width, layers, False)
+        cells = " | ".join(f"{r['seconds']:.1f} ({r['seconds'] / forward['seconds']:.1f}x)"
+                           for r in (lean, full, weights_only))
+        print(f"| {width} | {layers} | {lean['model_mb']:.0f} | {forward['seconds']:.2f} | {cells} | "
+              f"{lean['peak_above_model_mb']:.0f} ({full['peak_above_model_mb']:.0f}) |", flush=True)
 
 
 def main() -> None:

@@ -257,8 +257,11 @@ class OTO(ReferenceOTOMethods):
                          ckpt_format: str = "torch", **kwargs) -> None:
         """Remove every zeroed group and save the full group-sparse and the compressed model.
 
-        ``ckpt_format``: ``"torch"`` (pickled ``.pt`` and ``.safetensors``), ``"onnx"`` (float ONNX, quantizers as
-        float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see :meth:`export_qdq_onnx`).
+        ``ckpt_format``: ``"torch"`` (pickled ``.pt`` and ``.safetensors``), ``"safetensors"`` (the weights-only
+        ``.safetensors`` file alone, about half the writing time for a large model; the compressed one loads with
+        :func:`only_train_once.subnet_construction.load_compressed_weights` and its ``_subnet.json``), ``"onnx"``
+        (float ONNX, quantizers as float operators) or ``"onnx_qdq"`` (ONNX QDQ graph with integer weights, see
+        :meth:`export_qdq_onnx`).
         The model given to OTO *is* the compressed model afterwards (pruned in place); the paths are stored
         in ``compressed_model_path`` and ``full_group_sparse_model_path``. Pickled models are written in eval
         mode (the live model keeps its modes), so ``torch.load``-ed models compare deterministically. In

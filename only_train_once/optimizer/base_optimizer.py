@@ -22,6 +22,7 @@ from torch.optim.optimizer import Optimizer, required
 
 from ..meta_device import check_materialized
 from .finite import NON_FINITE_POLICIES, NonFiniteError, NormBounds, describe, non_finite_names, unsafe_descent_names
+from .fused_kernels import fused_adam_directions, fused_applicable, fused_decay_and_step, fused_descent_applicable
 from .hyperparameter import DEFAULT_OPT_PARAMS, MOMENT_INITIALIZATIONS, SUPPORT_GRADIENT_ESTIMATES
 
 logger = logging.getLogger(__name__)
@@ -209,17 +210,19 @@ class BaseOptimizer(Optimizer):
             else:
                 self.first_moment_grads[name] = torch.zeros_like(grad)
                 self.second_moment_grads[name] = torch.zeros_like(grad)
-        update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
-        if update:
-            first = [self.first_moment_grads[n] for n, _ in update]
-            second = [self.second_moment_grads[n] for n, _ in update]
-            update_grads = [g for _, g in update]
-            torch._foreach_lerp_(first, update_grads, 1.0 - beta1)
-            torch._foreach_mul_(second, beta2)
-            torch._foreach_addcmul_(second, update_grads, update_grads, value=1.0 - beta2)
         first = [self.first_moment_grads[n] for n in names]
         second = [self.second_moment_grads[n] for n in names]
         step = max(self.num_steps, 1)
+        if not reference and fused_applicable(grads + first + second):
+            return fused_adam_directions(grads, first, second, beta1, beta2, self.safe_guard, step)
+        update = [(n, g) for n, g, new in zip(names, grads, fresh) if not (reference and new)]
+        if update:
+            update_first = [self.first_moment_grads[n] for n, _ in update]
+            update_second = [self.second_moment_grads[n] for n, _ in update]
+            update_grads = [g for _, g in update]
+            torch._foreach_lerp_(update_first, update_grads, 1.0 - beta1)
+            torch._foreach_mul_(update_second, beta2)
+            torch._foreach_addcmul_(update_second, update_grads, update_grads, value=1.0 - beta2)
         # (m / c1) / (sqrt(v / c2) + eps) == (m * sqrt(c2) / c1) / (sqrt(v) + eps * sqrt(c2)), computed in place
         # in the gradients, which the moments no longer need: the state stays the two moments, as AdamW's.
         root_correction2 = math.sqrt(1.0 - beta2 ** step)
@@ -266,6 +269,8 @@ class DescentPlan:
     def __init__(self) -> None:
         self._steps: Dict[float, Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
         self._decays: Dict[float, List[Tensor]] = defaultdict(list)
+        # decayed updates run as one fused kernel per (lr, weight decay) (:mod:`.fused_kernels`)
+        self._fused: Dict[Tuple[float, float], Tuple[List[Tensor], List[Tensor]]] = defaultdict(lambda: ([], []))
         # (param, variant, name, decay factor, lr) of every queued update, for the finiteness check
         self._updates: List[Tuple[Tensor, Tensor, str, float, float]] = []
 
@@ -279,9 +284,12 @@ class DescentPlan:
             if variant is None or not lr:
                 continue
             factor = 1.0 - lr * weight_decay
-            if weight_decay:
-                self._decays[factor].append(params[j])
-            step_params, step_variants = self._steps[lr]
+            if weight_decay and fused_descent_applicable(params[j], variant):
+                step_params, step_variants = self._fused[(lr, weight_decay)]
+            else:
+                if weight_decay:
+                    self._decays[factor].append(params[j])
+                step_params, step_variants = self._steps[lr]
             step_params.append(params[j])
             step_variants.append(variant)
             self._updates.append((params[j], variant, group["p_names"][j], factor, lr))
@@ -296,6 +304,8 @@ class DescentPlan:
 
     def run(self) -> None:
         with torch.no_grad():
+            for (lr, weight_decay), (params, variants) in self._fused.items():
+                fused_decay_and_step(params, variants, lr, weight_decay)
             for factor, params in self._decays.items():
                 torch._foreach_mul_(params, factor)
             for lr, (params, variants) in self._steps.items():

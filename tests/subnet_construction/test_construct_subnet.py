@@ -141,3 +141,17 @@ def test_a_wrong_subnet_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(pruning_compression, "apply_plan", sabotage)
     with pytest.raises(SubnetConstructionError, match="differs"):
         oto.construct_subnet(out_dir=str(tmp_path))
+
+
+def test_safetensors_format_writes_the_weights_only_files_once(tmp_path):
+    torch.manual_seed(0)
+    model = models.TokenMixer(models.SeparateQKVAttention()).eval()
+    tokens = torch.randn(2, 5, 8)
+    oto = zeroed_oto(model, tokens)
+    oto.construct_subnet(out_dir=str(tmp_path), ckpt_format="safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["TokenMixer_compressed.safetensors", "TokenMixer_compressed_subnet.json",
+                                            "TokenMixer_full_group_sparse.safetensors"]
+    assert oto.compressed_model_path == str(tmp_path / "TokenMixer_compressed.safetensors")
+    assert oto.full_group_sparse_model_path == str(tmp_path / "TokenMixer_full_group_sparse.safetensors")
+    fresh = load_compressed_weights(models.TokenMixer(models.SeparateQKVAttention()), oto.compressed_model_path)
+    assert max_difference(outputs(fresh, tokens), outputs(model, tokens)) == 0.0
