@@ -289,9 +289,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--dense-epochs", type=int, default=2)
     parser.add_argument("--geta-epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--sparsity", type=float, default=0.35,
-                        help="target group sparsity (heads and FFN units; 0.35 aims at the 30%% parameter target)")
-    parser.add_argument("--min-bit", type=int, default=4)
+    parser.add_argument("--sparsity", type=float, default=0.42,
+                        help="target group sparsity over heads and FFN units (0.35 removed 26.7%% of the encoder "
+                             "layer parameters: FFN units go first)")
+    parser.add_argument("--min-bit", type=int, default=8,
+                        help="lowest bit width (4-bit weights cost the pretrained encoder 13 points on validation)")
     parser.add_argument("--max-bit", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out-dir", default=os.path.join("outputs", "minilm_bbc"))
