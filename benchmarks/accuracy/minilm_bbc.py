@@ -14,8 +14,8 @@ does not spend its steps on a random head). Then:
 Default (about 20 min on 2 idle cores): the fixed stratified 80/20 split of the 2,225 articles (1,781 / 444), a
 stratified subset of 500 training articles (100 per class), the first 128 tokens of each article, batch 16, dense
 2 epochs, GETA 3 epochs at group sparsity 0.42 and 8-bit weights and activations (on a validation split of the
-training articles, 4-bit weights cost the pretrained encoder 13 points), evaluation on all 444 test articles. Full run: ``--train-size 0 --max-length 256
---dense-epochs 3 --geta-epochs 6``.
+training articles, 4-bit weights cost the pretrained encoder 13 points), evaluation on all 444 test articles.
+Full run: ``--train-size 0 --max-length 256 --dense-epochs 3 --geta-epochs 6``.
 
     python benchmarks/accuracy/minilm_bbc.py [--train-size N] [--max-length T] [--quiet]
 """
