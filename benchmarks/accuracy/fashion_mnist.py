@@ -14,7 +14,10 @@ The headline methods (dense float, GETA and sequential at ``--sparsity``) run fo
 GETA at each of ``--more-sparsities`` and HESSO alone then run for the first seed.
 
 Default (about 20 min on 2 idle cores, 1 thread): a fixed stratified subset of 10,000 training images
-(1,000 per class), 4 epochs, batch 64, seeds 0 1 2, the full 10,000-image test set. Full run:
+(1,000 per class), 4 epochs, batch 64, seeds 0 1 2, headline group sparsity 0.15 and GETA also at 0.3 for the
+first seed (0.15 was chosen on a validation split of the training set: at 4 epochs this 36 k-parameter net loses
+about 1.9 points to 30% channel pruning alone, and 4-bit weights already give over 95% fewer BOPs), the full
+10,000-image test set. Full run:
 ``--train-size 0 --epochs 24`` (all 60,000 images). Prints a table, writes the results as JSON and a Pareto plot
 (accuracy against BOPs relative to dense float) to ``img_folder/fashion_mnist_pareto.png``.
 
@@ -340,8 +343,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=16, help="CNN base width")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--sparsity", type=float, default=0.3, help="headline target group sparsity")
-    parser.add_argument("--more-sparsities", type=float, nargs="*", default=[0.5, 0.7],
+    parser.add_argument("--sparsity", type=float, default=0.15, help="headline target group sparsity")
+    parser.add_argument("--more-sparsities", type=float, nargs="*", default=[0.3],
                         help="further GETA targets, first seed only")
     parser.add_argument("--min-bit", type=int, default=4)
     parser.add_argument("--max-bit", type=int, default=8)

@@ -24,7 +24,8 @@ from torch.optim.optimizer import required
 
 from . import redundancy
 from .base_optimizer import BaseOptimizer, check_choice
-from .importance_score import calculate_importance_score, resolve_criteria, unit_statistics
+from .importance_score import (IMPORTANCE_NORMALIZATIONS, calculate_importance_score, resolve_criteria,
+                               unit_statistics)
 from .metrics import SparseOptimizerMetrics
 from .unit_layout import UnitLayout
 
@@ -53,6 +54,11 @@ def _sorted_unique(values: Sequence[int]) -> List[int]:
 class BaseHybridSparseOptimizer(BaseOptimizer):
     """Pruning bookkeeping over OTO param groups (see module docstring).
 
+    ``importance_normalization`` (:data:`.importance_score.IMPORTANCE_NORMALIZATIONS`): ``"per_parameter"``
+    divides every importance criterion by the unit's size so that units of different sizes (attention heads,
+    FFN units, channels of layers of different widths) compete fairly; ``"per_unit"`` restores the reference's
+    sums (SPEC 5.4).
+
     ``max_group_sparsity`` caps the fraction of any one group's units that may be pruned (default
     ``1 - (1 - target_group_sparsity) / 2``, :func:`.redundancy.default_max_group_sparsity`; ``1.0`` restores
     the reference's rule, which only keeps one unit per group).
@@ -69,7 +75,8 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                  importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  fixed_zero_groups: bool = True, redundant_selection: str = "score",
                  auxiliary_scaling: str = "once", moment_initialization: str = "standard",
-                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise",
+                 importance_normalization: str = "per_parameter"):
         if isinstance(target_group_sparsity, bool) or not 0.0 <= float(target_group_sparsity) < 1.0:
             raise ValueError(f"target_group_sparsity must be in [0, 1), got {target_group_sparsity!r}")
         if max_group_sparsity is None:
@@ -80,6 +87,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
             raise ValueError(f"group_divisible must be an integer >= 1, got {group_divisible!r}")
         check_choice("redundant_selection", redundant_selection, redundancy.SELECTION_ORDERS)
         check_choice("auxiliary_scaling", auxiliary_scaling, AUXILIARY_SCALINGS)
+        check_choice("importance_normalization", importance_normalization, IMPORTANCE_NORMALIZATIONS)
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
                          additional_defaults=additional_defaults, moment_initialization=moment_initialization,
@@ -90,6 +98,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         self.fixed_zero_groups = bool(fixed_zero_groups)
         self.redundant_selection = redundant_selection
         self.auxiliary_scaling = auxiliary_scaling
+        self.importance_normalization = importance_normalization
         self.importance_score_criteria = resolve_criteria(importance_score_criteria, self._extra_criteria())
         self.opt_metrics = SparseOptimizerMetrics()
         self.layout = UnitLayout(self.param_groups)
@@ -203,7 +212,8 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         slices = self.layout.own_slices(set(groups))
         grads = [self.grad_variant_of(s.group_index, s.param_index) for s in slices]
         stats = unit_statistics(self.layout, slices, grads)
-        overall, parts = calculate_importance_score(self.importance_score_criteria, stats, self._eligible_mask())
+        overall, parts = calculate_importance_score(self.importance_score_criteria, stats, self._eligible_mask(),
+                                                     self.importance_normalization)
         overall = _broadcast_from_rank0(overall, self._first_device())
         self._scores = overall
         self.global_scores = []
@@ -372,7 +382,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                 "max_group_sparsity", "curr_pruning_period", "start_pruning_step", "pruning_periods", "pruning_steps",
                 "pruning_period_duration", "pruned_group_idxes", "active_redundant_group_idxes",
                 "active_num_redundant_groups", "importance_score_criteria", "fixed_zero_groups",
-                "redundant_selection", "auxiliary_scaling"]
+                "redundant_selection", "auxiliary_scaling", "importance_normalization"]
 
     def state_dict(self) -> dict:
         """Plain dict of the optimizer's progress (SPEC 5.9), loadable with ``torch.load(weights_only=True)``.

@@ -126,7 +126,8 @@ class GETA(BaseHybridSparseOptimizer):
                  enable_grad_clipping: bool = False, forget_rate_guard: str = "magnitude",
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
                  moment_initialization: str = "standard", health_thresholds: Optional[HealthThresholds] = None,
-                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise",
+                 importance_normalization: str = "per_parameter"):
         check_non_negative("lr_quant", lr_quant)
         check_choice("forget_rate_guard", forget_rate_guard, FORGET_RATE_GUARDS)
         _check_bits("min_bit_wt", "max_bit_wt", min_bit_wt, max_bit_wt)
@@ -142,7 +143,7 @@ class GETA(BaseHybridSparseOptimizer):
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
                          redundant_selection=redundant_selection, auxiliary_scaling=auxiliary_scaling,
                          moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity,
-                         non_finite=non_finite)
+                         non_finite=non_finite, importance_normalization=importance_normalization)
         self._setup_pruning_schedule(start_pruning_step, pruning_steps, pruning_periods)
         self._setup_projection_schedule(start_projection_step, projection_steps, projection_periods)
         self.lr_quant = lr_quant

@@ -36,14 +36,15 @@ class HESSO(BaseHybridSparseOptimizer):
                  group_divisible: int = 1, importance_score_criteria: Union[str, Dict[str, float], None] = "default",
                  device: str = "cuda", fixed_zero_groups: bool = True, redundant_selection: str = "score",
                  auxiliary_scaling: str = "once", moment_initialization: str = "standard",
-                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise"):
+                 max_group_sparsity: Optional[float] = None, non_finite: str = "raise",
+                 importance_normalization: str = "per_parameter"):
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
                          target_group_sparsity=target_group_sparsity, group_divisible=group_divisible,
                          importance_score_criteria=importance_score_criteria, fixed_zero_groups=fixed_zero_groups,
                          redundant_selection=redundant_selection, auxiliary_scaling=auxiliary_scaling,
                          moment_initialization=moment_initialization, max_group_sparsity=max_group_sparsity,
-                         non_finite=non_finite)
+                         non_finite=non_finite, importance_normalization=importance_normalization)
         self.device = device
         self._setup_pruning_schedule(start_pruning_step, pruning_steps, pruning_periods)
         logger.info("Setup HESSO: %d prunable units, target %d redundant (sparsity %s), periods %d x %d steps from "

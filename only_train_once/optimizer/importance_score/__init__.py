@@ -29,9 +29,23 @@ CRITERIA: Dict[str, Criterion] = {
 #: ``importance_score_criteria="default"``: every criterion with weight 0.2.
 DEFAULT_IMPORTANCE_WEIGHTS: Dict[str, float] = {name: 0.2 for name in CRITERIA}
 
+#: How each criterion grows with a unit's number of parameter elements ``n`` when every element has the same
+#: magnitude and gradient (``magnitude`` ~ sqrt(n), ``taylor_first_order`` ~ n, ...). ``"per_parameter"``
+#: normalisation divides the criterion by ``n ** exponent``, so that units of different sizes compete on their
+#: per-parameter values: summed over 4 x 32 x 384 weights, a MiniLM attention head otherwise outscored every FFN
+#: unit (2 x 384 weights) about 64x and was never pruned.
+SIZE_EXPONENTS: Dict[str, float] = {"magnitude": 0.5, "avg_magnitude": -0.5, "cosine_similarity": 0.0,
+                                    "taylor_first_order": 1.0, "taylor_second_order": 2.0}
+
+#: ``importance_normalization`` values: ``"per_parameter"`` (criteria divided by the unit's size, see
+#: :data:`SIZE_EXPONENTS`) or ``"per_unit"`` (the reference's sums over the unit's elements, SPEC 5.4).
+IMPORTANCE_NORMALIZATIONS = ("per_parameter", "per_unit")
+
 __all__ = [
     "CRITERIA",
     "DEFAULT_IMPORTANCE_WEIGHTS",
+    "IMPORTANCE_NORMALIZATIONS",
+    "SIZE_EXPONENTS",
     "UnitStatistics",
     "unit_statistics",
     "resolve_criteria",
@@ -66,19 +80,28 @@ def resolve_criteria(criteria: Union[None, str, Mapping[str, float]], extra: Ite
     return {name: float(weight) for name, weight in criteria.items()}
 
 
-def calculate_importance_score(criteria: Mapping[str, float], stats: UnitStatistics,
-                               eligible: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+def calculate_importance_score(criteria: Mapping[str, float], stats: UnitStatistics, eligible: Tensor,
+                               normalization: str = "per_parameter") -> Tuple[Tensor, Dict[str, Tensor]]:
     """Overall score per unit and the normalised, weighted score of each criterion (float64 vectors).
 
-    Criterion ``c`` is divided by ``D_c = sqrt(1e-8 + sum of its squares over eligible units) + 1e-8`` and
-    weighted by ``criteria[c]``; the overall score is the sum. Units outside ``eligible`` score 0.
+    With ``normalization="per_parameter"`` criterion ``c`` is first divided by ``n_i ** SIZE_EXPONENTS[c]``
+    (``n_i``: the unit's number of parameter elements); ``"per_unit"`` keeps the raw sums. Then it is divided
+    by ``D_c = sqrt(1e-8 + sum of its squares over eligible units) + 1e-8`` and weighted by ``criteria[c]``;
+    the overall score is the sum. Units outside ``eligible`` score 0.
     """
+    if normalization not in IMPORTANCE_NORMALIZATIONS:
+        raise ValueError(f"importance_normalization must be one of {IMPORTANCE_NORMALIZATIONS}, "
+                         f"got {normalization!r}")
     overall = torch.zeros_like(stats.param_sq_norm)
     parts: Dict[str, Tensor] = {}
+    sizes = stats.num_elements.clamp_min(1.0)
     for name, weight in criteria.items():
         if name not in CRITERIA:
             continue
-        raw = torch.where(eligible, CRITERIA[name](stats), torch.zeros_like(overall))
+        raw = CRITERIA[name](stats)
+        if normalization == "per_parameter":
+            raw = raw / sizes.pow(SIZE_EXPONENTS[name])
+        raw = torch.where(eligible, raw, torch.zeros_like(overall))
         scale = torch.sqrt(1e-8 + raw.pow(2).sum()) + 1e-8
         parts[name] = raw / scale * weight
         overall += parts[name]
