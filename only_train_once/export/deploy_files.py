@@ -12,7 +12,6 @@ instance of the original model class. All three carry checksums of their data an
 
 from __future__ import annotations
 
-import json
 from typing import Dict, Optional, Set
 
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 
 from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
-from ..subnet_construction.integrity import CorruptFileError, content_checksum, reading, save_module, write_atomically
+from ..subnet_construction.integrity import read_json_document, save_module, write_json_document
 from ..subnet_construction.io import read_weights, save_weights
 from .baking import ActivationQuantizer, attach_activation_quantizer, empty_standard_layer
 from .bn_folding import norm_replacement
@@ -35,27 +34,12 @@ def save_deployed(model: nn.Module, base: str, description: dict) -> str:
     path = base + "_deploy.pt"
     save_module(model, path)
     save_weights(model, base + "_deploy.safetensors")
-    data = dict(description)
-    data["checksum"] = content_checksum(data)
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-
-    write_atomically(base + "_deploy.json", write)
+    write_json_document(base + "_deploy.json", description)
     return path
 
 
 def _load_description(path: str) -> dict:
-    with reading(path, "a deployment description (JSON) written by oto.export"):
-        with open(path, encoding="utf-8") as handle:
-            description = json.load(handle)
-        if not isinstance(description, dict):
-            raise ValueError("the JSON document is not an object")
-    if "checksum" in description and description["checksum"] != content_checksum(description):
-        raise CorruptFileError(f"{path}: the deployment description does not match its checksum (the file was "
-                               "changed after it was written)")
-    return description
+    return read_json_document(path, "a deployment description (JSON) written by oto.export")
 
 
 def _standard(module: nn.Module, kind: str) -> nn.Module:

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from .apply import SubnetSpec, restore_subnet
-from .integrity import CHECKSUM_KEY, CorruptFileError, content_checksum, reading, tensor_digest, verify_digests
-from .integrity import write_atomically
+from .integrity import (CHECKSUM_KEY, read_json_document, reading, tensor_digest, verify_digests,
+                        write_json_document)
 
 logger = logging.getLogger(__name__)
 
@@ -128,14 +128,8 @@ def save_huggingface(model: nn.Module, spec: SubnetSpec, out_dir: str, export_fl
     target = copy.deepcopy(model).half() if export_float16 else model
     target.save_pretrained(out_dir, safe_serialization=True)
     # The digests are taken from the files as written, so they also catch a damaged write.
-    record = {**spec.to_dict(), "uniform": uniform, CHECKSUM_KEY: _written_digests(out_dir)}
-    record["checksum"] = content_checksum(record)
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1, sort_keys=True)
-
-    write_atomically(os.path.join(out_dir, SUBNET_FILE), write)
+    write_json_document(os.path.join(out_dir, SUBNET_FILE),
+                        {**spec.to_dict(), "uniform": uniform, CHECKSUM_KEY: _written_digests(out_dir)})
     if uniform:
         logger.info("every layer kept the same sizes: %s/config.json alone rebuilds the compressed model "
                     "(from_pretrained)", out_dir)
@@ -187,18 +181,6 @@ def _read_weights(path: str) -> Dict[str, torch.Tensor]:
     return weights
 
 
-def _read_subnet_record(path: str) -> dict:
-    with reading(path, "the subnet description written by construct_subnet(export_huggingface_format=True)"):
-        with open(path, encoding="utf-8") as handle:
-            record = json.load(handle)
-        if not isinstance(record, dict):
-            raise ValueError("the JSON document is not an object")
-    if "checksum" in record and record["checksum"] != content_checksum(record):
-        raise CorruptFileError(f"{path}: the subnet description does not match its checksum (the file was changed "
-                               "after construct_subnet wrote it)")
-    return record
-
-
 def load_pretrained(path: str, device: str = "cpu") -> nn.Module:
     """Rebuild a compressed model written with ``construct_subnet(export_huggingface_format=True)``.
 
@@ -216,7 +198,8 @@ def load_pretrained(path: str, device: str = "cpu") -> nn.Module:
     subnet_path = os.path.join(path, SUBNET_FILE)
     if not os.path.exists(subnet_path):
         return model_class.from_pretrained(path).to(device).eval()
-    record = _read_subnet_record(subnet_path)
+    record = read_json_document(subnet_path, "the subnet description written by construct_subnet("
+                                             "export_huggingface_format=True)")
     spec = SubnetSpec.from_dict(record)
     weights = _read_weights(path)
     verify_digests(path, record.get(CHECKSUM_KEY), weights)

@@ -123,3 +123,29 @@ def content_checksum(data: dict) -> str:
     """SHA-256 of a JSON document's canonical form (sorted keys), excluding its own ``checksum`` field."""
     body = {k: v for k, v in data.items() if k != "checksum"}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_json_document(path: str, data: dict) -> None:
+    """Write ``data`` as JSON with its own :func:`content_checksum`, atomically."""
+    document = dict(data)
+    document["checksum"] = content_checksum(document)
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1, sort_keys=True)
+
+    write_atomically(path, write)
+
+
+def read_json_document(path: str, expected: str) -> dict:
+    """A JSON object written by :func:`write_json_document`, its checksum verified (documents written before
+    checksums existed are accepted). ``expected`` names the kind of file in errors."""
+    with reading(path, expected):
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+        if not isinstance(document, dict):
+            raise ValueError("the JSON document is not an object")
+    if "checksum" in document and document["checksum"] != content_checksum(document):
+        raise CorruptFileError(f"{path}: {expected} does not match its checksum (the file was changed after it was "
+                               "written)")
+    return document

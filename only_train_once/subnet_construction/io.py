@@ -23,8 +23,8 @@ from torch import nn
 
 from ..utils import eval_mode
 from .apply import SubnetSpec, restore_subnet
-from .integrity import (CHECKSUM_KEY, CorruptFileError, content_checksum, digests, reading, recorded_module_digests,
-                        state_tensors, verify_digests, write_atomically)
+from .integrity import (CHECKSUM_KEY, CorruptFileError, digests, read_json_document, reading, recorded_module_digests,
+                        state_tensors, verify_digests, write_atomically, write_json_document)
 from .onnx_integrity import write_onnx_atomically
 
 logger = logging.getLogger(__name__)
@@ -68,27 +68,14 @@ def read_weights(path: str) -> Dict[str, torch.Tensor]:
 
 
 def save_spec(spec: SubnetSpec, path: str) -> None:
-    data = spec.to_dict()
-    data["checksum"] = content_checksum(data)
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=1, sort_keys=True)
-
-    write_atomically(path, write)
+    write_json_document(path, spec.to_dict())
 
 
 def load_spec(path: str) -> SubnetSpec:
-    with reading(path, "a subnet description (JSON) written by construct_subnet"):
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-        if not isinstance(data, dict):
-            raise ValueError("the JSON document is not an object")
-        spec = SubnetSpec.from_dict(data)
-    if "checksum" in data and data["checksum"] != content_checksum(data):
-        raise CorruptFileError(f"{path}: the subnet description does not match its checksum (the file was changed "
-                               "after construct_subnet wrote it)")
-    return spec
+    expected = "a subnet description (JSON) written by construct_subnet"
+    data = read_json_document(path, expected)
+    with reading(path, expected):
+        return SubnetSpec.from_dict(data)
 
 
 def load_compressed_weights(model: nn.Module, weights_path: str, spec_path: Optional[str] = None,
