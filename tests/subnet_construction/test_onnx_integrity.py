@@ -7,7 +7,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
 
 from only_train_once import OTO
 from only_train_once.export import export_qdq_onnx
@@ -17,19 +16,11 @@ from only_train_once.subnet_construction import CorruptFileError, verify_onnx_fi
 from only_train_once.subnet_construction.integrity import CHECKSUM_KEY
 from only_train_once.subnet_construction.onnx_integrity import write_onnx_atomically
 from tests.helpers import outputs
+from tests.subnet_construction.test_file_integrity import ConvNet
 
 pytest.importorskip("onnxruntime")
 
 IMAGES = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
-
-
-class ConvNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv, self.fc = nn.Conv2d(3, 8, 3, padding=1), nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
 def compressed_onnx(tmp_path, ckpt_format="onnx", quantized=False):
