@@ -231,8 +231,9 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
     steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
     optimizer = oto.geta(variant="adam", lr=args.lr, lr_quant=1e-3, first_momentum=0.9, weight_decay=0.01,
                          target_group_sparsity=args.sparsity, bit_reduction=2, min_bit_wt=args.min_bit,
-                         max_bit_wt=args.max_bit, min_bit_act=args.min_bit, max_bit_act=args.max_bit, device="cpu",
-                         **geta_schedule(steps_per_epoch, args.geta_epochs))
+                         max_bit_wt=args.max_bit, min_bit_act=args.min_bit, max_bit_act=args.max_bit,
+                         # heads and FFN units compete per parameter (not the library default; see README)
+                         importance_normalization="per_parameter", **geta_schedule(steps_per_epoch, args.geta_epochs))
     train(model, optimizer, train_set, args.geta_epochs, args.batch_size, "GETA", args.quiet)
     full_accuracy = evaluate(model, test_set)
     reached = optimizer.compute_metrics().group_sparsity

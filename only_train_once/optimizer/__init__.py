@@ -4,6 +4,7 @@ from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer
 from .base_optimizer import BaseOptimizer
 from .config import BitRange, GetaConfig, HessoConfig, Schedule
 from .finite import NonFiniteError
+from .fused_kernels import fused_optimizer_kernels_enabled, set_fused_optimizer_kernels
 from .geta import GETA
 from .hesso import HESSO
 from .hessocric import HESSOCRIC
@@ -21,6 +22,8 @@ __all__ = [
     "HESSO",
     "HESSOCRIC",
     "NonFiniteError",
+    "fused_optimizer_kernels_enabled",
+    "set_fused_optimizer_kernels",
     "DEFAULT_OPT_PARAMS",
     "SUPPORT_GRADIENT_ESTIMATES",
     "SparseOptimizerMetrics",

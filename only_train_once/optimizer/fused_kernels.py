@@ -27,10 +27,30 @@ same value up to one rounding (measured 1e-7 relative), and the gradient is left
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Sequence
 
 import torch
 from torch import Tensor
+
+#: Environment variable that turns the fused path on at import (``OTO_FUSED_OPTIMIZER=1``).
+ENABLE_ENV = "OTO_FUSED_OPTIMIZER"
+# Off by default: the fused path differs from the foreach kernels by a few units in the last place, and a GETA run
+# amplifies that (the 30-epoch digits recipe of tests/optimizer/test_collapse.py ended 2.9 points below dense on
+# seed 0 instead of 0.9; seeds 1 and 2 stayed within a point). Until that is understood the default stays the path
+# the accuracy figures were measured with.
+_ENABLED = {"value": os.environ.get(ENABLE_ENV) == "1"}
+
+
+def set_fused_optimizer_kernels(enabled: bool) -> None:
+    """Use torch's fused AdamW/SGD kernels in GETA, HESSO and HESSOCRIC steps (CPU, float32/float64); off by
+    default (also ``OTO_FUSED_OPTIMIZER=1``)."""
+    _ENABLED["value"] = bool(enabled)
+
+
+def fused_optimizer_kernels_enabled() -> bool:
+    return _ENABLED["value"]
+
 
 #: Dtypes the fused path takes: the kernel computes half precisions in float32, which would differ from the
 #: foreach kernels' rounding by more than a few units in the last place.
@@ -42,7 +62,7 @@ _ALIASING_HOLDS: Dict[torch.dtype, bool] = {}
 def fused_applicable(tensors: Sequence[Tensor]) -> bool:
     """True when :func:`fused_adam_directions` can take these gradients and moments: this torch has the kernel,
     every tensor is a dense, contiguous CPU tensor of float32/float64, and the kernel's in-place form checked out."""
-    if not hasattr(torch, "_fused_adamw_"):
+    if not _ENABLED["value"] or not hasattr(torch, "_fused_adamw_"):
         return False
     if not all(t.device.type == "cpu" and t.layout == torch.strided and t.dtype in FUSED_DTYPES and t.is_contiguous()
                for t in tensors):
@@ -88,7 +108,8 @@ def fused_adam_directions(grads: Sequence[Tensor], first: Sequence[Tensor], seco
 
 def fused_descent_applicable(param: Tensor, variant: Tensor) -> bool:
     """True when :func:`fused_decay_and_step` can update ``param`` along ``variant``."""
-    return (hasattr(torch, "_fused_sgd_") and param.device.type == "cpu" and param.dtype in FUSED_DTYPES
+    return (_ENABLED["value"] and hasattr(torch, "_fused_sgd_") and param.device.type == "cpu"
+            and param.dtype in FUSED_DTYPES
             and variant.dtype == param.dtype and variant.device == param.device and param.shape == variant.shape
             and param.is_contiguous() and variant.is_contiguous())
 

@@ -127,7 +127,7 @@ class GETA(BaseHybridSparseOptimizer):
                  redundant_selection: str = "score", auxiliary_scaling: str = "once",
                  moment_initialization: str = "standard", health_thresholds: Optional[HealthThresholds] = None,
                  max_group_sparsity: Optional[float] = None, non_finite: str = "raise",
-                 importance_normalization: str = "per_parameter"):
+                 importance_normalization: str = "per_unit"):
         check_non_negative("lr_quant", lr_quant)
         check_choice("forget_rate_guard", forget_rate_guard, FORGET_RATE_GUARDS)
         _check_bits("min_bit_wt", "max_bit_wt", min_bit_wt, max_bit_wt)

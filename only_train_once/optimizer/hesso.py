@@ -37,7 +37,7 @@ class HESSO(BaseHybridSparseOptimizer):
                  device: str = "cuda", fixed_zero_groups: bool = True, redundant_selection: str = "score",
                  auxiliary_scaling: str = "once", moment_initialization: str = "standard",
                  max_group_sparsity: Optional[float] = None, non_finite: str = "raise",
-                 importance_normalization: str = "per_parameter"):
+                 importance_normalization: str = "per_unit"):
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,
                          target_group_sparsity=target_group_sparsity, group_divisible=group_divisible,

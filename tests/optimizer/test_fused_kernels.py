@@ -8,11 +8,27 @@ import torch
 
 from only_train_once.optimizer import base_optimizer, fused_kernels
 from only_train_once.optimizer.base_optimizer import DescentPlan
-from only_train_once.optimizer.fused_kernels import _aliasing_holds, fused_adam_directions, fused_applicable
+from only_train_once.optimizer.fused_kernels import (_aliasing_holds, fused_adam_directions, fused_applicable,
+                                                      fused_optimizer_kernels_enabled, set_fused_optimizer_kernels)
 from only_train_once.optimizer.finite import NonFiniteError
 from tests.optimizer.common import TinyMLP, build, train
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+
+@pytest.fixture(autouse=True)
+def fused_kernels_on():
+    """The fused path is opt-in; these tests turn it on and restore the setting."""
+    before = fused_optimizer_kernels_enabled()
+    set_fused_optimizer_kernels(True)
+    yield
+    set_fused_optimizer_kernels(before)
+
+
+def test_the_fused_path_is_off_unless_asked_for():
+    set_fused_optimizer_kernels(False)
+    assert not fused_applicable([torch.zeros(4, 4)])
+    assert not fused_kernels.fused_descent_applicable(torch.zeros(4, 4), torch.zeros(4, 4))
 
 
 def foreach_directions(grads, first, second, step):
