@@ -99,6 +99,7 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
 def _optimizer_state(model, inputs) -> dict:
     """Bytes of optimizer state after two steps, GETA against AdamW (fused where this torch has it)."""
     import torch
+    from common import held_bytes
 
     from only_train_once import OTO
 
@@ -110,7 +111,7 @@ def _optimizer_state(model, inputs) -> dict:
             optimizer.zero_grad()
             model(**inputs, labels=inputs["input_ids"]).loss.backward()
             optimizer.step()
-        return _held_tensor_mb(optimizer, model)
+        return held_bytes(optimizer, model) / 2 ** 20
 
     adamw = state_mb(torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True))
     geta = state_mb(oto.geta(variant="adam", lr=1e-5, start_pruning_step=100))
@@ -155,31 +156,6 @@ def _step_ratios(model, inputs) -> dict:
     return {f"ratio {label}": statistics.median(values) for label, values in ratios.items()}
 
 
-def _held_tensor_mb(optimizer, model) -> float:
-    """Megabytes of the tensors an optimizer holds (its ``state``, its attributes, its parameter groups), each
-    storage counted once, the model's parameters and gradients excluded."""
-    import torch
-
-    excluded = {p.data_ptr() for p in model.parameters()} | {p.grad.data_ptr() for p in model.parameters()
-                                                             if p.grad is not None}
-    seen, found = set(), []
-
-    def visit(obj, depth=0):
-        if isinstance(obj, torch.Tensor):
-            if obj.data_ptr() not in excluded and obj.data_ptr() not in seen:
-                seen.add(obj.data_ptr())
-                found.append(obj.untyped_storage().nbytes())
-        elif depth < 4 and isinstance(obj, dict):
-            for value in obj.values():
-                visit(value, depth + 1)
-        elif depth < 4 and isinstance(obj, (list, tuple)):
-            for value in obj:
-                visit(value, depth + 1)
-
-    visit(dict(optimizer.state))
-    visit([vars(optimizer)[k] for k in vars(optimizer) if k not in ("param_groups", "state")])
-    visit(optimizer.param_groups)
-    return sum(found) / 2 ** 20
 
 
 def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:

