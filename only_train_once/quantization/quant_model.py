@@ -94,10 +94,14 @@ def model_to_quantize_model(
     # layer, which a shared parent visited again would then mistake for the freed one (CoaT's shared crpe).
     visited: List[nn.Module] = []
     own_forward: Dict[str, List[str]] = {}  # class (base class) -> layers left float because forward differs
+    excluded: List[nn.Module] = []  # left float on purpose by filter_fn: not worth a warning
 
     def quantized_copy(module: nn.Module, name: str) -> Optional[nn.Module]:
         quant_cls = quant_layer_class(module)
-        if quant_cls is None or not filter_fn(module, name):
+        if quant_cls is None:
+            return None
+        if not filter_fn(module, name):
+            excluded.append(module)
             return None
         if has_reparametrized_weight(module):
             logger.warning("%s (%s) computes its weight from other parameters (spectral_norm, weight_norm or a "
@@ -129,7 +133,7 @@ def model_to_quantize_model(
 
     convert_children(model, "")
     _warn_own_forward(own_forward)
-    _warn_float_layers(model)
+    _warn_float_layers(model, excluded)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
         "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
@@ -154,14 +158,24 @@ def _warn_own_forward(own_forward: Dict[str, List[str]]) -> None:
                        "Quantize them with a layer of your own, or exclude them with filter_fn.", described)
 
 
-def _warn_float_layers(model: nn.Module) -> None:
-    """Warn once, naming them, about the linear-like layers a conversion left in float."""
-    floating = [name or "<model>" for name, module in model.named_modules()
+def _warn_float_layers(model: nn.Module, excluded: List[nn.Module]) -> None:
+    """Warn once, naming them, about the linear-like layers a conversion could not quantize. Those ``filter_fn``
+    excluded are only logged at INFO: a first pass over the embeddings alone excludes every other layer on purpose,
+    and a warning would wrongly say they will never be quantized."""
+    floating = [(name or "<model>", module) for name, module in model.named_modules()
                 if _is_linear_like(module) and not isinstance(module, QuantizeMixin)]
-    if floating:
-        shown = ", ".join(floating[:20]) + (f" and {len(floating) - 20} more" if len(floating) > 20 else "")
-        logger.warning("%d linear-like layers stay float (not supported, re-parametrized or excluded by filter_fn): "
-                       "%s", len(floating), shown)
+    excluded_ids = {id(module) for module in excluded}
+    unsupported = [name for name, module in floating if id(module) not in excluded_ids]
+    filtered = [name for name, module in floating if id(module) in excluded_ids]
+    if unsupported:
+        logger.warning("%d linear-like layers stay float (not supported or re-parametrized): %s", len(unsupported),
+                       _shorten(unsupported))
+    if filtered:
+        logger.info("%d linear-like layers stay float, excluded by filter_fn: %s", len(filtered), _shorten(filtered))
+
+
+def _shorten(names: List[str], shown: int = 20) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:
