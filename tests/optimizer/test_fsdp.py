@@ -73,8 +73,8 @@ class TokenNet(nn.Module):
         return self.head(self.block(tokens).mean(dim=1))
 
 
-def build(kind: str, rank=None):
-    """The model and its OTO; GETA's is quantized, its activation ranges calibrated on batch 0 (``rank``'s half)."""
+def model_for(kind: str) -> nn.Module:
+    """The model, in float64; GETA's is quantized (weights and activations)."""
     torch.manual_seed(0)
     model = TokenNet()
     if kind == "geta":
@@ -82,11 +82,15 @@ def build(kind: str, rank=None):
     # float64: in float32 the ranks' rounding (half batches, reduced gradients) flips some roundings of the
     # quantizers, each flip moves a step size d's gradient by a step, and the runs drift apart by ~1e-3 within 14
     # steps (measured); in float64 they stay within ~1e-9
-    model.double()
-    oto = OTO(model, torch.zeros(2, CHANNELS, LENGTH, dtype=torch.float64))
+    return model.double()
+
+
+def build(kind: str, rank=None):
+    """The model and its OTO; GETA's activation ranges calibrated on batch 0 (``rank``'s half of it)."""
+    model = model_for(kind)
     if kind == "geta":
         calibrate_activations(model, batch(0, rank)[0])
-    return model, oto
+    return model, OTO(model, torch.zeros(2, CHANNELS, LENGTH, dtype=torch.float64), verify_groups=False)
 
 
 def batch(step: int, rank=None):
@@ -100,7 +104,7 @@ def batch(step: int, rank=None):
     return inputs[rank * share:(rank + 1) * share], targets[rank * share:(rank + 1) * share]
 
 
-def train(kind: str, model, optimizer, rank=None):
+def train(kind: str, model, optimizer, rank=None, on_step=None):
     """Train ``STEPS[kind]`` steps; returns the optimizer's pruned units after every step."""
     selections = {}
     for step in range(1, STEPS[kind] + 1):
@@ -109,7 +113,22 @@ def train(kind: str, model, optimizer, rank=None):
         F.cross_entropy(model(inputs), targets).backward()
         optimizer.step()
         selections[step] = list(optimizer.pruned_group_idxes)
+        if on_step is not None:
+            on_step(step)
     return selections
+
+
+def count_reductions(optimizer) -> list:
+    """Make ``optimizer`` count its all-reduces; returns the list of counts (``counts[0]``: the running one)."""
+    counts = [0]
+    reduce = optimizer.shards.all_reduce
+
+    def counted(tensor):
+        counts[0] += 1
+        return reduce(tensor)
+
+    optimizer.shards.all_reduce = counted
+    return counts
 
 
 def _free_port() -> int:
@@ -125,7 +144,13 @@ def _sharded_run(kind: str, rank: int, out_dir: str) -> dict:
     fully_shard(model.block)
     fully_shard(model)
     optimizer = getattr(oto, kind)(**SCHEDULES[kind])
-    report = {"class": type(optimizer).__name__, "selections": train(kind, model, optimizer, rank)}
+    counts, per_step = count_reductions(optimizer), {}
+
+    def record(step):
+        per_step[step], counts[0] = counts[0], 0
+
+    report = {"class": type(optimizer).__name__, "selections": train(kind, model, optimizer, rank, record),
+              "reductions": per_step}
     metrics = optimizer.compute_metrics()  # a collective: every rank
     report["zero_groups"] = metrics.num_zero_groups
     report["weight_bits"] = dict(getattr(metrics, "weight_bits", {}))
@@ -133,10 +158,25 @@ def _sharded_run(kind: str, rank: int, out_dir: str) -> dict:
         oto.construct_subnet(out_dir=os.path.join(out_dir, f"refused{rank}"))
     except ShardedModelError as error:
         report["construct_subnet_refused"] = "gather_full_model" in str(error)
-    full = gather_full_model(model, build(kind)[0])
+    full = gather_full_model(model, model_for(kind))
     if rank == 0:
         torch.save(full.state_dict(), os.path.join(out_dir, f"{kind}.pt"))
     return report
+
+
+def _uncalibrated_is_refused() -> bool:
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    model_to_quantize_model(model, quant_mode="weight_and_activation")
+    oto = OTO(model, torch.zeros(2, 4), verify_groups=False)
+    fully_shard(model)
+    try:
+        oto.geta(lr=0.1)
+    except ShardedModelError as error:
+        return "calibrate_activations" in str(error)
+    return False
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
@@ -144,6 +184,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         reports = {kind: _sharded_run(kind, rank, out_dir) for kind in SCHEDULES}
+        reports["uncalibrated_refused"] = _uncalibrated_is_refused()
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
             json.dump(reports, handle)
         dist.barrier()  # no rank tears its process group down while another still gathers
@@ -158,6 +199,30 @@ def sharded(tmp_path_factory):
     mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
     reports = [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
     return reports, out_dir
+
+
+def test_uncalibrated_activation_ranges_are_refused_on_a_sharded_model(sharded):
+    reports, _ = sharded
+    assert all(report["uncalibrated_refused"] for report in reports)
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEDULES))
+def test_a_sharded_step_costs_a_fixed_handful_of_reductions_whatever_the_number_of_groups(kind, sharded):
+    """GETA: one per step for the quantizer gradients, one more in joint steps, one more at a period's start (the
+    scores); HESSO on a float model: none outside the period starts. Never one per group or parameter."""
+    reports, _ = sharded
+    counts = {int(step): count for step, count in reports[0][kind]["reductions"].items()}
+    assert counts == {int(step): count for step, count in reports[1][kind]["reductions"].items()}
+    schedule = SCHEDULES[kind]
+    start, duration = schedule["start_pruning_step"], schedule["pruning_steps"] // schedule["pruning_periods"]
+    period_starts = {start + 1 + k * duration for k in range(schedule["pruning_periods"])}
+    pruning = set(range(start + 1, start + schedule["pruning_steps"] + 1))
+    per_step = 1 if kind == "geta" else 0
+    for step, count in counts.items():
+        joint = kind == "geta" and step in pruning and (step - start) % duration != 0
+        # the first period start also counts the units' element numbers once
+        expected = per_step + joint + (step in period_starts) + (step == min(period_starts))
+        assert count == expected, (step, count, expected)
 
 
 @pytest.mark.parametrize("kind", sorted(SCHEDULES))
@@ -176,8 +241,9 @@ def test_sharded_training_matches_one_process_on_the_whole_batch(kind, sharded, 
     assert reports[0][kind]["weight_bits"] == reports[1][kind]["weight_bits"]
     assert reports[0][kind]["weight_bits"] == dict(getattr(optimizer.compute_metrics(), "weight_bits", {}))
 
-    gathered, oto_gathered = build(kind)
+    gathered = model_for(kind)
     gathered.load_state_dict(torch.load(out_dir / f"{kind}.pt"))
+    oto_gathered = OTO(gathered, torch.zeros(2, CHANNELS, LENGTH, dtype=torch.float64))
     for (name, expected), actual in zip(model.state_dict().items(), gathered.state_dict().values()):
         torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-8, msg=f"{kind}: {name}")
 
