@@ -28,6 +28,7 @@ GETA's joint steps one more (the redundant slices' sums). Never one per group or
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -50,11 +51,10 @@ class ShardedModelError(RuntimeError):
 
 
 def _dtensor_class():
-    if not dist.is_available():
-        return None
-    from torch.distributed.tensor import DTensor
-
-    return DTensor
+    """``DTensor``, or None while nothing has imported it (so no parameter can be one: no import cost for the
+    unsharded models)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return None if module is None else module.DTensor
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -186,10 +186,10 @@ class ShardedParameters:
             flat[start:start + local.numel()] = local
             flat[offsets[-1] + k] = 1.0
         flat = self.all_reduce(flat)
+        flags = flat[offsets[-1]:].tolist()  # one device sync
         for k, shard in enumerate(mirrors):
-            has_grad = bool(flat[offsets[-1] + k] > 0)
             shard.local.grad = flat[offsets[k]:offsets[k + 1]].view_as(shard.local).to(shard.local.dtype) \
-                if has_grad else None
+                if flags[k] > 0 else None
 
     @torch.no_grad()
     def push_mirrors(self) -> None:
