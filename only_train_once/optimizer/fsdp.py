@@ -305,6 +305,11 @@ def build_optimizer(graph, optimizer_class: type, keywords: dict):
     sharded_class = SHARDED_OPTIMIZERS.get(optimizer_class)
     if sharded_class is None:
         raise NotImplementedError(f"{optimizer_class.__name__} does not train FSDP2-sharded models; use GETA or HESSO")
+    if keywords.get("non_finite") == "skip":
+        # each rank checks its own rows: one rank would skip a step that another takes, and their collectives
+        # would no longer pair up
+        raise NotImplementedError("non_finite='skip' is not supported on FSDP2-sharded models, whose ranks check "
+                                  "their own rows; keep non_finite='raise' (the default)")
     check_calibrated(graph.root_module)
     groups, shards = sharded_param_groups(graph)
     logger.info("%s over an FSDP2-sharded model: %d sharded parameters over %d ranks", sharded_class.__name__,

@@ -158,6 +158,10 @@ def _sharded_run(kind: str, rank: int, out_dir: str) -> dict:
         oto.construct_subnet(out_dir=os.path.join(out_dir, f"refused{rank}"))
     except ShardedModelError as error:
         report["construct_subnet_refused"] = "gather_full_model" in str(error)
+    try:
+        getattr(oto, kind)(**SCHEDULES[kind], non_finite="skip")
+    except NotImplementedError as error:
+        report["skip_refused"] = "non_finite='raise'" in str(error)
     full = gather_full_model(model, model_for(kind))
     if rank == 0:
         torch.save(full.state_dict(), os.path.join(out_dir, f"{kind}.pt"))
@@ -235,6 +239,7 @@ def test_sharded_training_matches_one_process_on_the_whole_batch(kind, sharded, 
     for report in reports:
         assert report[kind]["class"] == expected_class
         assert report[kind]["construct_subnet_refused"]
+        assert report[kind]["skip_refused"]
         assert report[kind]["selections"] == {str(step): units for step, units in selections.items()}
         assert report[kind]["zero_groups"] == optimizer.compute_metrics().num_zero_groups
     assert selections[STEPS[kind]], "the schedule prunes nothing: the comparison would be vacuous"
