@@ -219,12 +219,15 @@ class OTO(ReferenceOTOMethods):
 
         ``oto.hesso(config=HessoConfig(...))``, or the reference's keywords (``lr=0.1, variant="sgd",
         target_group_sparsity=0.5, start_pruning_step=0, pruning_steps=None, pruning_periods=1, ...``), which build
-        the config (:meth:`HessoConfig.from_keywords`); the defaults and checks are the config's.
+        the config (:meth:`HessoConfig.from_keywords`); the defaults and checks are the config's. On a model
+        sharded by FSDP2's ``fully_shard`` after OTO traced it, the optimizer steps each rank's shards
+        (:mod:`only_train_once.optimizer.fsdp`, ``docs/distributed.md``).
         """
         from .optimizer import HESSO
+        from .optimizer.fsdp import build_optimizer
 
         config = _resolve_config(HessoConfig, config, keywords, "hesso")
-        return self._remember(HESSO(params=self.get_param_groups(), **config.optimizer_keywords()))
+        return self._remember(build_optimizer(self._require_graph(), HESSO, config.optimizer_keywords()))
 
     def geta(self, config: Optional[GetaConfig] = None, **keywords: Any):
         """Build the GETA (QASSO) optimizer: joint structured pruning and bit-width learning.
@@ -232,12 +235,13 @@ class OTO(ReferenceOTOMethods):
         ``oto.geta(config=GetaConfig(...))``, or the reference's keywords (``lr=0.1, lr_quant=1e-3,
         start_projection_step=0, projection_steps=1, start_pruning_step=1, min_bit_wt=2, max_bit_wt=16,
         verbose="False", ...``), which build the config (:meth:`GetaConfig.from_keywords`); the defaults and checks
-        are the config's.
+        are the config's. FSDP2-sharded models: as :meth:`hesso`.
         """
         from .optimizer import GETA
+        from .optimizer.fsdp import build_optimizer
 
         config = _resolve_config(GetaConfig, config, keywords, "geta")
-        return self._remember(GETA(params=self.get_param_groups(), **config.optimizer_keywords()))
+        return self._remember(build_optimizer(self._require_graph(), GETA, config.optimizer_keywords()))
 
     def _remember(self, optimizer):
         """Keep a weak reference only: the optimizer's state (moments, scratch buffers: twice the model or more)
@@ -272,7 +276,10 @@ class OTO(ReferenceOTOMethods):
         (``<out_dir>/<Name>_compressed_hf``, see :func:`only_train_once.load_pretrained`), which becomes
         ``compressed_model_path``.
         """
+        from .optimizer.fsdp import check_unsharded
+
         graph = self._require_graph()
+        check_unsharded(graph.root_module, "construct_subnet")
         full_dir, compressed_dir = full_group_sparse_model_dir or out_dir, compressed_model_dir or out_dir
         if self._mode == "erase":
             self._erase(graph, full_dir, compressed_dir, save_full_group_sparse_model, ckpt_format, export_float16,

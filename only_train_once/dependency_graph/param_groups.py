@@ -33,21 +33,23 @@ class StaleParametersError(RuntimeError):
     """The model's parameters were replaced after OTO traced it, so its groups point at tensors it no longer uses."""
 
 
-def check_parameters_current(graph) -> None:
+def check_parameters_current(graph, allowed: Iterable[str] = ()) -> None:
     """Raise :class:`StaleParametersError` if a traced parameter is no longer the model's parameter of that name.
 
-    FSDP2's ``fully_shard`` (and anything that swaps in new ``nn.Parameter`` objects) does this: an optimizer over the
-    traced parameters would then train tensors the model no longer uses, and prune nothing, silently.
+    Anything that swaps in new ``nn.Parameter`` objects does this: an optimizer over the traced parameters would
+    then train tensors the model no longer uses, and prune nothing, silently. ``allowed`` names replacements the
+    caller handles (FSDP2's sharded parameters, :mod:`only_train_once.optimizer.fsdp`).
     """
     current = dict(graph.root_module.named_parameters())
-    stale = [name for name, tensor in graph.parameters.items() if name in current and current[name] is not tensor]
+    allowed = set(allowed)
+    stale = [name for name, tensor in graph.parameters.items()
+             if name in current and current[name] is not tensor and name not in allowed]
     if stale:
-        sharded = type(current[stale[0]]).__name__
+        kind = type(current[stale[0]]).__name__
         raise StaleParametersError(
-            f"{len(stale)} parameters of the model (e.g. {stale[0]}, now a {sharded}) were replaced after OTO traced "
+            f"{len(stale)} parameters of the model (e.g. {stale[0]}, now a {kind}) were replaced after OTO traced "
             "it; OTO's optimizers would train the old tensors. Build OTO(model, dummy_input) on the model as it is "
-            "trained. FSDP2 (fully_shard) is not supported by HESSO/GETA yet: use DistributedDataParallel (see the "
-            "README's DDP recipe)")
+            "trained (FSDP2's fully_shard is the exception: shard after OTO, see docs/distributed.md)")
 
 
 def get_param_groups(graph) -> List[dict]:
@@ -56,8 +58,14 @@ def get_param_groups(graph) -> List[dict]:
     Besides the reference keys, every dict carries ``p_axes`` (the pruned axis of each parameter, None for
     quantizer scalars) and ``p_unit_index`` (a LongTensor per parameter giving the global unit id of each
     index along that axis, -1 where none), and ``global_start_idx`` for prunable non-auxiliary groups.
+    The groups hold the traced parameters, which must still be the model's (:func:`check_parameters_current`).
     """
     check_parameters_current(graph)
+    return traced_param_groups(graph)
+
+
+def traced_param_groups(graph) -> List[dict]:
+    """:func:`get_param_groups` without the check that the traced parameters are still the model's."""
     groups = emitted_groups(graph)
     offsets = unit_offsets(groups)
     param_groups = []

@@ -102,7 +102,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         self.importance_normalization = importance_normalization
         self.importance_score_criteria = resolve_criteria(importance_score_criteria, self._extra_criteria())
         self.opt_metrics = SparseOptimizerMetrics()
-        self.layout = UnitLayout(self.param_groups)
+        self.layout = self._make_layout()
         self._mark_small_groups_unprunable()
         self.auxiliary_param_groups = {g["id"]: g for g in self.param_groups if g.get("is_auxiliary")}
         sizes = [self.param_groups[i]["num_groups"] for i in self._unit_groups()]
@@ -133,6 +133,10 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
 
     def _extra_criteria(self) -> tuple:
         return ()
+
+    def _make_layout(self) -> UnitLayout:
+        """The unit index maps over ``param_groups`` (a sharded optimizer's maps cover its shards, :mod:`.fsdp`)."""
+        return UnitLayout(self.param_groups)
 
     # -- prunable units -------------------------------------------------------------------------------
     def _mark_small_groups_unprunable(self) -> None:
@@ -360,7 +364,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         groups = self._unit_groups()
         slices = self.layout.own_slices(set(groups))
         squares = [torch.linalg.vecdot(rows, rows, dim=1) for rows in (s.rows(s.param.detach()) for s in slices)]
-        norms = self.layout.reduce_rows(slices, squares).sqrt()
+        norms = self.layout.sum_over_ranks(self.layout.reduce_rows(slices, squares)).sqrt()
         eligible = self._eligible_mask()
         redundant = self.layout.mask(self.pruned_group_idxes) & eligible
         important = eligible & ~redundant

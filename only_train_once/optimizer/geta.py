@@ -244,7 +244,8 @@ class GETA(BaseHybridSparseOptimizer):
         # weights are written only after every check passed (see :mod:`.finite`).
         snapshot = TensorSnapshot(self._quantizer_parameters())
         self._descent_plan(joint, quantizers=True).run()
-        forgetting = [self._joint_forgetting(index, captured[index], position) for index in joint]
+        sums = self._joint_sums(joint, captured)
+        forgetting = [self._joint_forgetting(index, captured[index], position, sums[index]) for index in joint]
         self._project_bits(phase, set(joint))
         weights = self._descent_plan(joint, quantizers=False)
         unsafe = self._unsafe_update_names(weights, forgetting)
@@ -412,12 +413,21 @@ class GETA(BaseHybridSparseOptimizer):
             parts.append(_RedundantPart(k, values, grad, layer))
         return parts
 
-    def _joint_forgetting(self, index: int, parts: List[_RedundantPart], position: int) -> "_Forgetting":
-        """The joint step's forget term of group ``index`` (``x`` the redundant slices' values before the step):
-        ``gamma`` and ``Q(x)``, with the group's new weight steps written; the slices change in
-        :meth:`_Forgetting.apply`, after the gradient step."""
+    def _joint_sums(self, joint: Sequence[int], captured: Dict[int, List[_RedundantPart]]) -> Dict[int, List[float]]:
+        """:meth:`_redundant_sums` of every joint group, summed over the shards in one reduction (:mod:`.fsdp`)."""
+        if not joint:
+            return {}
+        local = torch.tensor([self._redundant_sums(self.param_groups[i], captured[i]) for i in joint],
+                             dtype=torch.float64)
+        return dict(zip(joint, self.layout.sum_over_ranks(local).tolist()))
+
+    def _joint_forgetting(self, index: int, parts: List[_RedundantPart], position: int,
+                          sums: Sequence[float]) -> "_Forgetting":
+        """The joint step's forget term of group ``index`` (``x`` the redundant slices' values before the step,
+        ``sums`` their :meth:`_joint_sums`): ``gamma`` and ``Q(x)``, with the group's new weight steps written;
+        the slices change in :meth:`_Forgetting.apply`, after the gradient step."""
         group = self.param_groups[index]
-        gamma, step_size = self._gamma_and_step(index, parts, position, (self.min_bit_wt, self.max_bit_wt))
+        gamma, step_size = self._gamma_and_step(index, sums, position, (self.min_bit_wt, self.max_bit_wt))
         self.gamma, self.d_quant = gamma, step_size
         forget = _Forgetting(gamma)
         if not gamma:
@@ -455,16 +465,15 @@ class GETA(BaseHybridSparseOptimizer):
         else:
             start = self.layout.group_ranges[index][0]
             positions = self.layout.positions([start + int(i) for i in active_redundant_idxes])
-        parts = self._capture_redundant(index, positions)
+        sums = self._joint_sums([index], {index: self._capture_redundant(index, positions)})[index]
         bit_range = (self.min_bit_wt, self.max_bit_wt) if bit_range is None else bit_range
-        return self._gamma_and_step(index, parts, self._period_position(max(self.num_steps, 1)), bit_range,
+        return self._gamma_and_step(index, sums, self._period_position(max(self.num_steps, 1)), bit_range,
                                     apply=False)
 
-    def _gamma_and_step(self, index: int, parts: List[_RedundantPart], position: int,
+    def _gamma_and_step(self, index: int, sums: Sequence[float], position: int,
                         bit_range: Sequence[float], apply: bool = True) -> Tuple[float, Optional[float]]:
         group = self.param_groups[index]
         lr = group["lr"]
-        sums = self._redundant_sums(group, parts)
         clip_grad, clip_sq, residual_grad, residual_sq, grad_sq, clip_sum, count = sums
         clip_norm, residual_norm, grad_norm = math.sqrt(clip_sq), math.sqrt(residual_sq), math.sqrt(grad_sq)
         cos_clip = _ratio(clip_grad, max(clip_norm, 1e-8) * grad_norm)

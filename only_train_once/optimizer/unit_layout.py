@@ -45,7 +45,9 @@ class UnitSlices:
 
     def rows(self, tensor: Tensor) -> Tensor:
         """``tensor`` (shaped like the parameter) as ``[length, -1]``: one row per index along ``axis``."""
-        return tensor.movedim(self.axis, 0).reshape(self.length, -1)
+        moved = tensor.movedim(self.axis, 0)
+        # flatten, not reshape(length, -1): a shard of a sharded parameter (:mod:`.fsdp`) may hold no rows
+        return moved.flatten(1) if moved.dim() > 1 else moved.unsqueeze(1)
 
 
 class UnitLayout:
@@ -98,13 +100,19 @@ class UnitLayout:
             out.index_add_(0, unit_slices.unit_index[owned].cpu(), value[owned].to(torch.float64).cpu())
         return out
 
+    def sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        """Per-unit sums over every process that holds a part of the parameters: ``tensor`` itself here, where one
+        process holds them whole; summed across the shards by :class:`.fsdp.ShardedUnitLayout`. Callers stack
+        their vectors first, so that a sharded step costs one collective, not one per statistic or group."""
+        return tensor
+
     def unit_elements(self) -> Tensor:
         """Number of parameter elements per unit over its own group's parameters (float64, static)."""
         if self._unit_elements is None:
             slices = self.own_slices()
             counts = [torch.full((s.length,), s.param.numel() // max(s.length, 1), dtype=torch.float64)
                       for s in slices]
-            self._unit_elements = self.reduce_rows(slices, counts)
+            self._unit_elements = self.sum_over_ranks(self.reduce_rows(slices, counts))
         return self._unit_elements
 
     def mask(self, unit_ids: Sequence[int], device: Optional[torch.device] = None) -> Tensor:

@@ -45,10 +45,11 @@ def unit_statistics(layout: UnitLayout, slices: Sequence[UnitSlices],
         graded.append(param_sq[-1])
         grad_sq.append(torch.linalg.vecdot(grad_rows, grad_rows, dim=1))
         dots.append(torch.linalg.vecdot(rows, grad_rows, dim=1))
-    return UnitStatistics(
-        param_sq_norm=layout.reduce_rows(slices, param_sq),
-        num_elements=layout.unit_elements(),
-        graded_param_sq_norm=layout.reduce_rows(graded_slices, graded),
-        grad_sq_norm=layout.reduce_rows(graded_slices, grad_sq),
-        param_grad_dot=layout.reduce_rows(graded_slices, dots),
-    )
+    sums = layout.sum_over_ranks(torch.stack([
+        layout.reduce_rows(slices, param_sq),
+        layout.reduce_rows(graded_slices, graded),
+        layout.reduce_rows(graded_slices, grad_sq),
+        layout.reduce_rows(graded_slices, dots),
+    ]))
+    return UnitStatistics(param_sq_norm=sums[0], num_elements=layout.unit_elements(), graded_param_sq_norm=sums[1],
+                          grad_sq_norm=sums[2], param_grad_dot=sums[3])
