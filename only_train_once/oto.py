@@ -17,6 +17,7 @@ from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
 from .graph.control_flow import warn_about_control_flow
+from .optimizer.base_hybrid_sparse_optimizer import OPTIMIZER_REASON
 from .optimizer.config import GetaConfig, HessoConfig
 from .passes import run_passes
 from .passes.pipeline import stage
@@ -191,27 +192,39 @@ class OTO(ReferenceOTOMethods):
         group_ops.random_set_zero_groups(self._require_graph(), target_group_sparsity, num_group_divisible=2)
 
     def mark_unprunable_by_node_ids(self, node_ids: Iterable[str] = ()) -> None:
+        self._refuse_after_optimizer("mark_unprunable_by_node_ids")
         wanted = set(node_ids)
         for group in self._require_graph().node_groups.values():
             if wanted & set(group.nodes):
                 group.mark_unprunable("marked unprunable by node id")
 
     def mark_unprunable_by_param_names(self, param_names: Iterable[str] = ()) -> None:
+        self._refuse_after_optimizer("mark_unprunable_by_param_names")
         wanted = set(param_names)
-        known = {m.name for g in self._require_graph().node_groups.values() for m in g.members}
+        groups = self._require_graph().node_groups.values()
+        known = {m.name for g in groups for m in g.members}
         missing = sorted(wanted - known)
         if missing:
             logger.warning("mark_unprunable_by_param_names: no group holds %s", missing)
-        for group in self._graph.node_groups.values():
+        for group in groups:
             if wanted & set(group.param_names):
                 group.mark_unprunable("marked unprunable by parameter name")
 
     def skip_operators(self, operator_list: Iterable[str] = ()) -> None:
         """Make unprunable every group with a node whose module class (``op._type``) is listed."""
+        self._refuse_after_optimizer("skip_operators")
         wanted = set(operator_list)
         for group in self._require_graph().node_groups.values():
             if any(node.all_param_names and node.op._type in wanted for node in group.nodes.values()):
                 group.mark_unprunable("operator skipped by skip_operators")
+
+    def _refuse_after_optimizer(self, method: str) -> None:
+        """An optimizer fixes its prunable units when it is built: a later change to the groups would not reach it."""
+        if self._optimizer is not None and self._optimizer() is not None:
+            raise RuntimeError(
+                f"oto.{method} was called after oto.geta()/oto.hesso() built an optimizer, which has fixed its "
+                f"prunable units and would ignore the change. Call oto.{method} before building the optimizer "
+                "(or drop the optimizer and build a new one afterwards)")
 
     # -- optimizers ---------------------------------------------------------------------------------
     def hesso(self, config: Optional[HessoConfig] = None, **keywords: Any):
@@ -224,6 +237,7 @@ class OTO(ReferenceOTOMethods):
         from .optimizer import HESSO
 
         config = _resolve_config(HessoConfig, config, keywords, "hesso")
+        self._forget_optimizer_reasons()
         return self._remember(HESSO(params=self.get_param_groups(), **config.optimizer_keywords()))
 
     def geta(self, config: Optional[GetaConfig] = None, **keywords: Any):
@@ -237,13 +251,30 @@ class OTO(ReferenceOTOMethods):
         from .optimizer import GETA
 
         config = _resolve_config(GetaConfig, config, keywords, "geta")
+        self._forget_optimizer_reasons()
         return self._remember(GETA(params=self.get_param_groups(), **config.optimizer_keywords()))
 
     def _remember(self, optimizer):
         """Keep a weak reference only: the optimizer's state (moments, scratch buffers: twice the model or more)
-        must be freed when the user drops their optimizer, even while the OTO object lives on."""
+        must be freed when the user drops their optimizer, even while the OTO object lives on.
+
+        The groups the optimizer cannot prune (too few units for its ``group_divisible``...) get its reason on the
+        graph's groups too, so that the graph, ``construct_subnet`` and the optimizer agree on what is prunable.
+        """
+        groups = self._require_graph().node_groups
+        for param_group in optimizer.param_groups:
+            group = groups.get(param_group["id"])
+            for reason in param_group.get("unprunable_reasons", ()):
+                if group is not None and reason.startswith(OPTIMIZER_REASON):
+                    group.mark_unprunable(reason)
         self._optimizer = weakref.ref(optimizer)
         return optimizer
+
+    def _forget_optimizer_reasons(self) -> None:
+        """A new optimizer decides afresh which groups it can prune (its ``group_divisible`` may differ), and numbers
+        the units as the previous one did."""
+        for group in self._require_graph().node_groups.values():
+            group.unprunable_reasons[:] = [r for r in group.unprunable_reasons if not r.startswith(OPTIMIZER_REASON)]
 
     def get_param_groups(self) -> List[dict]:
         """The optimizer-facing parameter groups (see :func:`dependency_graph.param_groups.get_param_groups`)."""

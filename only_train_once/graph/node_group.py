@@ -56,7 +56,6 @@ class NodeGroup:
         self._nodes: "OrderedDict[str, object]" = OrderedDict()
         self.members: List[GroupMember] = []
         self._num_groups = int(num_groups)
-        self.is_prunable = True
         self.is_auxiliary = is_auxiliary
         self.is_unit_group = not is_auxiliary
         self.is_trainable = True
@@ -158,8 +157,21 @@ class NodeGroup:
         return any("lora_" in m.name for m in self.members)
 
     # -- parameters ---------------------------------------------------------------------------------
+    @property
+    def is_prunable(self) -> bool:
+        """Whether the group's units may be pruned: derived from :attr:`unprunable_reasons`, its one record."""
+        return not self.unprunable_reasons
+
+    @is_prunable.setter
+    def is_prunable(self, prunable: bool) -> None:
+        # Reference scripts assign the flag; the reason then says so.
+        if prunable:
+            self.unprunable_reasons.clear()
+        else:
+            self.mark_unprunable("is_prunable set to False")
+
     def mark_unprunable(self, reason: str) -> None:
-        self.is_prunable = False
+        """Record why the group may not be pruned (which makes :attr:`is_prunable` False)."""
         if reason not in self.unprunable_reasons:
             self.unprunable_reasons.append(reason)
 
@@ -192,6 +204,7 @@ class NodeGroup:
             "num_groups": self.num_groups,
             "is_prunable": self.is_prunable,
             "is_auxiliary": self.is_auxiliary,
+            "unprunable_reasons": list(self.unprunable_reasons),
             "p_names": [m.name for m in members],
             "params": [m.tensor for m in members],
             "p_transform": [m.transform for m in members],

@@ -36,12 +36,15 @@ logger = logging.getLogger(__name__)
 #: pruned parameter of the owning group (``factor ** k``).
 AUXILIARY_SCALINGS = ("once", "per_param")
 
+#: How every reason the optimizer records for a group it cannot prune begins (see ``_mark_small_groups_unprunable``).
+OPTIMIZER_REASON = "not prunable by this optimizer"
+
 #: Group keys that describe the model (rebuilt by ``OTO.get_param_groups``), not the optimizer's progress:
 #: ``load_state_dict`` never overwrites them. ``params`` are copied into the live tensors by name.
 STATIC_GROUP_KEYS = frozenset({
     "id", "num_groups", "is_prunable", "is_auxiliary", "p_names", "params", "p_transform", "op_names", "node_ids",
     "p_axes", "p_unit_index", "auxiliary_ngs", "op", "global_start_idx", "global_idxes", "grad_variant",
-    "num_heads", "head_dim", "num_components", "lora_scaling",
+    "num_heads", "head_dim", "num_components", "lora_scaling", "unprunable_reasons",
 })
 #: Group keys not written to ``state_dict()`` (transient or not loadable with ``weights_only=True``).
 UNSAVED_GROUP_KEYS = frozenset({"p_transform", "grad_variant", "p_unit_index"})
@@ -136,14 +139,22 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
 
     # -- prunable units -------------------------------------------------------------------------------
     def _mark_small_groups_unprunable(self) -> None:
+        """Exclude the groups this optimizer cannot prune, recording why in the group's ``unprunable_reasons``
+        (``OTO`` copies them onto its graph's groups, so both say the same)."""
         with_slices = {s.group_index for s in self.layout.own_slices()}
         for index, group in enumerate(self.param_groups):
             if not group.get("is_prunable") or group.get("is_auxiliary"):
                 continue
-            if group["num_groups"] <= self.group_divisible or index not in with_slices \
-                    or index not in self.layout.group_ranges:
+            reason = None
+            if index not in with_slices or index not in self.layout.group_ranges:
+                reason = f"{OPTIMIZER_REASON}: no trainable parameter slice along the pruned axis"
+            elif group["num_groups"] <= self.group_divisible:
+                reason = (f"{OPTIMIZER_REASON}: {group['num_groups']} unit(s), too few to prune with "
+                          f"group_divisible={self.group_divisible}")
+            if reason is not None:
                 group["is_prunable"] = False
-                logger.debug("group %s (%d units) is not prunable by this optimizer", group["id"], group["num_groups"])
+                group.setdefault("unprunable_reasons", []).append(reason)
+                logger.debug("group %s: %s", group["id"], reason)
 
     def _unit_groups(self) -> List[int]:
         """Indices of the prunable, non-auxiliary groups (the ones whose units may be pruned)."""
