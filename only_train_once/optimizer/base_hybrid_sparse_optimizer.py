@@ -5,10 +5,10 @@ It owns the unit bookkeeping: which units are prunable (``total_num_groups``), h
 scores, the redundant units of the current period and the pruned ones, and the index caches that let a step
 shrink or zero them with one ``index_*`` kernel per parameter. Subclasses implement ``step``.
 
-Unit sets are global ids (see :mod:`.unit_layout`). ``pruned_group_idxes`` holds every unit selected so far,
-including those of the running period (``active_redundant_group_idxes``), as in the reference; a unit is
-*committed* once its period ends, and committed units are exactly zero from then on (``fixed_zero_groups``:
-held at zero at every later step too).
+Unit sets are global ids (see :mod:`.unit_layout`), kept in two disjoint lists: ``committed_unit_ids``, the units
+of ended periods, exactly zero from then on (``fixed_zero_groups``: held at zero at every later step too), and
+``active_redundant_group_idxes``, the units the running period shrinks. ``pruned_group_idxes`` (the reference's
+name) is their sorted union, derived on every read.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                            self.max_group_sparsity,
                            self.target_num_redundant_groups,
                            self.target_num_redundant_groups / max(self.total_num_groups, 1))
-        self.pruned_group_idxes: List[int] = []
+        self.committed_unit_ids: List[int] = []
         self.active_redundant_group_idxes: List[int] = []
         self.global_scores: List[Tensor] = []
         for group in self.param_groups:
@@ -243,7 +243,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
             self.compute_importance_scores()
         period = min(self.curr_pruning_period, self.pruning_periods - 1)
         cumulative = sum(self.active_num_redundant_groups[:period + 1])
-        committed = self._committed_ids()
+        committed = self.committed_unit_ids
         budget = max(cumulative - len(committed), 0)
         pruned_mask = self.layout.mask(committed)
         eligible = self._eligible_mask()
@@ -266,7 +266,6 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                            "group_divisible=%d; the rest is carried to the next period", self.curr_pruning_period,
                            len(chosen), budget, self.group_divisible)
         self.active_redundant_group_idxes = chosen
-        self.pruned_group_idxes = _sorted_unique(committed + chosen)
         self._refresh_unit_sets()
         logger.info("pruning period %d: %d redundant units selected (%d pruned before)", self.curr_pruning_period,
                     len(chosen), len(committed))
@@ -276,19 +275,21 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         """End the running period: its redundant units become pruned and are set to exactly zero."""
         newly = self.active_redundant_group_idxes
         self.active_redundant_group_idxes = []
+        self.committed_unit_ids = _sorted_unique(self.committed_unit_ids + newly)
         for group in self.param_groups:
             group["importance_scores"] = {}
         self._refresh_unit_sets()
         if newly:
             self._zero_units(self.layout.positions(newly))
 
-    def _committed_ids(self) -> List[int]:
-        active = set(self.active_redundant_group_idxes)
-        return [u for u in self.pruned_group_idxes if u not in active]
+    @property
+    def pruned_group_idxes(self) -> List[int]:
+        """Every unit selected so far (global ids): the committed ones and the running period's, sorted."""
+        return _sorted_unique(self.committed_unit_ids + self.active_redundant_group_idxes)
 
     def _refresh_unit_sets(self) -> None:
-        """Rebuild the per-group index lists and the per-parameter position caches from the global sets."""
-        committed = self._committed_ids()
+        """Derive the per-group index lists and the per-parameter position caches from the two global sets."""
+        committed = self.committed_unit_ids
         active = self.active_redundant_group_idxes
         committed_local: Dict[int, List[int]] = {}
         active_local: Dict[int, List[int]] = {}
@@ -417,7 +418,10 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         state = dict(state_dict)
         if "pruned_group_indices" in state and "pruned_group_idxes" not in state:
             state["pruned_group_idxes"] = state.pop("pruned_group_indices")
-        known = set(self._state_keys())
+        if "pruned_group_idxes" in state:  # saved as the union, as the reference does
+            active = set(state.get("active_redundant_group_idxes", self.active_redundant_group_idxes))
+            state["committed_unit_ids"] = [u for u in state.pop("pruned_group_idxes") if u not in active]
+        known = set(self._state_keys()) | {"committed_unit_ids"}
         for key, value in state.items():
             if key in known and key not in ("first_moment_grads", "second_moment_grads"):
                 setattr(self, key, copy.deepcopy(value))
