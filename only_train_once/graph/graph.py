@@ -95,6 +95,12 @@ class Graph(ReferenceGraphMethods):
         return GroupSet() if groups is None else groups
 
     @property
+    def unit_map(self):
+        """The :class:`~only_train_once.graph.unit_map.UnitMap` of the last ``build_groups`` pass (which unit owns
+        each index of every parameter and buffer axis), None before it ran."""
+        return self.node_groups.unit_map
+
+    @property
     def node_group_clusters(self) -> Dict[int, list]:
         """Cluster id -> groups, from the last :meth:`cluster_node_groups` (empty before)."""
         return self.results.get("cluster_node_groups", {})

@@ -17,10 +17,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
-import numpy as np
 import torch
 
 from ..compat import TensorTransform
+from .unit_map import Owners, UnitMap, global_unit_ids
 
 
 
@@ -29,14 +29,14 @@ class GroupMember:
     """One parameter (or buffer) of a node group.
 
     ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars);
-    ``owners`` holds two int64 arrays over the indices along ``axis``: the key of the unit group owning
+    ``owners`` is the unit map's entry for that axis (:mod:`.unit_map`): the key of the unit group owning
     each index (-1: none) and the unit's index inside that group.
     """
 
     name: str
     tensor: torch.Tensor
     axis: Optional[int]
-    owners: Optional[Tuple[np.ndarray, np.ndarray]]
+    owners: Optional[Owners]
     is_parameter: bool
     transform: TensorTransform
     op_name: str
@@ -182,14 +182,7 @@ class NodeGroup:
         """Global unit id of each index along ``member.axis`` (-1 where no prunable unit owns it)."""
         if member.axis is None or member.owners is None:
             return None
-        keys, indices = member.owners
-        ids = np.full(keys.shape, -1, dtype=np.int64)
-        for key in np.unique(keys[keys >= 0]):
-            offset = unit_offsets.get(int(key))
-            if offset is not None:
-                mask = keys == key
-                ids[mask] = offset + indices[mask]
-        return torch.from_numpy(ids).to(member.tensor.device)
+        return torch.from_numpy(global_unit_ids(member.owners, unit_offsets)).to(member.tensor.device)
 
     def get_param_groups(self, unit_offsets: Optional[Dict[int, int]] = None) -> dict:
         """The optimizer-facing description of this group (SPEC section 5.3 schema, plus index maps).
@@ -221,11 +214,15 @@ class NodeGroup:
 
 class GroupSet(OrderedDict):
     """The result of the ``build_groups`` pass: group id -> :class:`NodeGroup`, in the order of each group's first
-    node (``graph.node_groups`` shows it)."""
+    node (``graph.node_groups`` shows it), and the :class:`UnitMap` the groups were built from (``unit_map``)."""
+
+    unit_map: Optional[UnitMap] = None
 
     @classmethod
-    def of(cls, groups: List[NodeGroup]) -> "GroupSet":
-        return cls((group.id, group) for group in groups)
+    def of(cls, groups: List[NodeGroup], unit_map: Optional[UnitMap] = None) -> "GroupSet":
+        result = cls((group.id, group) for group in groups)
+        result.unit_map = unit_map
+        return result
 
     def prunable(self) -> List[NodeGroup]:
         """The groups whose units may be pruned (auxiliary groups included)."""
