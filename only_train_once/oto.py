@@ -111,6 +111,8 @@ class OTO(ReferenceOTOMethods):
         self._graph: Optional[Graph] = None
         self._compressed_graph: Optional[Graph] = None  # traced from the compressed model, for the metrics
         self._optimizer = None
+        #: What :meth:`construct_subnet` removed (a :class:`~.subnet_construction.plan.PruningPlan`), None before.
+        self.pruning_plan = None
         self.build_options = BuildOptions(verify_groups, check_control_flow)
         if model is not None and dummy_input is not None:
             with _collector_paused():
@@ -133,6 +135,7 @@ class OTO(ReferenceOTOMethods):
         if strict_out_nodes:
             warn_ignored("OTO", "strict_out_nodes", "the graph's outputs are always the tensors the model returns")
         self._graph = Graph(model, dummy_input, skip_patterns=skip_patterns, strict_out_nodes=strict_out_nodes)
+        self.pruning_plan = None
 
     @property
     def model(self) -> Optional[nn.Module]:
@@ -312,11 +315,13 @@ class OTO(ReferenceOTOMethods):
         from .subnet_construction import automated_pruning_compression
 
         self._compressed_graph = None
-        self.compressed_model_path, self.full_group_sparse_model_path = automated_pruning_compression(
+        files = automated_pruning_compression(
             graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
             export_huggingface_format=export_huggingface_format, export_float16=export_float16,
             full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
+        self.compressed_model_path, self.full_group_sparse_model_path = files
+        self.pruning_plan = files.plan
 
     def _erase(self, graph, full_dir: str, compressed_dir: str, save_full: bool, ckpt_format: str,
                export_float16: bool, unsupported: bool, **kwargs) -> None:
@@ -397,7 +402,7 @@ class OTO(ReferenceOTOMethods):
         """The graph the metrics read: after :meth:`construct_subnet`, one traced from the compressed model (as a
         fresh ``OTO(compressed_model, dummy_input)`` would), since the original graph keeps the full shapes."""
         graph = self._require_graph()
-        if graph.pruning_plan is None:
+        if self.pruning_plan is None:
             return graph
         if self._compressed_graph is None:
             with _collector_paused():

@@ -74,7 +74,6 @@ class Graph(ReferenceGraphMethods):
         #: What each pass returned, by pass name (see :mod:`only_train_once.passes.pipeline`); ``analysis`` and
         #: ``node_groups`` are read-only views of it.
         self.results: Dict[str, Any] = {}
-        self.pruning_plan = None  # what construct_subnet removed (the graph then describes the model before it)
         self.theme = None
         if model is None:
             return
