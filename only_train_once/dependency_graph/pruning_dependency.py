@@ -331,6 +331,6 @@ class _GroupBuilder:
             if dependent is None:
                 continue
             group.dependent_node_groups.append(dependent)
-            dependent.auxilary_node_groups.append((group, offset))
+            dependent.auxiliary_node_groups.append((group, offset))
         if not group.members:
             group.mark_unprunable("no parameters")

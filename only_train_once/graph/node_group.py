@@ -1,7 +1,7 @@
 """Node groups: pruning zero-invariant groups (PZIGs) of the traced graph.
 
 A node group owns a set of parameter slices that are pruned together. For a *prunable* group with
-``num_groups = G`` there are ``G`` units (channels, heads, GroupNorm groups): unit ``i`` is every element,
+``num_units = G`` there are ``G`` units (channels, heads, GroupNorm groups): unit ``i`` is every element,
 along each member parameter's pruning axis, that :class:`GroupMember.unit_index` maps to ``i``. Zeroing
 one unit's slices leaves the rest of the network's output unchanged; removing them (and the matching
 input slices of consumers) yields a smaller network computing the same function.
@@ -19,7 +19,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
-from ..compat import TensorTransform
+from ..compat import ReferenceNodeGroupNames, TensorTransform
 from .unit_map import Owners, UnitMap, global_unit_ids
 
 
@@ -47,21 +47,23 @@ class GroupMember:
         return self.is_parameter and bool(self.tensor.requires_grad)
 
 
-class NodeGroup:
-    """A pruning zero-invariant group of nodes (see module docstring)."""
+class NodeGroup(ReferenceNodeGroupNames):
+    """A pruning zero-invariant group of nodes (see module docstring). (``num_groups`` and
+    ``auxilary_node_groups`` are the reference's names of ``num_units`` and ``auxiliary_node_groups``.)"""
 
-    def __init__(self, key: int, num_groups: int, is_auxiliary: bool = False):
+    def __init__(self, key: int, num_units: int, is_auxiliary: bool = False):
         self.key = key
         self._id: Optional[str] = None
         self._nodes: "OrderedDict[str, object]" = OrderedDict()
         self.members: List[GroupMember] = []
-        self._num_groups = int(num_groups)
+        self._num_units = int(num_units)
         self.is_auxiliary = is_auxiliary
         self.is_unit_group = not is_auxiliary
         self.is_trainable = True
         self.unprunable_reasons: List[str] = []
         self.dependent_node_groups: List["NodeGroup"] = []
-        self.auxilary_node_groups: List[Tuple["NodeGroup", int]] = []
+        #: ``(auxiliary group, offset of this group's units in its concatenated channels)``
+        self.auxiliary_node_groups: List[Tuple["NodeGroup", int]] = []
         self.extra_param_group_attrs: Dict[str, object] = {}
         self.label: Optional[str] = None  # id of a group without nodes
         self.pruning_redundant_idxes: List[int] = []
@@ -87,8 +89,9 @@ class NodeGroup:
         return self._id or self.label or f"group-{self.key}"
 
     @property
-    def num_groups(self) -> int:
-        return self._num_groups
+    def num_units(self) -> int:
+        """The number of prunable units (channels, heads, GroupNorm groups) of the group."""
+        return self._num_units
 
     @property
     def param_names(self) -> List[str]:
@@ -106,7 +109,7 @@ class NodeGroup:
 
     def __repr__(self) -> str:
         kind = "aux" if self.is_auxiliary else ("prunable" if self.is_prunable else "unprunable")
-        return f"NodeGroup({self.id}, {self.num_groups} units, {kind}, params={self.param_names})"
+        return f"NodeGroup({self.id}, {self.num_units} units, {kind}, params={self.param_names})"
 
     # -- node helpers kept from the reference API ----------------------------------------------------
     def add_node(self, node) -> None:
@@ -194,7 +197,7 @@ class NodeGroup:
         offsets = unit_offsets or {}
         group = {
             "id": self.id,
-            "num_groups": self.num_groups,
+            "num_groups": self.num_units,
             "is_prunable": self.is_prunable,
             "is_auxiliary": self.is_auxiliary,
             "unprunable_reasons": list(self.unprunable_reasons),
@@ -205,7 +208,7 @@ class NodeGroup:
             "node_ids": [m.node_id for m in members],
             "p_axes": [m.axis for m in members],
             "p_unit_index": [self.unit_index(m, offsets) for m in members],
-            "auxiliary_ngs": [(aux.id, offset) for aux, offset in self.auxilary_node_groups],
+            "auxiliary_ngs": [(aux.id, offset) for aux, offset in self.auxiliary_node_groups],
             "op": members[-1].op_name if members else None,
         }
         group.update(self.extra_param_group_attrs)

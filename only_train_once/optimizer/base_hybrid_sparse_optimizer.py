@@ -7,8 +7,8 @@ shrink or zero them with one ``index_*`` kernel per parameter. Subclasses implem
 
 Unit sets are global ids (see :mod:`.unit_layout`), kept in two disjoint lists: ``committed_unit_ids``, the units
 of ended periods, exactly zero from then on (``fixed_zero_groups``: held at zero at every later step too), and
-``active_redundant_group_idxes``, the units the running period shrinks. ``pruned_group_idxes`` (the reference's
-name) is their sorted union, derived on every read.
+``active_redundant_group_idxes``, the units the running period shrinks. ``pruned_unit_ids`` (the reference's
+``pruned_group_idxes``) is their sorted union, derived on every read.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import required
 
+from ..compat import ReferenceOptimizerNames
 from . import redundancy
 from .base_optimizer import BaseOptimizer, check_choice
 from .importance_score import (IMPORTANCE_NORMALIZATIONS, calculate_importance_score, resolve_criteria,
@@ -54,7 +55,7 @@ def _sorted_unique(values: Sequence[int]) -> List[int]:
     return sorted({int(v) for v in values})
 
 
-class BaseHybridSparseOptimizer(BaseOptimizer):
+class BaseHybridSparseOptimizer(ReferenceOptimizerNames, BaseOptimizer):
     """Pruning bookkeeping over OTO param groups (see module docstring).
 
     ``importance_normalization`` (:data:`.importance_score.IMPORTANCE_NORMALIZATIONS`): ``"per_unit"`` (default)
@@ -283,7 +284,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
             self._zero_units(self.layout.positions(newly))
 
     @property
-    def pruned_group_idxes(self) -> List[int]:
+    def pruned_unit_ids(self) -> List[int]:
         """Every unit selected so far (global ids): the committed ones and the running period's, sorted."""
         return _sorted_unique(self.committed_unit_ids + self.active_redundant_group_idxes)
 
@@ -374,7 +375,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         squares = [torch.linalg.vecdot(rows, rows, dim=1) for rows in (s.rows(s.param.detach()) for s in slices)]
         norms = self.layout.reduce_rows(slices, squares).sqrt()
         eligible = self._eligible_mask()
-        redundant = self.layout.mask(self.pruned_group_idxes) & eligible
+        redundant = self.layout.mask(self.pruned_unit_ids) & eligible
         important = eligible & ~redundant
         metrics = self.opt_metrics
         metrics.reset()

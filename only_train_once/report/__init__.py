@@ -29,7 +29,7 @@ def unit_counts(graph, plan: Optional[PruningPlan] = None) -> List[Tuple[str, in
     for group in graph.node_groups.values():
         if group.is_prunable and not group.is_auxiliary:
             label = group.members[0].name.rsplit(".", 1)[0] if group.members else group.id
-            rows.append((label, group.num_groups, group.num_groups - removed.get(group.key, 0)))
+            rows.append((label, group.num_units, group.num_units - removed.get(group.key, 0)))
     return rows
 
 

@@ -16,7 +16,7 @@ def test_committed_and_active_units_stay_disjoint_and_pruned_is_their_union():
         train(model, optimizer, 1, first_step=step)
         committed, active = optimizer.committed_unit_ids, optimizer.active_redundant_group_idxes
         assert not set(committed) & set(active)
-        assert optimizer.pruned_group_idxes == sorted(committed + active)
+        assert optimizer.pruned_unit_ids == sorted(committed + active)
         seen_both = seen_both or bool(committed and active)
     assert seen_both, "the schedule should reach a period that runs while earlier units are committed"
     assert len(optimizer.committed_unit_ids) == optimizer.target_num_redundant_groups
