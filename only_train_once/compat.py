@@ -20,7 +20,7 @@ The core does not use anything defined here. Each name is re-exported at the pat
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -84,7 +84,9 @@ class ReferenceGraphMethods:
     """The reference's ``Graph`` look-ups."""
 
     nodes: Dict[str, Any]
-    node_groups: Dict[str, Any]
+    if TYPE_CHECKING:
+        @property
+        def node_groups(self) -> Mapping[str, Any]: ...
 
     def visited_dict(self) -> Dict[str, bool]:
         return {node_id: False for node_id in self.nodes}
@@ -100,8 +102,10 @@ class ReferenceNodeGroupNames:
     """The reference's ``NodeGroup`` attribute names that mislead, as aliases of the library's: ``num_groups`` is
     the number of prunable *units* (channels, heads...), not of groups; ``auxilary_node_groups`` is misspelt."""
 
-    num_units: int
     auxiliary_node_groups: List[Any]
+    if TYPE_CHECKING:
+        @property
+        def num_units(self) -> int: ...
 
     @property
     def num_groups(self) -> int:
@@ -115,7 +119,9 @@ class ReferenceNodeGroupNames:
 class ReferenceOptimizerNames:
     """The reference's optimizer attribute name that misleads: ``pruned_group_idxes`` holds global *unit* ids."""
 
-    pruned_unit_ids: List[int]
+    if TYPE_CHECKING:
+        @property
+        def pruned_unit_ids(self) -> List[int]: ...
 
     @property
     def pruned_group_idxes(self) -> List[int]:

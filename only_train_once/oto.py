@@ -22,6 +22,7 @@ from .optimizer.config import GetaConfig, HessoConfig
 from .passes import run_passes
 from .passes.pipeline import stage
 from .subnet_construction.group_check import run_check
+from .subnet_construction.plan import PruningPlan
 from .utils import warn_ignored
 
 logger = logging.getLogger(__name__)
@@ -110,15 +111,16 @@ class OTO(ReferenceOTOMethods):
         self._mode = compress_mode
         self._graph: Optional[Graph] = None
         self._compressed_graph: Optional[Graph] = None  # traced from the compressed model, for the metrics
-        self._optimizer = None
+        self._optimizer: Optional[weakref.ref] = None
         #: What :meth:`construct_subnet` removed (a :class:`~.subnet_construction.plan.PruningPlan`), None before.
-        self.pruning_plan = None
+        self.pruning_plan: Optional[PruningPlan] = None
         self.build_options = BuildOptions(verify_groups, check_control_flow)
         if model is not None and dummy_input is not None:
             with _collector_paused():
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
-                run_passes(stage("training"), self, self._graph.results, lint=self._graph.lint)
+                graph = self._require_graph()
+                run_passes(stage("training"), self, graph.results, lint=graph.lint)
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
 
@@ -157,6 +159,11 @@ class OTO(ReferenceOTOMethods):
             raise RuntimeError("OTO has no graph yet: build it with OTO(model, dummy_input) or oto.initialize(...)")
         return self._graph
 
+    def _require_model(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("OTO has no model yet: build it with OTO(model, dummy_input) or oto.initialize(...)")
+        return self._model
+
     def partition_pzigs(self) -> None:
         """Partition the parameters into pruning zero-invariant groups."""
         build_pruning_dependency_graph(self._require_graph())
@@ -167,7 +174,7 @@ class OTO(ReferenceOTOMethods):
         with the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
         ``requested=False`` (the ``"auto"`` default of ``OTO``) logs a check that cannot run at info level.
         """
-        failed = run_check(self._require_graph(), self._model, tolerance, requested)
+        failed = run_check(self._require_graph(), self._require_model(), tolerance, requested)
         return [group.id for group in failed]
 
     def check_control_flow(self) -> Optional[str]:
@@ -175,7 +182,7 @@ class OTO(ReferenceOTOMethods):
         module, if it takes another path than the traced one (see :mod:`graph.control_flow`); returns that module's
         name or None."""
         graph = self._require_graph()
-        return warn_about_control_flow(self._model, self._dummy_input, graph.module_names, graph.tensor_names)
+        return warn_about_control_flow(self._require_model(), self._dummy_input, graph.module_names, graph.tensor_names)
 
     def set_trainable(self) -> None:
         group_ops.set_trainable(self._require_graph())
@@ -316,7 +323,8 @@ class OTO(ReferenceOTOMethods):
 
         self._compressed_graph = None
         files = automated_pruning_compression(
-            graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
+            graph, self._require_model(), merge_lora_to_base=merge_lora_to_base,
+            unmerge_lora_to_base=unmerge_lora_to_base,
             export_huggingface_format=export_huggingface_format, export_float16=export_float16,
             full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
@@ -331,7 +339,7 @@ class OTO(ReferenceOTOMethods):
         if unsupported:
             raise NotImplementedError("compress_mode='erase' does not merge LoRA or export the Hugging Face format")
         self.compressed_model_path, self.full_group_sparse_model_path, erased = automated_erasing_compression(
-            graph, self._model, full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
+            graph, self._require_model(), full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full, ckpt_format=ckpt_format, export_float16=export_float16,
             **kwargs)
         logger.info("erase mode: %d zero units kept in place", erased)
@@ -341,7 +349,7 @@ class OTO(ReferenceOTOMethods):
         ``inputs`` (default: the traced dummy input; real data gives better ranges); returns the layers' names."""
         from .quantization.calibration import calibrate_activations
 
-        return calibrate_activations(self._model, self._dummy_input if inputs is None else inputs)
+        return calibrate_activations(self._require_model(), self._dummy_input if inputs is None else inputs)
 
     # -- low-bit export -----------------------------------------------------------------------------
     def export_qdq_onnx(self, path: str, dummy_input: Any = None) -> str:
@@ -353,8 +361,8 @@ class OTO(ReferenceOTOMethods):
         from .export import export_qdq_onnx
         from .quantization.calibration import warn_if_uncalibrated
 
-        warn_if_uncalibrated(self._model, "export_qdq_onnx")
-        return export_qdq_onnx(self._model, self._dummy_input if dummy_input is None else dummy_input, path)
+        warn_if_uncalibrated(self._require_model(), "export_qdq_onnx")
+        return export_qdq_onnx(self._require_model(), self._dummy_input if dummy_input is None else dummy_input, path)
 
     def export(self, out_dir: str, targets: Sequence[str] = ("torch", "onnx", "onnx_int8"), dummy_input: Any = None,
                dynamic_axes: bool = True, **options) -> Dict[str, str]:
@@ -371,8 +379,9 @@ class OTO(ReferenceOTOMethods):
         spec = None
         if self.compressed_model_path is not None:
             spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json").to_dict()
-        return export_deployable(self._model, self._dummy_input if dummy_input is None else dummy_input, out_dir,
-                                 targets=targets, dynamic_axes=dynamic_axes, subnet_spec=spec, **options)
+        inputs = self._dummy_input if dummy_input is None else dummy_input
+        return export_deployable(self._require_model(), inputs, out_dir, targets=targets, dynamic_axes=dynamic_axes,
+                                 subnet_spec=spec, **options)
 
     def save_packed(self, path: str) -> str:
         """Write the model with its weights bit-packed at their learned widths (safetensors); returns ``path``.
@@ -384,11 +393,11 @@ class OTO(ReferenceOTOMethods):
         from .quantization.calibration import warn_if_uncalibrated
         from .subnet_construction.io import load_spec
 
-        warn_if_uncalibrated(self._model, "save_packed")
+        warn_if_uncalibrated(self._require_model(), "save_packed")
         spec = None
         if self.compressed_model_path is not None:  # construct_subnet wrote <compressed>_subnet.json next to it
             spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json")
-        return save_packed(self._model, path, spec)
+        return save_packed(self._require_model(), path, spec)
 
     def report(self, out_dir: str) -> str:
         """Write a compression report (bit widths, kept units, group graph) to ``out_dir``; returns report.md's path."""
@@ -421,7 +430,7 @@ class OTO(ReferenceOTOMethods):
         return metrics.compute_bops(self._metrics_graph(), in_million, in_billion, layerwise)
 
     def compute_num_params(self, in_million: bool = True, in_billion: bool = False) -> float:
-        return metrics.compute_num_params(self._model, in_million, in_billion)
+        return metrics.compute_num_params(self._require_model(), in_million, in_billion)
 
     def compute_weight_size(self, in_million: bool = True, in_billion: bool = False) -> dict:
         return metrics.compute_weight_size(self._metrics_graph(), in_million, in_billion)

@@ -126,7 +126,7 @@ class Graph(ReferenceGraphMethods):
         name wins)."""
         self.module_names: Dict[int, str] = {}
         self.tensor_names: Dict[int, tuple] = {}
-        for module_name, module in self._model.named_modules():
+        for module_name, module in self.root_module.named_modules():
             self.modules[module_name] = module
             self.module_names[id(module)] = module_name
             prefix = module_name + "." if module_name else ""
@@ -142,7 +142,7 @@ class Graph(ReferenceGraphMethods):
     def capture(self) -> int:
         """Pass ``capture``: run the model on the dummy input and build the IR from the recorded calls; returns how
         many calls were recorded (the recording itself is not kept: the calls of dead nodes would stay alive)."""
-        result = capture(self._model, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
+        result = capture(self.root_module, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
         self._build(result)
         return len(result.calls)
 
@@ -153,7 +153,8 @@ class Graph(ReferenceGraphMethods):
         activation_kinds = ("input", "activation")
         for index, call in enumerate(result.calls):
             inputs = [v for v in call.inputs if self.values[v].kind in activation_kinds]
-            param_names = [self.values[v].name for v in call.inputs if self.values[v].kind in ("param", "buffer")]
+            param_names = [name for v in call.inputs
+                           if self.values[v].kind in ("param", "buffer") and (name := self.values[v].name) is not None]
             node = Node(call, op_name_of(call.name), inputs, list(call.outputs), param_names,
                         [self.values[v].shape for v in inputs],
                         self.values[call.outputs[0]].shape if call.outputs else None, index)
@@ -314,6 +315,8 @@ class Graph(ReferenceGraphMethods):
 
     @property
     def root_module(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("this Graph was made without a model: pass the model to Graph(model, dummy_input)")
         return self._model
 
     @property

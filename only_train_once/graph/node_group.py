@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -54,7 +54,7 @@ class NodeGroup(ReferenceNodeGroupNames):
     def __init__(self, key: int, num_units: int, is_auxiliary: bool = False):
         self.key = key
         self._id: Optional[str] = None
-        self._nodes: "OrderedDict[str, object]" = OrderedDict()
+        self._nodes: "OrderedDict[str, Any]" = OrderedDict()
         self.members: List[GroupMember] = []
         self._num_units = int(num_units)
         self.is_auxiliary = is_auxiliary
@@ -71,13 +71,13 @@ class NodeGroup(ReferenceNodeGroupNames):
 
     # -- identity -----------------------------------------------------------------------------------
     @property
-    def nodes(self) -> "OrderedDict[str, object]":
+    def nodes(self) -> "OrderedDict[str, Any]":
         """Node id -> node, in execution order. Add nodes with :meth:`add_node` (or assign a new mapping), which
         keeps :attr:`id` current."""
         return self._nodes
 
     @nodes.setter
-    def nodes(self, nodes: "OrderedDict[str, object]") -> None:
+    def nodes(self, nodes: "OrderedDict[str, Any]") -> None:
         self._nodes = nodes
         self._id = None
 
@@ -98,10 +98,10 @@ class NodeGroup(ReferenceNodeGroupNames):
         return [m.name for m in self.members]
 
     @property
-    def output_nodes(self) -> List[object]:
+    def output_nodes(self) -> List[Any]:
         return [n for n in self.nodes.values() if n.op_kind is not None and n.op_kind.is_stem]
 
-    def __iter__(self) -> Iterator[object]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self.nodes.values())
 
     def __len__(self) -> int:
@@ -133,7 +133,7 @@ class NodeGroup(ReferenceNodeGroupNames):
     def num_nodes(self, op_name: Optional[str] = None) -> int:
         return len(self.get_nodes(op_name))
 
-    def get_nodes(self, op_name: Optional[str] = None, only_stem: bool = False) -> List[object]:
+    def get_nodes(self, op_name: Optional[str] = None, only_stem: bool = False) -> List[Any]:
         nodes = [n for n in self.nodes.values() if op_name is None or n.op_name == op_name]
         return [n for n in nodes if n.is_stem] if only_stem else nodes
 
@@ -146,11 +146,11 @@ class NodeGroup(ReferenceNodeGroupNames):
     def contain_concat(self, axis: int = 1) -> bool:
         return any(n.is_concat(axis) for n in self.nodes.values())
 
-    def get_concat_nodes(self, axis: int = 1) -> List[object]:
+    def get_concat_nodes(self, axis: int = 1) -> List[Any]:
         return [n for n in self.nodes.values() if n.is_concat(axis)]
 
-    def get_modules(self) -> List[object]:
-        seen: Dict[int, object] = {}
+    def get_modules(self) -> List[Any]:
+        seen: Dict[int, Any] = {}
         for node in self.nodes.values():
             if node.op.module is not None:
                 seen.setdefault(id(node.op.module), node.op.module)

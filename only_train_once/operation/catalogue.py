@@ -89,7 +89,7 @@ def _dims_arg(value, ndim: int) -> List[int]:
 
 def passthrough(ctx, node) -> None:
     """Output has the input's shape and index spaces (elementwise unary ops, dtype casts, copies)."""
-    source = node.value_arg(0, "input") or (_tensor_refs(node) or [None])[0]
+    source = node.value_arg(0, "input") or next(iter(_tensor_refs(node)), None)
     out = _out(node)
     if source is None or ctx.shape(source) != ctx.shape(out):
         return broadcast(ctx, node)
@@ -470,11 +470,9 @@ def permute(ctx, node) -> None:
         src = _dims_arg(node.arg(1, "source"), ndim)
         dst = _dims_arg(node.arg(2, "destination"), ndim)
         rest = [d for d in range(ndim) if d not in src]
-        order = [None] * ndim
-        for s, d in zip(src, dst):
-            order[d] = s
+        moved: Dict[int, int] = dict(zip(dst, src))
         it = iter(rest)
-        order = [o if o is not None else next(it) for o in order]
+        order = [moved[d] if d in moved else next(it) for d in range(ndim)]
     else:
         dims = node.call.args[1:]
         if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
@@ -897,7 +895,8 @@ def multi_head_attention(ctx, node) -> Optional[RuleFindings]:
     out_w, out_b = node.value_arg(11, "out_proj_weight"), node.value_arg(12, "out_proj_bias")
     separate = bool(node.arg(17, "use_separate_proj_weight", False))
     if separate or in_w is None or node.value_arg(7, "bias_k") is not None:
-        return unknown(ctx, node)
+        unknown(ctx, node)
+        return None
     q_axes = ctx.axes(query)
     embed = ctx.shape(query)[-1]
     head_dim = embed // num_heads
@@ -976,7 +975,8 @@ def einsum(ctx, node) -> Optional[RuleFindings]:
     refs = _einsum_operands(node)
     parsed = _einsum_letters(str(node.call.args[0]), [len(ctx.shape(r)) for r in refs])
     if parsed is None:
-        return unknown(ctx, node)
+        unknown(ctx, node)
+        return None
     operands, result = parsed
     spaces: Dict[str, object] = {}
     for ref, letters in zip(refs, operands):
