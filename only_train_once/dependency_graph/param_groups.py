@@ -55,7 +55,9 @@ def get_param_groups(graph) -> List[dict]:
 
     Besides the reference keys, every dict carries ``p_axes`` (the pruned axis of each parameter, None for
     quantizer scalars) and ``p_unit_index`` (a LongTensor per parameter giving the global unit id of each
-    index along that axis, -1 where none), and ``global_start_idx`` for prunable non-auxiliary groups.
+    index along that axis, -1 where none: the graph's unit map laid out by
+    :func:`~only_train_once.graph.unit_map.global_unit_ids`), ``unprunable_reasons``, and ``global_start_idx`` for
+    prunable non-auxiliary groups.
     """
     check_parameters_current(graph)
     groups = emitted_groups(graph)
