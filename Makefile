@@ -20,9 +20,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m only_train_once.demo
 
-# pyflakes and pycodestyle checks (configured in pyproject.toml), run before the tests
+# pyflakes and pycodestyle checks, then type checks (both configured in pyproject.toml), run before the tests
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy only_train_once
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q

@@ -12,12 +12,15 @@ The core does not use anything defined here. Each name is re-exported at the pat
   fused layouts they do not).
 - :class:`ReferenceNodePredicates`, :class:`ReferenceGraphMethods`, :class:`ReferenceOTOMethods`: methods the
   reference's classes had, mixed into ``Node``, ``Graph`` and ``OTO``.
+- :class:`ReferenceNodeGroupNames`, :class:`ReferenceOptimizerNames`: the reference's misleading attribute names
+  (``num_groups``, ``auxilary_node_groups``, ``pruned_group_idxes``) as aliases, mixed into ``NodeGroup`` and the
+  pruning optimizers.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -81,7 +84,9 @@ class ReferenceGraphMethods:
     """The reference's ``Graph`` look-ups."""
 
     nodes: Dict[str, Any]
-    node_groups: Dict[str, Any]
+    if TYPE_CHECKING:
+        @property
+        def node_groups(self) -> Mapping[str, Any]: ...
 
     def visited_dict(self) -> Dict[str, bool]:
         return {node_id: False for node_id in self.nodes}
@@ -91,6 +96,36 @@ class ReferenceGraphMethods:
 
     def get_node_groups_by_param_name(self, param_name: str) -> List[Any]:
         return [g for g in self.node_groups.values() if param_name in g.param_names]
+
+
+class ReferenceNodeGroupNames:
+    """The reference's ``NodeGroup`` attribute names that mislead, as aliases of the library's: ``num_groups`` is
+    the number of prunable *units* (channels, heads...), not of groups; ``auxilary_node_groups`` is misspelt."""
+
+    auxiliary_node_groups: List[Any]
+    if TYPE_CHECKING:
+        @property
+        def num_units(self) -> int: ...
+
+    @property
+    def num_groups(self) -> int:
+        return self.num_units
+
+    @property
+    def auxilary_node_groups(self) -> List[Any]:
+        return self.auxiliary_node_groups
+
+
+class ReferenceOptimizerNames:
+    """The reference's optimizer attribute name that misleads: ``pruned_group_idxes`` holds global *unit* ids."""
+
+    if TYPE_CHECKING:
+        @property
+        def pruned_unit_ids(self) -> List[int]: ...
+
+    @property
+    def pruned_group_idxes(self) -> List[int]:
+        return self.pruned_unit_ids
 
 
 class ReferenceOTOMethods:

@@ -17,10 +17,12 @@ from .dependency_graph import build_pruning_dependency_graph
 from .dependency_graph import param_groups as group_ops
 from .graph import Graph
 from .graph.control_flow import warn_about_control_flow
+from .optimizer.base_hybrid_sparse_optimizer import OPTIMIZER_REASON
 from .optimizer.config import GetaConfig, HessoConfig
 from .passes import run_passes
 from .passes.pipeline import stage
 from .subnet_construction.group_check import run_check
+from .subnet_construction.plan import PruningPlan
 from .utils import warn_ignored
 
 logger = logging.getLogger(__name__)
@@ -109,13 +111,16 @@ class OTO(ReferenceOTOMethods):
         self._mode = compress_mode
         self._graph: Optional[Graph] = None
         self._compressed_graph: Optional[Graph] = None  # traced from the compressed model, for the metrics
-        self._optimizer = None
+        self._optimizer: Optional[weakref.ref] = None
+        #: What :meth:`construct_subnet` removed (a :class:`~.subnet_construction.plan.PruningPlan`), None before.
+        self.pruning_plan: Optional[PruningPlan] = None
         self.build_options = BuildOptions(verify_groups, check_control_flow)
         if model is not None and dummy_input is not None:
             with _collector_paused():
                 self.initialize(model, dummy_input, skip_patterns, strict_out_nodes)
                 self.partition_pzigs()
-                run_passes(stage("training"), self, self._graph.results, lint=self._graph.lint)
+                graph = self._require_graph()
+                run_passes(stage("training"), self, graph.results, lint=graph.lint)
         self.compressed_model_path: Optional[str] = None
         self.full_group_sparse_model_path: Optional[str] = None
 
@@ -132,6 +137,7 @@ class OTO(ReferenceOTOMethods):
         if strict_out_nodes:
             warn_ignored("OTO", "strict_out_nodes", "the graph's outputs are always the tensors the model returns")
         self._graph = Graph(model, dummy_input, skip_patterns=skip_patterns, strict_out_nodes=strict_out_nodes)
+        self.pruning_plan = None
 
     @property
     def model(self) -> Optional[nn.Module]:
@@ -153,6 +159,11 @@ class OTO(ReferenceOTOMethods):
             raise RuntimeError("OTO has no graph yet: build it with OTO(model, dummy_input) or oto.initialize(...)")
         return self._graph
 
+    def _require_model(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("OTO has no model yet: build it with OTO(model, dummy_input) or oto.initialize(...)")
+        return self._model
+
     def partition_pzigs(self) -> None:
         """Partition the parameters into pruning zero-invariant groups."""
         build_pruning_dependency_graph(self._require_graph())
@@ -163,7 +174,7 @@ class OTO(ReferenceOTOMethods):
         with the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
         ``requested=False`` (the ``"auto"`` default of ``OTO``) logs a check that cannot run at info level.
         """
-        failed = run_check(self._require_graph(), self._model, tolerance, requested)
+        failed = run_check(self._require_graph(), self._require_model(), tolerance, requested)
         return [group.id for group in failed]
 
     def check_control_flow(self) -> Optional[str]:
@@ -171,7 +182,7 @@ class OTO(ReferenceOTOMethods):
         module, if it takes another path than the traced one (see :mod:`graph.control_flow`); returns that module's
         name or None."""
         graph = self._require_graph()
-        return warn_about_control_flow(self._model, self._dummy_input, graph.module_names, graph.tensor_names)
+        return warn_about_control_flow(self._require_model(), self._dummy_input, graph.module_names, graph.tensor_names)
 
     def set_trainable(self) -> None:
         group_ops.set_trainable(self._require_graph())
@@ -191,27 +202,39 @@ class OTO(ReferenceOTOMethods):
         group_ops.random_set_zero_groups(self._require_graph(), target_group_sparsity, num_group_divisible=2)
 
     def mark_unprunable_by_node_ids(self, node_ids: Iterable[str] = ()) -> None:
+        self._refuse_after_optimizer("mark_unprunable_by_node_ids")
         wanted = set(node_ids)
         for group in self._require_graph().node_groups.values():
             if wanted & set(group.nodes):
                 group.mark_unprunable("marked unprunable by node id")
 
     def mark_unprunable_by_param_names(self, param_names: Iterable[str] = ()) -> None:
+        self._refuse_after_optimizer("mark_unprunable_by_param_names")
         wanted = set(param_names)
-        known = {m.name for g in self._require_graph().node_groups.values() for m in g.members}
+        groups = self._require_graph().node_groups.values()
+        known = {m.name for g in groups for m in g.members}
         missing = sorted(wanted - known)
         if missing:
             logger.warning("mark_unprunable_by_param_names: no group holds %s", missing)
-        for group in self._graph.node_groups.values():
+        for group in groups:
             if wanted & set(group.param_names):
                 group.mark_unprunable("marked unprunable by parameter name")
 
     def skip_operators(self, operator_list: Iterable[str] = ()) -> None:
         """Make unprunable every group with a node whose module class (``op._type``) is listed."""
+        self._refuse_after_optimizer("skip_operators")
         wanted = set(operator_list)
         for group in self._require_graph().node_groups.values():
             if any(node.all_param_names and node.op._type in wanted for node in group.nodes.values()):
                 group.mark_unprunable("operator skipped by skip_operators")
+
+    def _refuse_after_optimizer(self, method: str) -> None:
+        """An optimizer fixes its prunable units when it is built: a later change to the groups would not reach it."""
+        if self._optimizer is not None and self._optimizer() is not None:
+            raise RuntimeError(
+                f"oto.{method} was called after oto.geta()/oto.hesso() built an optimizer, which has fixed its "
+                f"prunable units and would ignore the change. Call oto.{method} before building the optimizer "
+                "(or drop the optimizer and build a new one afterwards)")
 
     # -- optimizers ---------------------------------------------------------------------------------
     def hesso(self, config: Optional[HessoConfig] = None, **keywords: Any):
@@ -227,6 +250,7 @@ class OTO(ReferenceOTOMethods):
         from .optimizer.fsdp import build_optimizer
 
         config = _resolve_config(HessoConfig, config, keywords, "hesso")
+        self._forget_optimizer_reasons()
         return self._remember(build_optimizer(self._require_graph(), HESSO, config.optimizer_keywords()))
 
     def geta(self, config: Optional[GetaConfig] = None, **keywords: Any):
@@ -241,13 +265,30 @@ class OTO(ReferenceOTOMethods):
         from .optimizer.fsdp import build_optimizer
 
         config = _resolve_config(GetaConfig, config, keywords, "geta")
+        self._forget_optimizer_reasons()
         return self._remember(build_optimizer(self._require_graph(), GETA, config.optimizer_keywords()))
 
     def _remember(self, optimizer):
         """Keep a weak reference only: the optimizer's state (moments, scratch buffers: twice the model or more)
-        must be freed when the user drops their optimizer, even while the OTO object lives on."""
+        must be freed when the user drops their optimizer, even while the OTO object lives on.
+
+        The groups the optimizer cannot prune (too few units for its ``group_divisible``...) get its reason on the
+        graph's groups too, so that the graph, ``construct_subnet`` and the optimizer agree on what is prunable.
+        """
+        groups = self._require_graph().node_groups
+        for param_group in optimizer.param_groups:
+            group = groups.get(param_group["id"])
+            for reason in param_group.get("unprunable_reasons", ()):
+                if group is not None and reason.startswith(OPTIMIZER_REASON):
+                    group.mark_unprunable(reason)
         self._optimizer = weakref.ref(optimizer)
         return optimizer
+
+    def _forget_optimizer_reasons(self) -> None:
+        """A new optimizer decides afresh which groups it can prune (its ``group_divisible`` may differ), and numbers
+        the units as the previous one did."""
+        for group in self._require_graph().node_groups.values():
+            group.unprunable_reasons[:] = [r for r in group.unprunable_reasons if not r.startswith(OPTIMIZER_REASON)]
 
     def get_param_groups(self) -> List[dict]:
         """The optimizer-facing parameter groups (see :func:`dependency_graph.param_groups.get_param_groups`)."""
@@ -288,11 +329,14 @@ class OTO(ReferenceOTOMethods):
         from .subnet_construction import automated_pruning_compression
 
         self._compressed_graph = None
-        self.compressed_model_path, self.full_group_sparse_model_path = automated_pruning_compression(
-            graph, self._model, merge_lora_to_base=merge_lora_to_base, unmerge_lora_to_base=unmerge_lora_to_base,
+        files = automated_pruning_compression(
+            graph, self._require_model(), merge_lora_to_base=merge_lora_to_base,
+            unmerge_lora_to_base=unmerge_lora_to_base,
             export_huggingface_format=export_huggingface_format, export_float16=export_float16,
             full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full_group_sparse_model, ckpt_format=ckpt_format, **kwargs)
+        self.compressed_model_path, self.full_group_sparse_model_path = files
+        self.pruning_plan = files.plan
 
     def _erase(self, graph, full_dir: str, compressed_dir: str, save_full: bool, ckpt_format: str,
                export_float16: bool, unsupported: bool, **kwargs) -> None:
@@ -302,7 +346,7 @@ class OTO(ReferenceOTOMethods):
         if unsupported:
             raise NotImplementedError("compress_mode='erase' does not merge LoRA or export the Hugging Face format")
         self.compressed_model_path, self.full_group_sparse_model_path, erased = automated_erasing_compression(
-            graph, self._model, full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
+            graph, self._require_model(), full_group_sparse_model_dir=full_dir, compressed_model_dir=compressed_dir,
             save_full_group_sparse_model=save_full, ckpt_format=ckpt_format, export_float16=export_float16,
             **kwargs)
         logger.info("erase mode: %d zero units kept in place", erased)
@@ -312,7 +356,7 @@ class OTO(ReferenceOTOMethods):
         ``inputs`` (default: the traced dummy input; real data gives better ranges); returns the layers' names."""
         from .quantization.calibration import calibrate_activations
 
-        return calibrate_activations(self._model, self._dummy_input if inputs is None else inputs)
+        return calibrate_activations(self._require_model(), self._dummy_input if inputs is None else inputs)
 
     # -- low-bit export -----------------------------------------------------------------------------
     def export_qdq_onnx(self, path: str, dummy_input: Any = None) -> str:
@@ -324,8 +368,8 @@ class OTO(ReferenceOTOMethods):
         from .export import export_qdq_onnx
         from .quantization.calibration import warn_if_uncalibrated
 
-        warn_if_uncalibrated(self._model, "export_qdq_onnx")
-        return export_qdq_onnx(self._model, self._dummy_input if dummy_input is None else dummy_input, path)
+        warn_if_uncalibrated(self._require_model(), "export_qdq_onnx")
+        return export_qdq_onnx(self._require_model(), self._dummy_input if dummy_input is None else dummy_input, path)
 
     def export(self, out_dir: str, targets: Sequence[str] = ("torch", "onnx", "onnx_int8"), dummy_input: Any = None,
                dynamic_axes: bool = True, **options) -> Dict[str, str]:
@@ -342,8 +386,9 @@ class OTO(ReferenceOTOMethods):
         spec = None
         if self.compressed_model_path is not None:
             spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json").to_dict()
-        return export_deployable(self._model, self._dummy_input if dummy_input is None else dummy_input, out_dir,
-                                 targets=targets, dynamic_axes=dynamic_axes, subnet_spec=spec, **options)
+        inputs = self._dummy_input if dummy_input is None else dummy_input
+        return export_deployable(self._require_model(), inputs, out_dir, targets=targets, dynamic_axes=dynamic_axes,
+                                 subnet_spec=spec, **options)
 
     def save_packed(self, path: str) -> str:
         """Write the model with its weights bit-packed at their learned widths (safetensors); returns ``path``.
@@ -355,11 +400,11 @@ class OTO(ReferenceOTOMethods):
         from .quantization.calibration import warn_if_uncalibrated
         from .subnet_construction.io import load_spec
 
-        warn_if_uncalibrated(self._model, "save_packed")
+        warn_if_uncalibrated(self._require_model(), "save_packed")
         spec = None
         if self.compressed_model_path is not None:  # construct_subnet wrote <compressed>_subnet.json next to it
             spec = load_spec(self.compressed_model_path.rsplit(".", 1)[0] + "_subnet.json")
-        return save_packed(self._model, path, spec)
+        return save_packed(self._require_model(), path, spec)
 
     def report(self, out_dir: str) -> str:
         """Write a compression report (bit widths, kept units, group graph) to ``out_dir``; returns report.md's path."""
@@ -373,7 +418,7 @@ class OTO(ReferenceOTOMethods):
         """The graph the metrics read: after :meth:`construct_subnet`, one traced from the compressed model (as a
         fresh ``OTO(compressed_model, dummy_input)`` would), since the original graph keeps the full shapes."""
         graph = self._require_graph()
-        if graph.pruning_plan is None:
+        if self.pruning_plan is None:
             return graph
         if self._compressed_graph is None:
             with _collector_paused():
@@ -392,7 +437,7 @@ class OTO(ReferenceOTOMethods):
         return metrics.compute_bops(self._metrics_graph(), in_million, in_billion, layerwise)
 
     def compute_num_params(self, in_million: bool = True, in_billion: bool = False) -> float:
-        return metrics.compute_num_params(self._model, in_million, in_billion)
+        return metrics.compute_num_params(self._require_model(), in_million, in_billion)
 
     def compute_weight_size(self, in_million: bool = True, in_billion: bool = False) -> dict:
         return metrics.compute_weight_size(self._metrics_graph(), in_million, in_billion)

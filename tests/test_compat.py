@@ -63,3 +63,18 @@ def test_tensor_views_follow_the_reference_layouts():
     assert torch.equal(tensor_transformation(weight, TensorTransform.TRANSPOSE, num_groups=6), weight.t())
     assert index_transformation([1], TensorTransform.MULTIHEAD_NUMHEAD, head_dim=3) == [3, 4, 5]
     assert index_transformation([1], TensorTransform.MULTIHEAD_HEADDIM, num_heads=2, head_dim=4) == [1, 5]
+
+
+def test_the_reference_misleading_names_are_aliases_of_the_clear_ones():
+    oto = OTO(models.Concat().eval(), IMAGE)
+    conv_a = next(g for g in oto.groups if "conv_a.weight" in g.param_names)
+    assert conv_a.num_units == conv_a.num_groups == 4
+    assert conv_a.auxiliary_node_groups and conv_a.auxilary_node_groups is conv_a.auxiliary_node_groups
+    optimizer = oto.hesso(lr=0.1, target_group_sparsity=0.5, start_pruning_step=0, pruning_steps=2)
+    model, x = oto.model, IMAGE
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).sum().backward()
+        optimizer.step()
+    assert optimizer.pruned_unit_ids and optimizer.pruned_group_idxes == optimizer.pruned_unit_ids
+    assert optimizer.state_dict()["pruned_group_idxes"] == optimizer.pruned_unit_ids

@@ -25,7 +25,7 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
-from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind,
+from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind, RuleFindings,
                                    exact_shape_source)
 from ..passes import Pass, run_passes
 from .spaces import Owners, Space, SpaceSet
@@ -175,11 +175,15 @@ class SpaceAnalysis:
             self.unknown(node)
             return
         try:
-            kind.propagate(self, node)
+            findings = kind.propagate(self, node)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
             logger.debug("rule for %s failed on %s: %s", node.call.name, node.id, error)
             self.unknown(node, detail=str(error))
             return
+        if isinstance(findings, RuleFindings):  # user rules may return nothing
+            node.cfg_params.update(findings.cfg_params)
+            if findings.op_name is not None:
+                node.op_name = findings.op_name
         for out in node.outputs:
             if out not in self._axes:
                 self.unknown(node, detail="no output spaces")

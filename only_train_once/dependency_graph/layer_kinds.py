@@ -72,10 +72,10 @@ def count_prunable_units(groups: Iterable, model: nn.Module) -> "OrderedDict[str
         if heads:
             count.unit_name = "heads"
         count.groups += 1
-        count.units += group.num_groups
+        count.units += group.num_units
         if group.is_prunable:
             count.prunable_groups += 1
-            count.prunable_units += group.num_groups
+            count.prunable_units += group.num_units
     return counts
 
 

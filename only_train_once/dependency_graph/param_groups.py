@@ -25,7 +25,7 @@ def unit_offsets(groups: Sequence) -> Dict[int, int]:
     for group in groups:
         if group.is_prunable and not group.is_auxiliary:
             offsets[group.key] = start
-            start += group.num_groups
+            start += group.num_units
     return offsets
 
 
@@ -57,8 +57,10 @@ def get_param_groups(graph) -> List[dict]:
 
     Besides the reference keys, every dict carries ``p_axes`` (the pruned axis of each parameter, None for
     quantizer scalars) and ``p_unit_index`` (a LongTensor per parameter giving the global unit id of each
-    index along that axis, -1 where none), and ``global_start_idx`` for prunable non-auxiliary groups.
-    The groups hold the traced parameters, which must still be the model's (:func:`check_parameters_current`).
+    index along that axis, -1 where none: the graph's unit map laid out by
+    :func:`~only_train_once.graph.unit_map.global_unit_ids`), ``unprunable_reasons``, and ``global_start_idx`` for
+    prunable non-auxiliary groups. The groups hold the traced parameters, which must still be the model's
+    (:func:`check_parameters_current`).
     """
     check_parameters_current(graph)
     return traced_param_groups(graph)
@@ -138,7 +140,7 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
     for group in graph.node_groups.values():
         if not group.is_prunable or group.is_auxiliary:
             continue
-        nonzeros = torch.zeros(group.num_groups, dtype=torch.int64)
+        nonzeros = torch.zeros(group.num_units, dtype=torch.int64)
         counted = False
         for member in group.members:
             if member.axis is None or member.owners is None or not member.is_parameter:
@@ -170,7 +172,7 @@ def cluster_node_groups(graph, num_clusters: int = 1) -> Dict[int, list]:
     except ImportError as error:
         raise ImportError("cluster_node_groups(num_clusters > 1) needs scikit-learn: pip install scikit-learn") \
             from error
-    features = [[float(g.num_groups), 1.0] for g in candidates]
+    features = [[float(g.num_units), 1.0] for g in candidates]
     labels = KMeans(n_clusters=num_clusters, random_state=0, n_init="auto").fit(features).labels_
     clusters: Dict[int, list] = {}
     for label, group in zip(labels, candidates):

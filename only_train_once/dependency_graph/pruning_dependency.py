@@ -10,6 +10,7 @@ import numpy as np
 
 from ..compat import post_process_chunk_node  # noqa: F401 (the reference's import path)
 from ..graph.node_group import GroupMember, GroupSet, NodeGroup, TensorTransform
+from ..graph.unit_map import UnitMap
 from ..passes import run_passes
 from .adapters import settle_adapter_groups
 from .analysis import AnalysisResult, SpaceAnalysis
@@ -53,7 +54,8 @@ def build_groups(graph) -> GroupSet:
 
     Each node lists the groups holding it in ``node_group_ids``; adapter (LoRA) groups are settled with their base.
     """
-    groups = _GroupBuilder(graph, graph.analysis).build()
+    unit_map = UnitMap.of_graph(graph, graph.analysis)
+    groups = _GroupBuilder(graph, graph.analysis, unit_map).build()
     for node in graph.nodes.values():
         node.node_group_ids = []
     for group in groups:
@@ -61,7 +63,7 @@ def build_groups(graph) -> GroupSet:
             if group.id not in node.node_group_ids:
                 node.node_group_ids.append(group.id)
     settle_adapter_groups(groups, graph.root_module)
-    return GroupSet.of(groups)
+    return GroupSet.of(groups, unit_map)
 
 
 def report_groups(graph) -> None:
@@ -138,9 +140,10 @@ def _report_nothing_prunable(groups: List[NodeGroup]) -> None:
 
 
 class _GroupBuilder:
-    def __init__(self, graph, analysis: AnalysisResult):
+    def __init__(self, graph, analysis: AnalysisResult, unit_map: UnitMap):
         self.graph = graph
         self.analysis = analysis
+        self.unit_map = unit_map
         self.groups: Dict[Tuple[str, int], NodeGroup] = {}
         self.member_of: Dict[str, Tuple[str, int]] = {}
         self.named_tensors = {**graph.parameters, **graph.buffers}
@@ -202,7 +205,7 @@ class _GroupBuilder:
                 unplaced.append(value.name)
                 continue
             space = analysis.axes(value_id)[axis]
-            owners = analysis.owners(space)
+            owners = self.unit_map.owners(value.name, axis)
             root = analysis.spaces.find(space)
             key = self._key_for(owners, root)
             group = self._group(key, analysis.unit_space(key[1]).size if key[0] == "unit" else root.size)
@@ -328,6 +331,6 @@ class _GroupBuilder:
             if dependent is None:
                 continue
             group.dependent_node_groups.append(dependent)
-            dependent.auxilary_node_groups.append((group, offset))
+            dependent.auxiliary_node_groups.append((group, offset))
         if not group.members:
             group.mark_unprunable("no parameters")

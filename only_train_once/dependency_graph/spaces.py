@@ -249,10 +249,10 @@ class SpaceSet:
         segments (each now a product), so resolution through them gives the same owners. None if a segment
         boundary falls inside a block."""
         block = math.prod(sizes[1:])
-        if len(sizes) < 2 or any(segment.size % block for segment in root.segments):
+        segments = list(root.segments or [])
+        if len(sizes) < 2 or any(segment.size % block for segment in segments):
             return None
-        per_segment = [self.factor(segment, [segment.size // block] + sizes[1:], origin)
-                       for segment in list(root.segments)]
+        per_segment = [self.factor(segment, [segment.size // block] + sizes[1:], origin) for segment in segments]
         first = per_segment[0]
         for factors in per_segment[1:]:
             for shared, other in zip(first[1:], factors[1:]):
@@ -386,13 +386,14 @@ class SpaceSet:
         return owners
 
     def _resolve_product(self, root: Space, cache, visiting) -> "Owners":
-        factor_owners = [self._resolve(f, cache, visiting) for f in root.factors]
+        factors: List[Space] = root.factors or []
+        factor_owners = [self._resolve(f, cache, visiting) for f in factors]
         prunable = [i for i, owners in enumerate(factor_owners) if (owners[0] >= 0).any()]
         if len(prunable) != 1:
             return _unowned(root.size)
         k = prunable[0]
-        inner = math.prod(f.size for f in root.factors[k + 1:])
-        positions = (np.arange(root.size, dtype=np.int64) // inner) % root.factors[k].size
+        inner = math.prod(f.size for f in factors[k + 1:])
+        positions = (np.arange(root.size, dtype=np.int64) // inner) % factors[k].size
         return factor_owners[k][0][positions], factor_owners[k][1][positions]
 
     def units(self, space: Space, cache: Optional[Dict[int, frozenset]] = None) -> frozenset:

@@ -74,7 +74,6 @@ class Graph(ReferenceGraphMethods):
         #: What each pass returned, by pass name (see :mod:`only_train_once.passes.pipeline`); ``analysis`` and
         #: ``node_groups`` are read-only views of it.
         self.results: Dict[str, Any] = {}
-        self.pruning_plan = None  # what construct_subnet removed (the graph then describes the model before it)
         self.theme = None
         if model is None:
             return
@@ -93,6 +92,12 @@ class Graph(ReferenceGraphMethods):
         """Group id -> :class:`NodeGroup`, as built by the last ``build_groups`` pass (empty before it ran)."""
         groups = self.results.get("build_groups")
         return GroupSet() if groups is None else groups
+
+    @property
+    def unit_map(self):
+        """The :class:`~only_train_once.graph.unit_map.UnitMap` of the last ``build_groups`` pass (which unit owns
+        each index of every parameter and buffer axis), None before it ran."""
+        return self.node_groups.unit_map
 
     @property
     def node_group_clusters(self) -> Dict[int, list]:
@@ -121,7 +126,7 @@ class Graph(ReferenceGraphMethods):
         name wins)."""
         self.module_names: Dict[int, str] = {}
         self.tensor_names: Dict[int, tuple] = {}
-        for module_name, module in self._model.named_modules():
+        for module_name, module in self.root_module.named_modules():
             self.modules[module_name] = module
             self.module_names[id(module)] = module_name
             prefix = module_name + "." if module_name else ""
@@ -137,7 +142,7 @@ class Graph(ReferenceGraphMethods):
     def capture(self) -> int:
         """Pass ``capture``: run the model on the dummy input and build the IR from the recorded calls; returns how
         many calls were recorded (the recording itself is not kept: the calls of dead nodes would stay alive)."""
-        result = capture(self._model, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
+        result = capture(self.root_module, self.dummy_input, self.module_names, self.tensor_names, opaque_call_name)
         self._build(result)
         return len(result.calls)
 
@@ -148,7 +153,8 @@ class Graph(ReferenceGraphMethods):
         activation_kinds = ("input", "activation")
         for index, call in enumerate(result.calls):
             inputs = [v for v in call.inputs if self.values[v].kind in activation_kinds]
-            param_names = [self.values[v].name for v in call.inputs if self.values[v].kind in ("param", "buffer")]
+            param_names = [name for v in call.inputs
+                           if self.values[v].kind in ("param", "buffer") and (name := self.values[v].name) is not None]
             node = Node(call, op_name_of(call.name), inputs, list(call.outputs), param_names,
                         [self.values[v].shape for v in inputs],
                         self.values[call.outputs[0]].shape if call.outputs else None, index)
@@ -309,6 +315,8 @@ class Graph(ReferenceGraphMethods):
 
     @property
     def root_module(self) -> nn.Module:
+        if self._model is None:
+            raise RuntimeError("this Graph was made without a model: pass the model to Graph(model, dummy_input)")
         return self._model
 
     @property

@@ -46,8 +46,8 @@ class Node(ReferenceNodePredicates):
         self.pruned_status = {"out_dim": False, "in_dim": False}
         self.cfg_params: Dict[str, Any] = {}
         self._tensor_args: Optional[List[str]] = None
-        self.op = None  # operator description, attached by the graph (see operation.operator)
-        self.op_kind = None  # catalogue entry, attached by the graph's attach_operators pass
+        self.op: Any = None  # operator description, attached by the graph (see operation.operator)
+        self.op_kind: Any = None  # catalogue entry (an OpKind), attached by the graph's attach_operators pass
 
     @property
     def module(self) -> Optional[nn.Module]:

@@ -51,6 +51,9 @@ class TracedInt(int):
     ``view(b, n, 8, -1)`` (hard-coded) and from ``view(b, n, c)`` with ``c = x.shape[-1]`` (tied to x).
     """
 
+    sources: frozenset
+    exact: bool
+
     def __new__(cls, value: int, sources: frozenset, exact: bool = False):
         obj = int.__new__(cls, value)
         obj.sources = sources
@@ -92,6 +95,8 @@ class TracedInt(int):
 class TracedFloat(float):
     """A ``float`` computed from traced ints (``c ** -0.5`` with ``c = x.shape[1]``): a scale that changes when
     those sizes are pruned. ``sources`` as :class:`TracedInt`'s."""
+
+    sources: frozenset
 
     def __new__(cls, value: float, sources: frozenset):
         obj = float.__new__(cls, value)

@@ -21,8 +21,8 @@ reported and every space it touches is pinned, so it can never produce a wrong s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
@@ -53,6 +53,17 @@ class OpKind:
     weight_index: Optional[int] = None  # AFFINE_NORM: position of the affine weight (also found as ``weight=``)
 
 
+@dataclass(frozen=True)
+class RuleFindings:
+    """What an index-space rule found about its call beyond the spaces, returned by the rule (``propagate``) and
+    recorded on the node by the analysis's ``propagate`` pass: attributes for ``node.cfg_params`` (kernel shape,
+    concat axis, reduced axes...) and, where the call is a special case of its family, the more specific
+    ``op_name`` (an adaptive pool to 1x1 is a global pool)."""
+
+    cfg_params: Mapping[str, Any] = field(default_factory=dict)
+    op_name: Optional[str] = None
+
+
 # ---------------------------------------------------------------------------------------------------
 # helpers
 
@@ -78,7 +89,7 @@ def _dims_arg(value, ndim: int) -> List[int]:
 
 def passthrough(ctx, node) -> None:
     """Output has the input's shape and index spaces (elementwise unary ops, dtype casts, copies)."""
-    source = node.value_arg(0, "input") or (_tensor_refs(node) or [None])[0]
+    source = node.value_arg(0, "input") or next(iter(_tensor_refs(node)), None)
     out = _out(node)
     if source is None or ctx.shape(source) != ctx.shape(out):
         return broadcast(ctx, node)
@@ -174,7 +185,7 @@ def like_factory(ctx, node) -> None:
 # ---------------------------------------------------------------------------------------------------
 # layers with parameters
 
-def conv(ctx, node) -> None:
+def conv(ctx, node) -> RuleFindings:
     x, w, b = node.value_arg(0, "input"), node.value_arg(1, "weight"), node.value_arg(2, "bias")
     groups = int(node.arg(6, "groups", 1) or 1)
     out = _out(node)
@@ -208,7 +219,7 @@ def conv(ctx, node) -> None:
     ctx.set_axes(out, [x_axes[0], w_axes[0]] + spatial)
     for axis in w_axes[2:]:
         ctx.pin(axis, "kernel window")
-    node.cfg_params.update(_conv_attributes(node, w_shape, groups))
+    return RuleFindings(_conv_attributes(node, w_shape, groups))
 
 
 def _conv_attributes(node, w_shape, groups) -> dict:
@@ -224,7 +235,7 @@ def _conv_attributes(node, w_shape, groups) -> dict:
             "dilations": tup(node.arg(5, "dilation", 1), 1), "group": groups}
 
 
-def conv_transpose(ctx, node) -> None:
+def conv_transpose(ctx, node) -> RuleFindings:
     x, w, b = node.value_arg(0, "input"), node.value_arg(1, "weight"), node.value_arg(2, "bias")
     groups = int(node.arg(6, "groups", 1) or 1)
     out = _out(node)
@@ -241,8 +252,8 @@ def conv_transpose(ctx, node) -> None:
     ctx.set_axes(out, [x_axes[0], w_axes[1]] + spatial)
     for axis in w_axes[2:]:
         ctx.pin(axis, "kernel window")
-    node.cfg_params.update({"kernel_shape": list(ctx.shape(w)[2:]), "group": groups,
-                            "strides": _conv_attributes(node, ctx.shape(w), groups)["strides"]})
+    return RuleFindings({"kernel_shape": list(ctx.shape(w)[2:]), "group": groups,
+                         "strides": _conv_attributes(node, ctx.shape(w), groups)["strides"]})
 
 
 def linear(ctx, node) -> None:
@@ -340,7 +351,7 @@ def standardises_own_weight(ctx, node) -> bool:
             and node.arg(4, "bias") is None and affine_known)
 
 
-def group_norm(ctx, node) -> None:
+def group_norm(ctx, node) -> RuleFindings:
     x = node.value_arg(0, "input")
     num_groups = int(node.arg(1, "num_groups"))
     axes = ctx.axes(x)
@@ -353,7 +364,7 @@ def group_norm(ctx, node) -> None:
             ctx.spaces.union(ctx.axes(ref)[0], axes[1])
             ctx.claim(ref, 0, node)
     ctx.set_axes(_out(node), axes)
-    node.cfg_params["num_groups"] = num_groups
+    return RuleFindings({"num_groups": num_groups})
 
 
 def layer_norm(ctx, node) -> None:
@@ -459,11 +470,9 @@ def permute(ctx, node) -> None:
         src = _dims_arg(node.arg(1, "source"), ndim)
         dst = _dims_arg(node.arg(2, "destination"), ndim)
         rest = [d for d in range(ndim) if d not in src]
-        order = [None] * ndim
-        for s, d in zip(src, dst):
-            order[d] = s
+        moved: Dict[int, int] = dict(zip(dst, src))
         it = iter(rest)
-        order = [o if o is not None else next(it) for o in order]
+        order = [moved[d] if d in moved else next(it) for d in range(ndim)]
     else:
         dims = node.call.args[1:]
         if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
@@ -474,14 +483,13 @@ def permute(ctx, node) -> None:
     ctx.set_axes(_out(node), [axes[k] for k in order])
 
 
-def concat(ctx, node) -> None:
+def concat(ctx, node) -> RuleFindings:
     tensors = node.arg(0, "tensors")
     refs = [t.value_id for t in tensors if isinstance(t, ValueRef)]
     refs = [r for r in refs if ctx.shape(r) != (0,)]
     out = _out(node)
     ndim = len(ctx.shape(out))
     dim = _norm_dim(int(node.arg(1, "dim", 0) or 0), ndim)
-    node.cfg_params["axis"] = dim
     axes: List = list(ctx.axes(refs[0]))
     for ref in refs[1:]:
         for k, space in enumerate(ctx.axes(ref)):
@@ -489,6 +497,7 @@ def concat(ctx, node) -> None:
                 axes[k] = ctx.spaces.union(axes[k], space)
     axes[dim] = ctx.spaces.concat([ctx.axes(r)[dim] for r in refs], "concat")
     ctx.set_axes(out, axes)
+    return RuleFindings({"axis": dim})
 
 
 def stack(ctx, node) -> None:
@@ -696,7 +705,7 @@ def repeat(ctx, node) -> None:
     ctx.set_axes(_out(node), out_axes)
 
 
-def pool(ctx, node) -> None:
+def pool(ctx, node) -> Optional[RuleFindings]:
     """Pooling and resizing: the trailing window axes (1, 2 or 3 by the call's name; all but two for resizes) are
     mixed, so they are pinned and replaced; the leading axes pass through. ``avg_pool1d`` over a (B, L, D)
     feature axis or ``avg_pool3d`` over (B, 1, C, H, W) pins those channels."""
@@ -711,10 +720,9 @@ def pool(ctx, node) -> None:
         spatial = [ctx.spaces.new(s, node.op_name, pinned=True) for s in shape[len(kept):]]
         ctx.set_axes(out, kept + spatial)
     name = node.call.name
-    if "adaptive" in name:
-        out_spatial = ctx.shape(_out(node))[2:]
-        if all(s == 1 for s in out_spatial):
-            node.op_name = "globalaveragepool" if "avg" in name else "globalmaxpool"
+    if "adaptive" in name and all(s == 1 for s in ctx.shape(_out(node))[2:]):
+        return RuleFindings(op_name="globalaveragepool" if "avg" in name else "globalmaxpool")
+    return None
 
 
 def _window_rank(call_name: str, ndim: int) -> int:
@@ -737,7 +745,7 @@ def pad(ctx, node) -> None:
     ctx.set_axes(_out(node), axes)
 
 
-def reduction(ctx, node) -> None:
+def reduction(ctx, node) -> RuleFindings:
     """mean/sum/amax/...: reduced axes vanish (or become size 1); which reductions are safe is a zero rule."""
     source = node.value_arg(0, "input")
     axes = ctx.axes(source)
@@ -745,7 +753,6 @@ def reduction(ctx, node) -> None:
     first = 2 if node.call.name in P_NORMS else 1  # norms take their order before dim
     dim = node.arg(first, "dim")
     reduced = _dims_arg(dim, ndim) if not isinstance(dim, ValueRef) else list(range(ndim))
-    node.cfg_params["reduced_axes"] = reduced
     keepdim = bool(node.arg(first + 1, "keepdim", False))
     if not _blind_to_zero_slices(node):
         for k in reduced:
@@ -759,6 +766,7 @@ def reduction(ctx, node) -> None:
         if [s.size for s in out_axes] != list(out_shape):
             out_axes = [ctx.spaces.new(s, "reduced", pinned=True) for s in out_shape]
         ctx.set_axes(out, out_axes)
+    return RuleFindings({"reduced_axes": reduced})
 
 
 SUM_LIKE = frozenset({"sum", "nansum"})
@@ -879,7 +887,7 @@ def _grouped_query_heads(ctx, query_heads, kv_heads):
     return shared
 
 
-def multi_head_attention(ctx, node) -> None:
+def multi_head_attention(ctx, node) -> Optional[RuleFindings]:
     """``F.multi_head_attention_forward`` (nn.MultiheadAttention): pruned by whole heads."""
     query, key, value = (node.value_arg(i, n) for i, n in ((0, "query"), (1, "key"), (2, "value")))
     num_heads = int(node.arg(4, "num_heads"))
@@ -887,7 +895,8 @@ def multi_head_attention(ctx, node) -> None:
     out_w, out_b = node.value_arg(11, "out_proj_weight"), node.value_arg(12, "out_proj_bias")
     separate = bool(node.arg(17, "use_separate_proj_weight", False))
     if separate or in_w is None or node.value_arg(7, "bias_k") is not None:
-        return unknown(ctx, node)
+        unknown(ctx, node)
+        return None
     q_axes = ctx.axes(query)
     embed = ctx.shape(query)[-1]
     head_dim = embed // num_heads
@@ -919,7 +928,7 @@ def multi_head_attention(ctx, node) -> None:
     for ref in (node.value_arg(14, "key_padding_mask"), node.value_arg(16, "attn_mask")):
         if ref is not None:
             ctx.pin_value(ref, "attention mask")
-    node.cfg_params.update({"num_heads": num_heads, "head_dim": head_dim})
+    return RuleFindings({"num_heads": num_heads, "head_dim": head_dim})
 
 
 def _einsum_operands(node) -> List[str]:
@@ -960,13 +969,14 @@ def _einsum_letters(equation: str, ndims: Sequence[int]) -> Optional[tuple]:
     return operands, result
 
 
-def einsum(ctx, node) -> None:
+def einsum(ctx, node) -> Optional[RuleFindings]:
     """``einsum`` read from its equation: axes sharing a letter are one space; the output takes its letters'
     spaces. Contracted letters are checked by the zero rule (:func:`einsum_zero`)."""
     refs = _einsum_operands(node)
     parsed = _einsum_letters(str(node.call.args[0]), [len(ctx.shape(r)) for r in refs])
     if parsed is None:
-        return unknown(ctx, node)
+        unknown(ctx, node)
+        return None
     operands, result = parsed
     spaces: Dict[str, object] = {}
     for ref, letters in zip(refs, operands):
@@ -977,7 +987,7 @@ def einsum(ctx, node) -> None:
     out = _out(node)
     ctx.set_axes(out, [spaces[letter] if letter in spaces and size > 1 else ctx.spaces.new(size, "einsum", True)
                        for letter, size in zip(result, ctx.shape(out))])
-    node.cfg_params["einsum_contracted"] = [spaces[k] for k in spaces if k not in result]
+    return RuleFindings({"einsum_contracted": [spaces[k] for k in spaces if k not in result]})
 
 
 def einsum_zero(ctx, node, out: str, nz) -> frozenset:

@@ -28,7 +28,10 @@ Example, a linear layer computed with ``tensordot`` (which the analyzer does not
 ``ctx`` is the analysis (:class:`~only_train_once.dependency_graph.analysis.SpaceAnalysis`): ``ctx.axes(value)``
 gives a tensor's index spaces, ``ctx.spaces.union/factor/split/concat`` relate them, ``ctx.pin(space, reason)``
 marks one unprunable, ``ctx.claim(param, axis, node)`` names the axis a parameter is pruned along, and
-``ctx.set_axes(output, spaces)`` labels an output. ``zero`` is one of the zero-flow categories of
+``ctx.set_axes(output, spaces)`` labels an output. A rule writes nothing onto the node: what it found that later
+stages read (a kernel shape for the cost, a concat axis) it returns as a
+:class:`~only_train_once.operation.catalogue.RuleFindings`, which the analysis records. ``zero`` is one of the
+zero-flow categories of
 :mod:`~only_train_once.operation.catalogue` (``PRESERVE``: f(0) = 0 elementwise; ``GENERATE``: pruned slices
 become nonzero; ``STEM``: a layer producing fresh channels from a contraction over the input's channel axis;
 ``AFFINE_NORM``: per-channel normalisation followed by an affine weight that zeroes pruned channels), or pass

@@ -5,10 +5,10 @@ It owns the unit bookkeeping: which units are prunable (``total_num_groups``), h
 scores, the redundant units of the current period and the pruned ones, and the index caches that let a step
 shrink or zero them with one ``index_*`` kernel per parameter. Subclasses implement ``step``.
 
-Unit sets are global ids (see :mod:`.unit_layout`). ``pruned_group_idxes`` holds every unit selected so far,
-including those of the running period (``active_redundant_group_idxes``), as in the reference; a unit is
-*committed* once its period ends, and committed units are exactly zero from then on (``fixed_zero_groups``:
-held at zero at every later step too).
+Unit sets are global ids (see :mod:`.unit_layout`), kept in two disjoint lists: ``committed_unit_ids``, the units
+of ended periods, exactly zero from then on (``fixed_zero_groups``: held at zero at every later step too), and
+``active_redundant_group_idxes``, the units the running period shrinks. ``pruned_unit_ids`` (the reference's
+``pruned_group_idxes``) is their sorted union, derived on every read.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import required
 
+from ..compat import ReferenceOptimizerNames
 from . import redundancy
 from .base_optimizer import BaseOptimizer, check_choice
 from .importance_score import (IMPORTANCE_NORMALIZATIONS, calculate_importance_score, resolve_criteria,
@@ -36,12 +37,15 @@ logger = logging.getLogger(__name__)
 #: pruned parameter of the owning group (``factor ** k``).
 AUXILIARY_SCALINGS = ("once", "per_param")
 
+#: How every reason the optimizer records for a group it cannot prune begins (see ``_mark_small_groups_unprunable``).
+OPTIMIZER_REASON = "not prunable by this optimizer"
+
 #: Group keys that describe the model (rebuilt by ``OTO.get_param_groups``), not the optimizer's progress:
 #: ``load_state_dict`` never overwrites them. ``params`` are copied into the live tensors by name.
 STATIC_GROUP_KEYS = frozenset({
     "id", "num_groups", "is_prunable", "is_auxiliary", "p_names", "params", "p_transform", "op_names", "node_ids",
     "p_axes", "p_unit_index", "auxiliary_ngs", "op", "global_start_idx", "global_idxes", "grad_variant",
-    "num_heads", "head_dim", "num_components", "lora_scaling",
+    "num_heads", "head_dim", "num_components", "lora_scaling", "unprunable_reasons",
 })
 #: Group keys not written to ``state_dict()`` (transient or not loadable with ``weights_only=True``).
 UNSAVED_GROUP_KEYS = frozenset({"p_transform", "grad_variant", "p_unit_index"})
@@ -51,7 +55,7 @@ def _sorted_unique(values: Sequence[int]) -> List[int]:
     return sorted({int(v) for v in values})
 
 
-class BaseHybridSparseOptimizer(BaseOptimizer):
+class BaseHybridSparseOptimizer(ReferenceOptimizerNames, BaseOptimizer):
     """Pruning bookkeeping over OTO param groups (see module docstring).
 
     ``importance_normalization`` (:data:`.importance_score.IMPORTANCE_NORMALIZATIONS`): ``"per_unit"`` (default)
@@ -118,7 +122,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                            self.max_group_sparsity,
                            self.target_num_redundant_groups,
                            self.target_num_redundant_groups / max(self.total_num_groups, 1))
-        self.pruned_group_idxes: List[int] = []
+        self.committed_unit_ids: List[int] = []
         self.active_redundant_group_idxes: List[int] = []
         self.global_scores: List[Tensor] = []
         for group in self.param_groups:
@@ -140,14 +144,22 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
 
     # -- prunable units -------------------------------------------------------------------------------
     def _mark_small_groups_unprunable(self) -> None:
+        """Exclude the groups this optimizer cannot prune, recording why in the group's ``unprunable_reasons``
+        (``OTO`` copies them onto its graph's groups, so both say the same)."""
         with_slices = {s.group_index for s in self.layout.own_slices()}
         for index, group in enumerate(self.param_groups):
             if not group.get("is_prunable") or group.get("is_auxiliary"):
                 continue
-            if group["num_groups"] <= self.group_divisible or index not in with_slices \
-                    or index not in self.layout.group_ranges:
+            reason = None
+            if index not in with_slices or index not in self.layout.group_ranges:
+                reason = f"{OPTIMIZER_REASON}: no trainable parameter slice along the pruned axis"
+            elif group["num_groups"] <= self.group_divisible:
+                reason = (f"{OPTIMIZER_REASON}: {group['num_groups']} unit(s), too few to prune with "
+                          f"group_divisible={self.group_divisible}")
+            if reason is not None:
                 group["is_prunable"] = False
-                logger.debug("group %s (%d units) is not prunable by this optimizer", group["id"], group["num_groups"])
+                group.setdefault("unprunable_reasons", []).append(reason)
+                logger.debug("group %s: %s", group["id"], reason)
 
     def _unit_groups(self) -> List[int]:
         """Indices of the prunable, non-auxiliary groups (the ones whose units may be pruned)."""
@@ -236,7 +248,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
             self.compute_importance_scores()
         period = min(self.curr_pruning_period, self.pruning_periods - 1)
         cumulative = sum(self.active_num_redundant_groups[:period + 1])
-        committed = self._committed_ids()
+        committed = self.committed_unit_ids
         budget = max(cumulative - len(committed), 0)
         pruned_mask = self.layout.mask(committed)
         eligible = self._eligible_mask()
@@ -259,7 +271,6 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
                            "group_divisible=%d; the rest is carried to the next period", self.curr_pruning_period,
                            len(chosen), budget, self.group_divisible)
         self.active_redundant_group_idxes = chosen
-        self.pruned_group_idxes = _sorted_unique(committed + chosen)
         self._refresh_unit_sets()
         logger.info("pruning period %d: %d redundant units selected (%d pruned before)", self.curr_pruning_period,
                     len(chosen), len(committed))
@@ -269,19 +280,21 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         """End the running period: its redundant units become pruned and are set to exactly zero."""
         newly = self.active_redundant_group_idxes
         self.active_redundant_group_idxes = []
+        self.committed_unit_ids = _sorted_unique(self.committed_unit_ids + newly)
         for group in self.param_groups:
             group["importance_scores"] = {}
         self._refresh_unit_sets()
         if newly:
             self._zero_units(self.layout.positions(newly))
 
-    def _committed_ids(self) -> List[int]:
-        active = set(self.active_redundant_group_idxes)
-        return [u for u in self.pruned_group_idxes if u not in active]
+    @property
+    def pruned_unit_ids(self) -> List[int]:
+        """Every unit selected so far (global ids): the committed ones and the running period's, sorted."""
+        return _sorted_unique(self.committed_unit_ids + self.active_redundant_group_idxes)
 
     def _refresh_unit_sets(self) -> None:
-        """Rebuild the per-group index lists and the per-parameter position caches from the global sets."""
-        committed = self._committed_ids()
+        """Derive the per-group index lists and the per-parameter position caches from the two global sets."""
+        committed = self.committed_unit_ids
         active = self.active_redundant_group_idxes
         committed_local: Dict[int, List[int]] = {}
         active_local: Dict[int, List[int]] = {}
@@ -366,7 +379,7 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         squares = [torch.linalg.vecdot(rows, rows, dim=1) for rows in (s.rows(s.param.detach()) for s in slices)]
         norms = self.layout.sum_over_ranks(self.layout.reduce_rows(slices, squares)).sqrt()
         eligible = self._eligible_mask()
-        redundant = self.layout.mask(self.pruned_group_idxes) & eligible
+        redundant = self.layout.mask(self.pruned_unit_ids) & eligible
         important = eligible & ~redundant
         metrics = self.opt_metrics
         metrics.reset()
@@ -410,7 +423,10 @@ class BaseHybridSparseOptimizer(BaseOptimizer):
         state = dict(state_dict)
         if "pruned_group_indices" in state and "pruned_group_idxes" not in state:
             state["pruned_group_idxes"] = state.pop("pruned_group_indices")
-        known = set(self._state_keys())
+        if "pruned_group_idxes" in state:  # saved as the union, as the reference does
+            active = set(state.get("active_redundant_group_idxes", self.active_redundant_group_idxes))
+            state["committed_unit_ids"] = [u for u in state.pop("pruned_group_idxes") if u not in active]
+        known = set(self._state_keys()) | {"committed_unit_ids"}
         for key, value in state.items():
             if key in known and key not in ("first_moment_grads", "second_moment_grads"):
                 setattr(self, key, copy.deepcopy(value))

@@ -215,7 +215,6 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
 
     def _select_final(self) -> None:
         self.active_redundant_group_idxes = list(self.candidate_idxes)
-        self.pruned_group_idxes = sorted(self.candidate_idxes)
         self._refresh_unit_sets()
 
     # -- metrics and state --------------------------------------------------------------------------------

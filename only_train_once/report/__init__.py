@@ -10,24 +10,26 @@ from __future__ import annotations
 import html
 import os
 import shutil
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..dependency_graph.param_groups import zero_units_by_group
+from ..subnet_construction.plan import PruningPlan
 
 
-def unit_counts(graph) -> List[Tuple[str, int, int]]:
-    """``(group label, units, units kept)`` for every prunable, non-auxiliary group."""
-    if graph.pruning_plan is not None:
-        removed = {key: int(mask.sum()) for key, mask in graph.pruning_plan.pruned_units.items()}
+def unit_counts(graph, plan: Optional[PruningPlan] = None) -> List[Tuple[str, int, int]]:
+    """``(group label, units, units kept)`` for every prunable, non-auxiliary group; the units ``plan`` removed
+    (``oto.pruning_plan`` after ``construct_subnet``), else those whose slices are all zero."""
+    if plan is not None:
+        removed = {key: int(mask.sum()) for key, mask in plan.pruned_units.items()}
     else:
         removed = {key: int(zero.size) for key, zero in zero_units_by_group(graph).items()}
     rows = []
     for group in graph.node_groups.values():
         if group.is_prunable and not group.is_auxiliary:
             label = group.members[0].name.rsplit(".", 1)[0] if group.members else group.id
-            rows.append((label, group.num_groups, group.num_groups - removed.get(group.key, 0)))
+            rows.append((label, group.num_units, group.num_units - removed.get(group.key, 0)))
     return rows
 
 
@@ -96,7 +98,7 @@ def write_report(oto, out_dir: str) -> str:
     """Write ``report.md``, ``report.html`` and their pictures to ``out_dir``; returns the markdown path."""
     os.makedirs(out_dir, exist_ok=True)
     model = oto.model
-    rows = unit_counts(oto.graph)
+    rows = unit_counts(oto.graph, oto.pruning_plan)
     bits = layer_bit_widths(model)
     pictures = []
     if bits:

@@ -34,7 +34,7 @@ REASON = ("build-time check: removing its zeroed units changed the model's outpu
 def candidate_groups(graph) -> List:
     """Prunable unit groups with at least two units and a trainable parameter pruned with them."""
     return [g for g in graph.node_groups.values()
-            if g.is_prunable and not g.is_auxiliary and g.num_groups > 1
+            if g.is_prunable and not g.is_auxiliary and g.num_units > 1
             and any(m.axis is not None and m.owners is not None for m in g.trainable_members())]
 
 
@@ -43,7 +43,7 @@ def choose_units(groups: Sequence, seed: int) -> Dict[int, np.ndarray]:
     rng = np.random.default_rng(seed)
     masks = {}
     for group in groups:
-        size = group.num_groups
+        size = group.num_units
         mask = np.zeros(size, dtype=bool)
         mask[rng.choice(size, int(rng.integers(1, size)), replace=False)] = True
         masks[group.key] = mask

@@ -80,20 +80,15 @@ def build_plan(graph, tensors: Optional[Dict[str, torch.Tensor]] = None) -> Prun
 
 def plan_for_masks(graph, masks: Dict[int, np.ndarray]) -> PruningPlan:
     """Kept indices for every parameter and buffer axis that loses elements when the units of ``masks`` (a boolean
-    mask of removed units per unit group key) are removed."""
-    analysis = graph.analysis
+    mask of removed units per unit group key) are removed (read from the graph's unit map)."""
     plan = PruningPlan(pruned_units=masks)
     if not masks:
         return plan
     lookup = MaskLookup(masks)
-    for value in graph.values.values():
-        if value.kind not in ("param", "buffer") or value.name is None or value.name in plan.keep:
-            continue
-        for axis, space in enumerate(analysis.axes(value.id)):
-            removed = removed_mask(analysis, space, lookup)
-            if removed.any():
-                kept = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
-                plan.keep.setdefault(value.name, {})[axis] = kept
+    for name, axis, owners in graph.unit_map:
+        removed = lookup.removed(*owners)
+        if removed.any():
+            plan.keep.setdefault(name, {})[axis] = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
     return plan
 
 

@@ -20,7 +20,7 @@ from .huggingface import HuggingFaceExportError, fit_config_to_model, is_hugging
 from .integrity import digests, save_module, state_tensors
 from .io import export_onnx, save_spec, save_weights
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
-from .plan import build_plan
+from .plan import PruningPlan, build_plan
 from .verification import ROUNDING_FLIP_STEPS, SubnetConstructionError, SubnetVerifier  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
@@ -128,15 +128,28 @@ def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
     return value
 
 
+class SubnetFiles(tuple):
+    """``(compressed_model_path, full_group_sparse_model_path)``, as the reference returns them, and the
+    :class:`~.plan.PruningPlan` that removed the units (``plan``)."""
+
+    plan: PruningPlan
+
+    def __new__(cls, compressed_path: str, full_path: Optional[str], plan: PruningPlan) -> "SubnetFiles":
+        files = super().__new__(cls, (compressed_path, full_path))
+        files.plan = plan
+        return files
+
+
 def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: bool = False,
                                   unmerge_lora_to_base: bool = False, export_huggingface_format: bool = False,
                                   export_float16: bool = False, full_group_sparse_model_dir: str = "./",
                                   compressed_model_dir: str = "./", save_full_group_sparse_model: bool = True,
                                   ckpt_format: str = "torch", verify: bool = True,
-                                  tolerance: float = 1e-4) -> Tuple[str, Optional[str]]:
+                                  tolerance: float = 1e-4) -> SubnetFiles:
     """Prune ``model`` in place to its compressed form and save it.
 
-    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved); for a model
+    Returns ``(compressed_model_path, full_group_sparse_model_path)`` (the latter None when not saved), with the
+    pruning plan it applied as ``.plan`` (:class:`SubnetFiles`); for a model
     that cannot be pickled (weight_norm parametrizations, local hooks, classes defined in a function) these are the
     weights-only ``.safetensors`` files, written with the subnet JSON, and one warning says so.
     With ``verify`` (default) the compressed model is run on the traced dummy input and on a fresh random input
@@ -176,7 +189,6 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     plan = build_plan(graph)
     spec = apply_plan(graph, model, plan)
-    graph.pruning_plan = plan
     for node in graph.nodes.values():
         node.pruned_status = {"out_dim": True, "in_dim": True}
     if refresh_adapter_sizes(model) and merge_lora_to_base:
@@ -194,7 +206,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         compressed_path = _save_all(model, compressed_path, ckpt_format, graph.dummy_input, export_float16,
                                     unpicklable)
         save_spec(spec, compressed_path.rsplit(".", 1)[0] + "_subnet.json")
-    return compressed_path, (full_path if save_full_group_sparse_model else None)
+    return SubnetFiles(compressed_path, full_path if save_full_group_sparse_model else None, plan)
 
 
 def automated_erasing_compression(graph, model: nn.Module, full_group_sparse_model_dir: str = "./",

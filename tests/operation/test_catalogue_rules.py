@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from only_train_once import OTO
+from only_train_once.dependency_graph.analysis import SpaceAnalysis
 from only_train_once.operation import catalogue
 from only_train_once.quantization.quantizer import fake_quantize
 
@@ -270,3 +271,49 @@ def test_every_catalogue_rule_has_a_row():
     rules = {kind.propagate.__name__ for kind in catalogue.OP_KINDS.values()
              if kind.propagate.__module__ == catalogue.__name__}
     assert rules == {row.rule for row in ROWS}
+
+
+def _rerun_rules_on_blank_nodes(graph):
+    """Every rule run again on a fresh analysis, on nodes whose recorded findings were cleared (``op_name`` set to
+    ``"unset"``); returns each node's findings and the nodes' attributes afterwards."""
+    context = SpaceAnalysis(graph)
+    findings, after = {}, {}
+    for node in graph.nodes.values():
+        if node.op_kind is None:
+            continue
+        node.cfg_params, node.op_name = {}, "unset"
+        try:
+            findings[node.id] = node.op_kind.propagate(context, node)
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError):
+            continue
+        after[node.id] = (node.cfg_params, node.op_name)
+    return findings, after
+
+
+def _comparable(cfg_params):
+    # einsum's contracted spaces belong to one analysis: compare which were found, not the objects
+    return {k: (len(v) if k == "einsum_contracted" else v) for k, v in cfg_params.items()}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.rule for row in ROWS])
+def test_each_rule_returns_its_findings_and_the_pass_records_them(row):
+    traced = Traced(row.model(), row.dummy_input(), row.call_name)
+    recorded = {n.id: (_comparable(n.cfg_params), n.op_name) for n in traced.graph.nodes.values()}
+    findings, after = _rerun_rules_on_blank_nodes(traced.graph)
+    assert traced.node.id in findings
+    for node_id, attributes in after.items():
+        assert attributes == ({}, "unset"), f"the {traced.graph.nodes[node_id].op_kind.propagate.__name__} rule " \
+                                            "wrote its node"
+        found = findings[node_id]
+        cfg_params, op_name = recorded[node_id]
+        assert cfg_params == (_comparable(found.cfg_params) if found else {})
+        if found is not None and found.op_name is not None:
+            assert op_name == found.op_name
+
+
+def test_an_adaptive_pool_to_one_pixel_is_recorded_as_a_global_pool():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveAvgPool2d(1))
+    traced = Traced(model, image(3)(), "adaptive_avg_pool2d")
+    assert traced.node.op_name == "globalaveragepool"
+    found = traced.node.op_kind.propagate(SpaceAnalysis(traced.graph), traced.node)
+    assert found.op_name == "globalaveragepool"
