@@ -195,14 +195,19 @@ class _GroupBuilder:
             if value.name in self.member_of:
                 owned = owned or self.member_of[value.name]
                 continue
-            axis = analysis.owner_axis.get(value_id)
+            flattened = analysis.flattened_owner(value_id)
+            axis = analysis.owner_axis.get(value_id) if flattened is None else flattened.dims
             if axis is None and value.shape and max(value.shape) > 1:
                 axis = 0
             if axis is None:
                 unplaced.append(value.name)
                 continue
-            space = analysis.axes(value_id)[axis]
-            owners = analysis.owners(space)
+            if flattened is None:
+                space = analysis.axes(value_id)[axis]
+                owners = analysis.owners(space)
+            else:
+                space = flattened.space
+                owners = analysis.flattened_owners(flattened)
             root = analysis.spaces.find(space)
             key = self._key_for(owners, root)
             group = self._group(key, analysis.unit_space(key[1]).size if key[0] == "unit" else root.size)
@@ -239,7 +244,9 @@ class _GroupBuilder:
                                              TensorTransform.NO_PRUNE, "", ""))
             self.member_of[name] = ("space", UNTRACED_KEY)
 
-    def _transform(self, node, name: str, axis: int, ndim: int, key) -> TensorTransform:
+    def _transform(self, node, name: str, axis, ndim: int, key) -> TensorTransform:
+        if isinstance(axis, tuple):  # a mixture of experts' flattened (expert, row) axis: rows, expert-major
+            return TensorTransform.BASIC
         if axis != 0:
             return TensorTransform.TRANSPOSE
         if node.op_name == "groupnorm":

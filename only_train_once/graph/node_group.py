@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..compat import TensorTransform
+from .pruning_axis import PruningAxis
 
 
 
@@ -28,14 +29,15 @@ from ..compat import TensorTransform
 class GroupMember:
     """One parameter (or buffer) of a node group.
 
-    ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars);
-    ``owners`` holds two int64 arrays over the indices along ``axis``: the key of the unit group owning
+    ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars), or a pair of
+    adjacent dimensions read as one flattened axis (a mixture of experts' tensors, see
+    :mod:`~only_train_once.graph.pruning_axis`); ``owners`` holds two int64 arrays over the indices along ``axis``: the key of the unit group owning
     each index (-1: none) and the unit's index inside that group.
     """
 
     name: str
     tensor: torch.Tensor
-    axis: Optional[int]
+    axis: Optional[PruningAxis]
     owners: Optional[Tuple[np.ndarray, np.ndarray]]
     is_parameter: bool
     transform: TensorTransform
