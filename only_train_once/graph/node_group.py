@@ -31,8 +31,8 @@ class GroupMember:
 
     ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars), or a pair of
     adjacent dimensions read as one flattened axis (a mixture of experts' tensors, see
-    :mod:`~only_train_once.graph.pruning_axis`); ``owners`` holds two int64 arrays over the indices along ``axis``: the key of the unit group owning
-    each index (-1: none) and the unit's index inside that group.
+    :mod:`~only_train_once.graph.pruning_axis`); ``owners`` holds two int64 arrays over the indices along
+    ``axis``: the key of the unit group owning each index (-1: none) and the unit's index inside that group.
     """
 
     name: str

@@ -45,6 +45,12 @@ EXPERTS_CLASSES = (
     "transformers.models.qwen2_moe.modeling_qwen2_moe.Qwen2MoeExperts",
     "transformers.models.qwen3_moe.modeling_qwen3_moe.Qwen3MoeExperts",
     "transformers.models.olmoe.modeling_olmoe.OlmoeExperts",
+    "transformers.models.flex_olmo.modeling_flex_olmo.FlexOlmoExperts",
+    "transformers.models.phimoe.modeling_phimoe.PhimoeExperts",
+    "transformers.models.granitemoe.modeling_granitemoe.GraniteMoeExperts",
+    "transformers.models.dots1.modeling_dots1.Dots1Experts",
+    "transformers.models.ernie4_5_moe.modeling_ernie4_5_moe.Ernie4_5_MoeExperts",
+    "transformers.models.hunyuan_v1_moe.modeling_hunyuan_v1_moe.HunYuanMoEV1Experts",
 )
 
 #: attribute -> the value the supported layout needs (set by transformers' ``use_experts_implementation``)
@@ -172,7 +178,7 @@ def _update(module: nn.Module, node, kept_in: int) -> Dict[str, Any]:
 
 def _hidden_sizes(module: nn.Module, kept: Dict[str, Dict[Any, Tensor]]) -> List[int]:
     """Hidden units kept per expert, from the kept flattened (expert, row) indices of ``gate_up_proj``."""
-    experts, rows = int(module.num_experts), int(module.intermediate_dim) * 2
+    experts, rows = int(module.num_experts), int(module.intermediate_dim) * 2  # the sizes before pruning
     flat = kept.get("gate_up_proj", {}).get((0, 1))
     if flat is None:
         return [rows // 2] * experts

@@ -141,7 +141,8 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
     returns a stand-in for a module that lost channels, when its own class would compute something else (see
     :class:`ModuleShrink`); ``restructure(module, kept)`` / ``restore(module, description)`` replace a module
     whose pruned tensors its own class cannot hold, and rebuild it on reload (:class:`ModuleShrink`; the experts of
-    :mod:`~only_train_once.operation.experts`). Other arguments as in :func:`register_operator`. Subclasses are traced the same way.
+    :mod:`~only_train_once.operation.experts`). Other arguments as in :func:`register_operator`. Subclasses are
+    traced the same way.
     """
     if isinstance(module_type, str):
         if "." not in module_type:

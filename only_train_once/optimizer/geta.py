@@ -407,7 +407,8 @@ class GETA(BaseHybridSparseOptimizer):
             unit_slices = self.layout.slices[k]
             values = unit_slices.target.detach().index_select(unit_slices.axis, where)
             variant = self._variants[index][unit_slices.param_index]
-            grad = torch.zeros_like(values) if variant is None else unit_slices.along(variant).index_select(unit_slices.axis, where)
+            grad = (torch.zeros_like(values) if variant is None
+                    else unit_slices.along(variant).index_select(unit_slices.axis, where))
             layer = self._weight_layer_of_param.get((index, unit_slices.param_index))
             parts.append(_RedundantPart(k, values, grad, layer))
         return parts

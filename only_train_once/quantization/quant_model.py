@@ -130,6 +130,7 @@ def model_to_quantize_model(
     convert_children(model, "")
     _warn_own_forward(own_forward)
     _warn_float_layers(model)
+    _warn_float_experts(model)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
         "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
@@ -162,6 +163,18 @@ def _warn_float_layers(model: nn.Module) -> None:
         shown = ", ".join(floating[:20]) + (f" and {len(floating) - 20} more" if len(floating) > 20 else "")
         logger.warning("%d linear-like layers stay float (not supported, re-parametrized or excluded by filter_fn): "
                        "%s", len(floating), shown)
+
+
+def _warn_float_experts(model: nn.Module) -> None:
+    """Warn once about mixture-of-experts modules (Hugging Face keeps every expert's matrices in one 3-D
+    ``down_proj``/``gate_up_proj``): no quantized layer holds a batch of matrices, so their weights and inputs stay
+    float; their hidden units are still pruned (:mod:`only_train_once.operation.experts`)."""
+    experts = [name for name, module in model.named_modules()
+               if getattr(module._parameters.get("down_proj"), "ndim", 0) == 3]
+    if experts:
+        logger.warning("%d mixture-of-experts modules keep their expert weights and inputs in float (3-D expert "
+                       "weights have no quantized layer): %s", len(experts),
+                       ", ".join(experts[:5]) + (" ..." if len(experts) > 5 else ""))
 
 
 def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:

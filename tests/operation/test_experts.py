@@ -1,0 +1,141 @@
+"""Sparse mixture-of-experts layers (Hugging Face Mixtral, random init): each expert's hidden units are prunable,
+experts are never mixed, the router keeps its expert count, and the compressed model has ragged experts.
+
+The flattened (expert, row) pruning axis these rely on is tested on its own in
+``tests/graph/test_pruning_axis.py``; the other Hugging Face families sharing the experts code are in the zoo.
+"""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from only_train_once import OTO
+from only_train_once.operation.experts import RaggedExperts
+from only_train_once.subnet_construction import load_compressed_weights, load_model
+from tests.compression_check import model_outputs, relative_error
+from tests.thirdparty import import_or_skip
+
+EXPERTS, HIDDEN, WIDTH = 4, 64, 32
+
+
+@pytest.fixture(scope="module")
+def transformers():
+    return import_or_skip("transformers")
+
+
+def mixtral(transformers):
+    """A two-layer Mixtral, 4 experts of 64 hidden units, top-2 routing (the zoo's configuration)."""
+    config = transformers.MixtralConfig(vocab_size=128, hidden_size=WIDTH, intermediate_size=HIDDEN,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                        num_local_experts=EXPERTS, num_experts_per_tok=2, max_position_embeddings=64,
+                                        pad_token_id=0, use_cache=False)
+    torch.manual_seed(0)
+    return transformers.MixtralModel(config).eval()
+
+
+def tokens(seed: int) -> dict:
+    return {"input_ids": torch.randint(0, 128, (1, 12), generator=torch.Generator().manual_seed(seed))}
+
+
+def experts_groups(oto):
+    return [g for g in oto.groups if any(m.name.endswith("experts.gate_up_proj") for m in g.members)]
+
+
+def prunable_parameters(oto, groups) -> int:
+    return sum(m.tensor.numel() for g in groups if g.is_prunable for m in g.members if m.axis is not None)
+
+
+def test_each_experts_hidden_units_are_prunable_and_far_outnumber_the_heads(transformers):
+    model = mixtral(transformers)
+    oto = OTO(model, tokens(0))
+    groups = experts_groups(oto)
+    assert len(groups) == 2 and all(g.is_prunable and g.num_groups == EXPERTS * HIDDEN for g in groups)
+    (member,) = [m for m in groups[0].members if m.axis is not None]
+    assert member.axis == (0, 1)  # (expert, row) pairs: the units of different experts are different indices
+    keys, units = member.owners
+    rows = units.reshape(EXPERTS, 2 * HIDDEN)
+    assert (keys == groups[0].key).all()
+    # gate row j and up row j of expert e are unit e * HIDDEN + j; no unit holds rows of two experts
+    expected = np.arange(EXPERTS)[:, None] * HIDDEN + np.arange(2 * HIDDEN)[None, :] % HIDDEN
+    assert np.array_equal(rows, expected)
+    router = [g for g in oto.groups if any(m.name == "layers.0.mlp.gate.weight" for m in g.members)]
+    assert not router[0].is_prunable  # the router keeps its expert count
+    others = [g for g in oto.groups if g not in groups]
+    heads_only = prunable_parameters(oto, others)
+    assert heads_only > 0 and prunable_parameters(oto, oto.groups) > 5 * heads_only
+
+
+def test_random_pruning_gives_a_smaller_model_with_ragged_experts_that_reloads(transformers, tmp_path):
+    model = mixtral(transformers)
+    oto = OTO(model, tokens(0))
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    full, compressed = load_model(oto.full_group_sparse_model_path), load_model(oto.compressed_model_path)
+    for seed in (0, 1, 2):
+        assert relative_error(model_outputs(full, tokens(seed)), model_outputs(compressed, tokens(seed))) < 1e-4
+    for layer in compressed.layers:
+        experts = layer.mlp.experts
+        assert isinstance(experts, RaggedExperts) and experts.num_experts == EXPERTS
+        assert sum(experts.hidden_sizes) == EXPERTS * HIDDEN // 2  # half of the layer's units, real rows removed
+        assert len(set(experts.hidden_sizes)) > 1  # experts kept different numbers of units
+        assert experts.gate_up_proj.shape == (EXPERTS * HIDDEN, WIDTH)
+        assert experts.down_proj.shape == (EXPERTS * HIDDEN // 2, WIDTH)
+        assert layer.mlp.gate.weight.shape == (EXPERTS, WIDTH)
+    assert sum(p.numel() for p in compressed.parameters()) < sum(p.numel() for p in full.parameters())
+
+
+def test_zeroing_one_experts_unit_shrinks_only_that_expert(transformers, tmp_path):
+    model = mixtral(transformers)
+    oto = OTO(model, tokens(0))
+    expert, unit = 2, 5
+    experts = model.layers[0].mlp.experts
+    with torch.no_grad():
+        experts.gate_up_proj[expert, [unit, HIDDEN + unit]] = 0  # its gate row and its up row
+        experts.gate_up_proj[expert + 1, unit] = 0  # a gate row alone: that unit stays nonzero, so it stays
+    down_proj = experts.down_proj.detach().clone()
+    reference = copy.deepcopy(model)
+    oto.construct_subnet(out_dir=str(tmp_path), ckpt_format="safetensors")
+    fresh = copy.deepcopy(mixtral(transformers))
+    compressed = load_compressed_weights(fresh, oto.compressed_model_path)
+    sizes = [HIDDEN] * EXPERTS
+    sizes[expert] -= 1
+    assert compressed.layers[0].mlp.experts.hidden_sizes == sizes
+    assert type(compressed.layers[1].mlp.experts).__name__ == "MixtralExperts"  # nothing zeroed there
+    kept = [j for j in range(HIDDEN) if j != unit]
+    packed = compressed.layers[0].mlp.experts.down_proj.split(sizes)[expert]
+    assert torch.equal(packed, down_proj[expert][:, kept].t())  # its down_proj columns
+    for seed in (0, 1):
+        assert relative_error(model_outputs(reference, tokens(seed)), model_outputs(compressed, tokens(seed))) < 1e-4
+
+
+OPTIMIZERS = {
+    "hesso": lambda oto: oto.hesso(lr=0.05, target_group_sparsity=0.5, start_pruning_step=0, pruning_steps=2,
+                                   pruning_periods=1),
+    "geta": lambda oto: oto.geta(variant="adam", lr=1e-3, lr_quant=1e-3, target_group_sparsity=0.5,
+                                 start_projection_step=0, projection_steps=1, start_pruning_step=1, pruning_steps=2,
+                                 pruning_periods=1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_the_optimizers_prune_expert_units_through_the_flattened_axis(transformers, tmp_path, name):
+    model = mixtral(transformers)
+    ids = tokens(0)["input_ids"]
+    oto = OTO(model, {"input_ids": ids})
+    optimizer = OPTIMIZERS[name](oto)
+    model.train()
+    for _ in range(4):
+        optimizer.zero_grad()
+        model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+        optimizer.step()
+    model.eval()
+    gate_up = model.layers[0].mlp.experts.gate_up_proj.detach()
+    zero_units = (gate_up.view(EXPERTS, 2, HIDDEN, WIDTH).abs().sum(dim=(1, 3)) == 0)
+    assert zero_units.sum() > 0
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = load_model(oto.compressed_model_path)
+    assert compressed.layers[0].mlp.experts.hidden_sizes == (HIDDEN - zero_units.sum(dim=1)).tolist()
+    assert relative_error(model_outputs(model, tokens(3)), model_outputs(compressed, tokens(3))) < 1e-4
