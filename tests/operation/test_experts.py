@@ -6,6 +6,7 @@ The flattened (expert, row) pruning axis these rely on is tested on its own in
 """
 
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -139,3 +140,27 @@ def test_the_optimizers_prune_expert_units_through_the_flattened_axis(transforme
     compressed = load_model(oto.compressed_model_path)
     assert compressed.layers[0].mlp.experts.hidden_sizes == (HIDDEN - zero_units.sum(dim=1)).tolist()
     assert relative_error(model_outputs(model, tokens(3)), model_outputs(compressed, tokens(3))) < 1e-4
+
+
+def test_ragged_experts_are_refused_as_a_hugging_face_directory_before_the_model_changes(transformers, tmp_path):
+    from only_train_once.subnet_construction.huggingface import HuggingFaceExportError
+
+    model = mixtral(transformers)
+    oto = OTO(model, tokens(0))
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    with pytest.raises(HuggingFaceExportError, match="different numbers of hidden units"):
+        oto.construct_subnet(out_dir=str(tmp_path), export_huggingface_format=True)
+    assert model.layers[0].mlp.experts.gate_up_proj.shape == (EXPERTS, 2 * HIDDEN, WIDTH)
+
+
+def test_weight_and_activation_conversion_says_the_experts_stay_float(transformers, caplog):
+    from only_train_once.quantization.quant_model import model_to_quantize_model
+
+    model = mixtral(transformers)
+    with caplog.at_level(logging.WARNING, logger="only_train_once"):
+        model_to_quantize_model(model, quant_mode="weight_and_activation")
+    (message,) = [r.getMessage() for r in caplog.records if "mixture-of-experts" in r.getMessage()]
+    assert "2 mixture-of-experts modules keep their expert weights and inputs in float" in message
+    assert model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
+    assert not any("quant" in name for name, _ in model.layers[0].mlp.experts.named_parameters())
