@@ -51,6 +51,13 @@ EXPERTS_CLASSES = (
     "transformers.models.dots1.modeling_dots1.Dots1Experts",
     "transformers.models.ernie4_5_moe.modeling_ernie4_5_moe.Ernie4_5_MoeExperts",
     "transformers.models.hunyuan_v1_moe.modeling_hunyuan_v1_moe.HunYuanMoEV1Experts",
+    "transformers.models.glm4_moe.modeling_glm4_moe.Glm4MoeExperts",
+    "transformers.models.deepseek_v2.modeling_deepseek_v2.DeepseekV2Experts",
+    "transformers.models.deepseek_v3.modeling_deepseek_v3.DeepseekV3Experts",
+    "transformers.models.jamba.modeling_jamba.JambaExperts",
+    "transformers.models.qwen3_next.modeling_qwen3_next.Qwen3NextExperts",
+    "transformers.models.minimax.modeling_minimax.MiniMaxExperts",
+    "transformers.models.lfm2_moe.modeling_lfm2_moe.Lfm2MoeExperts",
 )
 
 #: attribute -> the value the supported layout needs (set by transformers' ``use_experts_implementation``)
