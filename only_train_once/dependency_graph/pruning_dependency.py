@@ -195,19 +195,19 @@ class _GroupBuilder:
             if value.name in self.member_of:
                 owned = owned or self.member_of[value.name]
                 continue
-            flattened = analysis.flattened_owner(value_id)
-            axis = analysis.owner_axis.get(value_id) if flattened is None else flattened.dims
+            mapped = analysis.mapped_owner(value_id)
+            axis = analysis.owner_axis.get(value_id) if mapped is None else mapped.axis
             if axis is None and value.shape and max(value.shape) > 1:
                 axis = 0
             if axis is None:
                 unplaced.append(value.name)
                 continue
-            if flattened is None:
+            if mapped is None:
                 space = analysis.axes(value_id)[axis]
                 owners = analysis.owners(space)
             else:
-                space = flattened.space
-                owners = analysis.flattened_owners(flattened)
+                space = mapped.space
+                owners = analysis.mapped_owners(mapped)
             root = analysis.spaces.find(space)
             key = self._key_for(owners, root)
             group = self._group(key, analysis.unit_space(key[1]).size if key[0] == "unit" else root.size)

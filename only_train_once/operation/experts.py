@@ -13,7 +13,7 @@ analyzer cannot read, so the module is registered as one call (:func:`~.registry
   is unchanged. Units never span experts; an expert may lose all its units (it then adds exactly zero);
 * the ``experts * hidden`` units of a layer form one group, read along ``gate_up_proj``'s flattened (expert, row)
   axis (:mod:`~only_train_once.graph.pruning_axis`; why one group and not one per expert:
-  :class:`~only_train_once.dependency_graph.analysis.FlattenedAxis`);
+  :class:`~only_train_once.dependency_graph.analysis.MappedAxis`);
 * the expert axis is pinned: the router keeps its expert count, and ``top_k_index`` keeps naming the same experts;
 * the model width (``gate_up_proj``'s input columns, ``down_proj``'s output rows) is the width of the layer's input
   and output, pruned or pinned with the residual stream it belongs to.
@@ -29,6 +29,7 @@ are 3-D batched matrices, which no quantized layer holds: in weight+activation q
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..graph.pruning_axis import PruningAxis, is_flattened
 from .registry import register_module
 
 #: Hugging Face experts classes computing ``down @ (act(gate x) * up x)`` per expert with the layout of the module
@@ -131,34 +133,69 @@ def check_layout(module: nn.Module) -> None:
         raise ValueError("expert-parallel experts are not supported")
 
 
-def _hidden_size(ctx, gate_up: str, down: str) -> Tuple[int, int, int]:
+@dataclass(frozen=True)
+class _Layout:
+    """Where an experts module keeps its hidden units: the pruning axis of ``gate_up_proj`` and of ``down_proj``
+    (a dim, or an (expert, row) pair flattened), the dim of each holding the model width, and the hidden units kept
+    per expert (in expert order; gate and up rows of ``gate_up_proj`` follow each other per expert)."""
+
+    gate_up_axis: PruningAxis
+    down_axis: PruningAxis
+    gate_up_width: int
+    down_width: int
+    hidden_sizes: Tuple[int, ...]
+
+
+def _fused_layout(ctx, node) -> _Layout:
+    """Hugging Face's ``gate_up_proj [E, 2I, H]`` / ``down_proj [E, H, I]``."""
+    check_layout(node.call.module)
+    gate_up, down = node.value_arg(-1, "gate_up_proj"), node.value_arg(-1, "down_proj")
     experts, rows, width = ctx.shape(gate_up)
-    hidden = rows // 2
-    if rows % 2 or tuple(ctx.shape(down)) != (experts, width, hidden):
+    if rows % 2 or tuple(ctx.shape(down)) != (experts, width, rows // 2):
         raise ValueError(f"experts weights {ctx.shape(gate_up)} / {ctx.shape(down)} are not [E, 2I, H] / [E, H, I]")
-    return experts, hidden, width
+    return _Layout((0, 1), (0, 2), 2, 1, (rows // 2,) * experts)
+
+
+def _ragged_layout(ctx, node) -> _Layout:
+    """:class:`RaggedExperts`' packed rows (a compressed model traced again: metrics, further pruning)."""
+    return _Layout(0, 0, 1, 1, tuple(node.call.module.hidden_sizes))
+
+
+def _unit_maps(sizes: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Unit of every ``gate_up_proj`` row (expert after expert: its gate rows, then its up rows) and of every
+    ``down_proj`` hidden unit; units are numbered expert after expert."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    rows = [offset + np.arange(size) for offset, size in zip(offsets, sizes)]
+    gate_up = np.concatenate([np.concatenate([r, r]) for r in rows]) if rows else np.zeros(0, dtype=np.int64)
+    return gate_up, np.arange(int(sum(sizes)), dtype=np.int64)
+
+
+def _propagate(ctx, node, layout: _Layout) -> None:
+    x = node.value_arg(0, "hidden_states")
+    gate_up, down = node.value_arg(-1, "gate_up_proj"), node.value_arg(-1, "down_proj")
+    width = ctx.axes(x)[-1]
+    ctx.spaces.union(width, ctx.axes(gate_up)[layout.gate_up_width])
+    ctx.spaces.union(width, ctx.axes(down)[layout.down_width])
+    ctx.claim(down, layout.down_width, node)  # the layer's output channels: down_proj's width rows
+    for value, axis in ((gate_up, layout.gate_up_axis), (down, layout.down_axis)):
+        for dim in axis if is_flattened(axis) else (axis,):
+            ctx.pin(ctx.axes(value)[dim], "the router keeps its expert count; expert hidden units are pruned per "
+                                          "expert, along the (expert, unit) axis")
+    units = ctx.spaces.new(sum(layout.hidden_sizes), f"{node.scope or 'experts'} expert hidden units")
+    gate_up_units, down_units = _unit_maps(layout.hidden_sizes)
+    ctx.claim_mapped(gate_up, layout.gate_up_axis, units, gate_up_units, owner=True)
+    ctx.claim_mapped(down, layout.down_axis, units, down_units, owner=False)
+    ctx.set_axes(node.outputs[0], list(ctx.axes(x)))
 
 
 def experts_propagate(ctx, node) -> None:
-    """The index-space rule of the module docstring."""
-    check_layout(node.call.module)
-    x = node.value_arg(0, "hidden_states")
-    gate_up, down = node.value_arg(-1, "gate_up_proj"), node.value_arg(-1, "down_proj")
-    experts, hidden, _ = _hidden_size(ctx, gate_up, down)
-    width = ctx.axes(x)[-1]
-    ctx.spaces.union(width, ctx.axes(gate_up)[2])
-    ctx.spaces.union(width, ctx.axes(down)[1])
-    ctx.claim(down, 1, node)  # output channels: down_proj's rows
-    for value, unit_dim in ((gate_up, 1), (down, 2)):
-        axes = ctx.axes(value)
-        ctx.pin(axes[0], "the router keeps its expert count")
-        ctx.pin(axes[unit_dim], "expert hidden units are pruned per expert, along the flattened (expert, unit) axis")
-    units = ctx.spaces.new(experts * hidden, f"{node.scope or 'experts'} expert hidden units")
-    rows = np.arange(2 * hidden)
-    gate_up_units = (np.arange(experts)[:, None] * hidden + rows[None, :] % hidden).reshape(-1)
-    ctx.claim_flattened(gate_up, (0, 1), units, gate_up_units, owner=True)
-    ctx.claim_flattened(down, (0, 2), units, np.arange(experts * hidden), owner=False)
-    ctx.set_axes(node.outputs[0], list(ctx.axes(x)))
+    """The index-space rule of the module docstring, for Hugging Face's experts modules."""
+    _propagate(ctx, node, _fused_layout(ctx, node))
+
+
+def ragged_experts_propagate(ctx, node) -> None:
+    """The same rule for :class:`RaggedExperts`."""
+    _propagate(ctx, node, _ragged_layout(ctx, node))
 
 
 def experts_zero_rule(ctx, node, out, nonzero) -> frozenset:
@@ -172,24 +209,35 @@ def experts_zero_rule(ctx, node, out, nonzero) -> frozenset:
     return frozenset() if ctx.graph.values[down].requires_grad else ctx.value_units(out)
 
 
-def experts_macs(node, ctx) -> int:
-    """Multiply-accumulates of the routed tokens: ``tokens * k * (2I * H + H * I)``."""
-    experts, rows, width = ctx.shape(node.value_arg(-1, "gate_up_proj"))
-    routed = int(np.prod(ctx.shape(node.value_arg(1, "top_k_index"))))
-    return routed * (rows * width + width * rows // 2)
+def experts_macs(node, graph) -> float:
+    """Multiply-accumulates of the routed (token, expert) pairs, each through the mean expert:
+    ``tokens * k * (numel(gate_up_proj) + numel(down_proj)) / experts``."""
+    weights = [int(np.prod(graph.shape(node.value_arg(-1, name)))) for name in ("gate_up_proj", "down_proj")]
+    routed = int(np.prod(graph.shape(node.value_arg(1, "top_k_index"))))
+    return routed * sum(weights) / int(node.call.module.num_experts)
 
 
 def _update(module: nn.Module, node, kept_in: int) -> Dict[str, Any]:
-    return {"hidden_dim": int(module.gate_up_proj.shape[-1])}
+    return {"hidden_dim": int(module.gate_up_proj.shape[-1])} if hasattr(module, "hidden_dim") else {}
+
+
+def _rows_per_expert(module: nn.Module) -> List[int]:
+    """``gate_up_proj`` rows of every expert before this pruning."""
+    if isinstance(module, RaggedExperts):
+        return [2 * size for size in module.hidden_sizes]
+    return [2 * int(module.intermediate_dim)] * int(module.num_experts)
 
 
 def _hidden_sizes(module: nn.Module, kept: Dict[str, Dict[Any, Tensor]]) -> List[int]:
-    """Hidden units kept per expert, from the kept flattened (expert, row) indices of ``gate_up_proj``."""
-    experts, rows = int(module.num_experts), int(module.intermediate_dim) * 2  # the sizes before pruning
-    flat = kept.get("gate_up_proj", {}).get((0, 1))
-    if flat is None:
-        return [rows // 2] * experts
-    return (torch.bincount(flat // rows, minlength=experts) // 2).tolist()
+    """Hidden units kept per expert, from the kept (expert, row) indices of ``gate_up_proj``."""
+    rows = _rows_per_expert(module)
+    kept_rows = [indices for axis, indices in kept.get("gate_up_proj", {}).items()
+                 if axis == (0, 1) or (isinstance(module, RaggedExperts) and axis == 0)]
+    if not kept_rows:
+        return [count // 2 for count in rows]
+    ends = torch.tensor(np.cumsum(rows), dtype=torch.long)
+    experts = torch.searchsorted(ends, kept_rows[0], right=True)
+    return (torch.bincount(experts, minlength=len(rows)) // 2).tolist()
 
 
 def restructure(module: nn.Module, kept: Dict[str, Dict[Any, Tensor]]) -> Tuple[nn.Module, Dict[str, Any]]:
@@ -211,3 +259,5 @@ def register_experts(class_path: str) -> None:
 
 for _class_path in EXPERTS_CLASSES:
     register_experts(_class_path)
+register_module(RaggedExperts, ragged_experts_propagate, zero_rule=experts_zero_rule, macs=experts_macs,
+                update=_update, input_channel_axis=-1, restructure=restructure, restore=restore)

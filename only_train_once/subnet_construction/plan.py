@@ -93,8 +93,8 @@ def plan_for_masks(graph, masks: Dict[int, np.ndarray]) -> PruningPlan:
             continue
         for axis, space in enumerate(analysis.axes(value.id)):
             _keep(plan, value.name, axis, removed_mask(analysis, space, lookup))
-        for flattened in analysis.flattened_axes(value.id):
-            _keep(plan, value.name, flattened.dims, lookup.removed(*analysis.flattened_owners(flattened)))
+        for mapped in analysis.mapped_axes(value.id):
+            _keep(plan, value.name, mapped.axis, lookup.removed(*analysis.mapped_owners(mapped)))
     return plan
 
 

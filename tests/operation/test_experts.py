@@ -164,3 +164,25 @@ def test_weight_and_activation_conversion_says_the_experts_stay_float(transforme
     assert "2 mixture-of-experts modules keep their expert weights and inputs in float" in message
     assert model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
     assert not any("quant" in name for name, _ in model.layers[0].mlp.experts.named_parameters())
+
+
+def test_a_compressed_model_is_read_again_and_its_ragged_experts_prune_further(transformers, tmp_path, caplog):
+    model = mixtral(transformers)
+    oto = OTO(model, tokens(0))
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path / "first"))
+    first = list(model.layers[0].mlp.experts.hidden_sizes)
+    with caplog.at_level(logging.WARNING, logger="only_train_once"):
+        again = OTO(model, tokens(0))
+    assert not [r for r in caplog.records if "not understood" in r.getMessage()]
+    (group,) = [g for g in experts_groups(again) if "layers.0." in g.members[0].name]
+    assert group.is_prunable and group.num_groups == sum(first)
+    np.random.seed(1)
+    again.random_set_zero_groups(0.5)
+    reference = copy.deepcopy(model)  # the group-sparse model
+    again.construct_subnet(out_dir=str(tmp_path / "second"))
+    second = model.layers[0].mlp.experts.hidden_sizes
+    assert all(b <= a for a, b in zip(first, second)) and sum(second) == sum(first) - sum(first) // 2
+    for seed in (0, 1):
+        assert relative_error(model_outputs(reference, tokens(seed)), model_outputs(model, tokens(seed))) < 1e-4
