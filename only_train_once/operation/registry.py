@@ -153,6 +153,9 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
         qualified_name, class_name = module_type.__qualname__, module_type.__name__
     else:
         raise TypeError(f"register_module needs an nn.Module subclass or its class path, got {module_type!r}")
+    if (restructure is None) != (restore is None):
+        raise ValueError("restructure and restore come together: restore rebuilds what restructure made when a "
+                         "weights-only checkpoint is loaded")
     call_name = f"module:{qualified_name}"
     stem = zero == STEM if is_stem is None else is_stem
     kind = register_operator(call_name, propagate, zero, zero_rule, macs, stem, op_name or class_name)

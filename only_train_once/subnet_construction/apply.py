@@ -214,9 +214,11 @@ def _restructure(model: nn.Module, module_name: str, module: nn.Module, op_name:
     """A module whose registered shrink rule restructures it (a mixture of experts whose experts keep different
     numbers of hidden units) is replaced by what the rule builds from its pruned tensors and the kept indices."""
     shrink = MODULE_SHRINKS[op_name]
+    if shrink.restructure is None:
+        return
     prefix = f"{module_name}." if module_name else ""
     kept = {name: plan.keep[prefix + name] for name in module._parameters if prefix + name in plan.keep}
-    if shrink.restructure is None or not kept:
+    if not kept:
         return
     replacement, description = shrink.restructure(module, kept)
     set_submodule(model, module_name, replacement)

@@ -186,3 +186,10 @@ def test_a_compressed_model_is_read_again_and_its_ragged_experts_prune_further(t
     assert all(b <= a for a, b in zip(first, second)) and sum(second) == sum(first) - sum(first) // 2
     for seed in (0, 1):
         assert relative_error(model_outputs(reference, tokens(seed)), model_outputs(model, tokens(seed))) < 1e-4
+
+
+def test_a_restructuring_rule_needs_its_restore():
+    from only_train_once import register_module
+
+    with pytest.raises(ValueError, match="restructure and restore come together"):
+        register_module("somewhere.Experts", lambda ctx, node: None, restructure=lambda module, kept: (module, {}))
