@@ -22,7 +22,10 @@ After pruning, experts keep different numbers of hidden units, which no 3-D tens
 by :class:`RaggedExperts`, whose parameters keep their names and hold the kept rows packed expert after expert.
 
 Only the layout above is supported (``has_gate``, concatenated gate/up, not transposed, no biases, no post-expert
-norm, the default gating): other experts modules are reported at ``OTO(...)`` time and stay unpruned. Their weights
+norm, the default gating): other experts modules are reported at ``OTO(...)`` time and stay unpruned. GPT-OSS's
+experts (transposed ``[E, H, 2I]``, interleaved gate/up, biases, a clamped gate) are such a case: their hidden axis
+is not next to the expert axis, so no view of the tensor holds the (expert, unit) pairs as one axis for the
+optimizer to write through. Their weights
 are 3-D batched matrices, which no quantized layer holds: in weight+activation quantization the experts stay float
 (``model_to_quantize_model`` warns).
 """

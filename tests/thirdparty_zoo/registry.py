@@ -287,6 +287,9 @@ _TRANSFORMERS: List[ZooModel] = [
     _hf("lfm2_moe", "moe", "Lfm2MoeConfig", "Lfm2MoeModel", _tokens(), num_key_value_heads=4, num_experts=4,
         num_experts_per_tok=2, moe_intermediate_size=32, num_dense_layers=0,
         layer_types=["full_attention", "full_attention"], **_TEXT),
+    # GPT-OSS's experts (transposed, interleaved gate/up, biases, clamped gate) are not read: heads only
+    _hf("gpt_oss", "moe", "GptOssConfig", "GptOssModel", _tokens(), num_key_value_heads=4, head_dim=8,
+        num_local_experts=4, num_experts_per_tok=2, layer_types=["full_attention", "full_attention"], **_TEXT),
     _hf("mamba", "mamba", "MambaConfig", "MambaModel", _tokens(), default=True, vocab_size=128, hidden_size=32,
         num_hidden_layers=2, state_size=8, expand=2, conv_kernel=4),
 ]
