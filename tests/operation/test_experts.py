@@ -193,3 +193,39 @@ def test_a_restructuring_rule_needs_its_restore():
 
     with pytest.raises(ValueError, match="restructure and restore come together"):
         register_module("somewhere.Experts", lambda ctx, node: None, restructure=lambda module, kept: (module, {}))
+
+
+def test_the_model_width_the_experts_read_and_write_is_pruned_with_its_layers(transformers, tmp_path):
+    """Outside a residual stream (linear -> mixture of experts -> linear), the width is prunable: the producing
+    layer's rows, the experts' input columns and output rows, and the router's columns go together."""
+    from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+
+    config = transformers.MixtralConfig(hidden_size=WIDTH, intermediate_size=16, num_local_experts=EXPERTS,
+                                        num_experts_per_tok=2)
+    config._experts_implementation = "grouped_mm"
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.moe = torch.nn.Linear(16, WIDTH), MixtralSparseMoeBlock(config)
+            self.out = torch.nn.Linear(WIDTH, 8)
+
+        def forward(self, x):
+            return self.out(self.moe(self.inp(x)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    for parameter in net.moe.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    oto = OTO(net, torch.randn(1, 12, 16))
+    (width,) = [g for g in oto.groups if "inp.weight" in g.param_names]
+    assert width.is_prunable and width.num_groups == WIDTH and "moe.experts.down_proj" in width.param_names
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    reference = copy.deepcopy(net)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    assert net.moe.experts.gate_up_proj.shape[-1] == net.moe.experts.down_proj.shape[-1] == WIDTH // 2
+    assert net.moe.gate.weight.shape == (EXPERTS, WIDTH // 2) and net.out.weight.shape == (8, WIDTH // 2)
+    fresh = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        assert relative_error([reference(fresh)], [net(fresh)]) < 1e-4
