@@ -16,18 +16,20 @@ analyzer cannot read, so the module is registered as one call (:func:`~.registry
   :class:`~only_train_once.dependency_graph.analysis.MappedAxis`);
 * the expert axis is pinned: the router keeps its expert count, and ``top_k_index`` keeps naming the same experts;
 * the model width (``gate_up_proj``'s input columns, ``down_proj``'s output rows) is the width of the layer's input
-  and output, pruned or pinned with the residual stream it belongs to.
+  and output, pruned or pinned with the residual stream it belongs to (or with the layers around it).
 
 After pruning, experts keep different numbers of hidden units, which no 3-D tensor holds: the module is replaced
-by :class:`RaggedExperts`, whose parameters keep their names and hold the kept rows packed expert after expert.
+by :class:`RaggedExperts`, whose parameters keep their names and hold the kept rows packed expert after expert. The
+same rule reads :class:`RaggedExperts`, so a compressed model can be traced again (metrics) and pruned further.
 
 Only the layout above is supported (``has_gate``, concatenated gate/up, not transposed, no biases, no post-expert
 norm, the default gating): other experts modules are reported at ``OTO(...)`` time and stay unpruned. GPT-OSS's
 experts (transposed ``[E, H, 2I]``, interleaved gate/up, biases, a clamped gate) are such a case: their hidden axis
 is not next to the expert axis, so no view of the tensor holds the (expert, unit) pairs as one axis for the
-optimizer to write through. Their weights
-are 3-D batched matrices, which no quantized layer holds: in weight+activation quantization the experts stay float
-(``model_to_quantize_model`` warns).
+optimizer to write through.
+
+Expert weights are 3-D batched matrices, which no quantized layer holds: in weight+activation quantization the
+experts stay float (``model_to_quantize_model`` warns).
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def _unit_maps(sizes: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
 def _propagate(ctx, node, layout: _Layout) -> None:
     x = node.value_arg(0, "hidden_states")
     gate_up, down = node.value_arg(-1, "gate_up_proj"), node.value_arg(-1, "down_proj")
+    # One width for input and output: the experts' forward builds its output as ``zeros_like(hidden_states)``.
     width = ctx.axes(x)[-1]
     ctx.spaces.union(width, ctx.axes(gate_up)[layout.gate_up_width])
     ctx.spaces.union(width, ctx.axes(down)[layout.down_width])
