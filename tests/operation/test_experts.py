@@ -229,3 +229,57 @@ def test_the_model_width_the_experts_read_and_write_is_pruned_with_its_layers(tr
     fresh = torch.randn(1, 12, 16)
     with torch.no_grad():
         assert relative_error([reference(fresh)], [net(fresh)]) < 1e-4
+
+
+class TinyExperts(torch.nn.Module):
+    """A user's own experts module with the Hugging Face layout (no transformers needed)."""
+
+    def __init__(self, experts: int, hidden: int, width: int):
+        super().__init__()
+        self.num_experts, self.intermediate_dim = experts, hidden
+        self.gate_up_proj = torch.nn.Parameter(torch.randn(experts, 2 * hidden, width) * 0.3)
+        self.down_proj = torch.nn.Parameter(torch.randn(experts, width, hidden) * 0.3)
+        self.act_fn = torch.nn.SiLU()
+
+    def forward(self, hidden_states, top_k_index, top_k_weights):
+        output = torch.zeros_like(hidden_states)
+        for expert in range(self.num_experts):
+            tokens, slot = torch.where(top_k_index == expert)
+            gate, up = torch.nn.functional.linear(hidden_states[tokens], self.gate_up_proj[expert]).chunk(2, dim=-1)
+            routed = torch.nn.functional.linear(self.act_fn(gate) * up, self.down_proj[expert])
+            output.index_add_(0, tokens, routed * top_k_weights[tokens, slot, None])
+        return output
+
+
+class TinyMoE(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.router = torch.nn.Linear(8, WIDTH), torch.nn.Linear(WIDTH, EXPERTS, bias=False)
+        self.experts, self.out = TinyExperts(EXPERTS, 16, WIDTH), torch.nn.Linear(WIDTH, 4)
+
+    def forward(self, x):
+        hidden = self.inp(x)
+        weights, index = torch.topk(self.router(hidden).softmax(dim=-1), 2, dim=-1)
+        return self.out(hidden + self.experts(hidden, index, weights))
+
+
+def test_a_users_experts_class_is_registered_by_its_path_and_compresses(tmp_path):
+    from only_train_once.operation.experts import register_experts
+
+    torch.manual_seed(0)
+    before = OTO(TinyMoE().eval(), torch.randn(10, 8))
+    # read op by op, a unit is at best hidden unit j of all experts at once
+    assert not [g for g in before.groups if g.is_prunable and g.num_groups > 16]
+    register_experts(f"{TinyExperts.__module__}.{TinyExperts.__qualname__}")
+    model = TinyMoE().eval()
+    oto = OTO(model, torch.randn(10, 8))
+    (group,) = [g for g in oto.groups if "experts.gate_up_proj" in g.param_names]
+    assert group.is_prunable and group.num_groups == EXPERTS * 16
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    reference = copy.deepcopy(model)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    assert isinstance(model.experts, RaggedExperts) and sum(model.experts.hidden_sizes) == EXPERTS * 8
+    fresh = torch.randn(10, 8)
+    with torch.no_grad():
+        assert relative_error([reference(fresh)], [model(fresh)]) < 1e-4
