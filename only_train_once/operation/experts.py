@@ -97,9 +97,9 @@ class RaggedExperts(nn.Module):
         """From an experts module whose tensors are packed (pruned along their flattened axes) or still 3-D."""
         gate_up, down = module.gate_up_proj, module.down_proj
         if gate_up.dim() == 3:
-            gate_up = gate_up.detach().flatten(0, 1)
+            gate_up = _parameter(gate_up.detach().flatten(0, 1), gate_up.requires_grad)
         if down.dim() == 3:
-            down = down.detach().movedim(2, 1).flatten(0, 1)
+            down = _parameter(down.detach().movedim(2, 1).flatten(0, 1), down.requires_grad)
         return cls(gate_up, down, hidden_sizes, module.act_fn)
 
     def forward(self, hidden_states: Tensor, top_k_index: Tensor, top_k_weights: Tensor) -> Tensor:
@@ -122,8 +122,8 @@ class RaggedExperts(nn.Module):
         return f"hidden_sizes={self.hidden_sizes}, width={self.gate_up_proj.shape[-1]}"
 
 
-def _parameter(tensor: Tensor) -> nn.Parameter:
-    return tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor.detach())
+def _parameter(tensor: Tensor, requires_grad: bool = True) -> nn.Parameter:
+    return tensor if isinstance(tensor, nn.Parameter) else nn.Parameter(tensor.detach(), requires_grad)
 
 
 def check_layout(module: nn.Module) -> None:
