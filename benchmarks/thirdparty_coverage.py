@@ -8,6 +8,7 @@ trainable parameters in prunable groups, whether OTO warned at build time) and t
     python benchmarks/thirdparty_coverage.py                  # the whole zoo (about 30 min on 2 cores)
     python benchmarks/thirdparty_coverage.py --default        # the default-suite handful
     python benchmarks/thirdparty_coverage.py resnet18 bert    # chosen entries
+    python benchmarks/thirdparty_coverage.py --family moe     # one family (mixtures of experts)
     python benchmarks/thirdparty_coverage.py --json out.json  # also write the rows
 """
 
@@ -37,6 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="zoo entries to run (default: all)")
     parser.add_argument("--default", action="store_true", help="only the entries of the default test suite")
+    parser.add_argument("--family", help="only the entries of this family (e.g. moe)")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--json", help="write every result to this file")
     args = parser.parse_args()
@@ -45,6 +47,9 @@ def main() -> None:
     if unknown:
         sys.exit(f"unknown zoo entries {unknown}; known: {sorted(BY_NAME)}")
     entries = [BY_NAME[n] for n in args.names] if args.names else [e for e in ZOO if e.default or not args.default]
+    entries = [e for e in entries if args.family is None or e.family == args.family]
+    if not entries:
+        sys.exit(f"no zoo entry of family {args.family!r}; known: {sorted({e.family for e in ZOO})}")
     rows, records, passed = [], [], {mode: 0 for mode in args.modes}
     for entry in entries:
         results = [run_entry(entry, mode) for mode in args.modes]

@@ -24,6 +24,7 @@ from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..graph.pruning_axis import PruningAxis, is_flattened, length
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind, RuleFindings,
                                    exact_shape_source)
@@ -44,6 +45,24 @@ class LiteralUpdate:
     axis: int
 
 
+@dataclass(frozen=True)
+class MappedAxis:
+    """A pruning axis of a parameter (one dim, or two dims read as one flattened axis, see
+    :mod:`only_train_once.graph.pruning_axis`) whose index ``k`` is element ``index[k]`` of unit space ``space``.
+
+    Why a map and not the axis's own space: a sparse mixture-of-experts tensor ``[experts, rows, width]`` holds a
+    different unit in row ``j`` of every expert, so neither of its two axes has one owner per index, and the
+    index-space algebra has no structure for "segment ``e`` of a unit space" (a concatenation of per-expert spaces
+    would make one unit group per expert, but one tensor can be a member of one group only: the optimizer sees each
+    parameter once). The experts' units are therefore one unit space, and this map says which unit owns each
+    flattened (expert, row) index; gate and up rows of a hidden unit map to the same unit. After pruning, the
+    experts' packed rows (one dim) map to their units the same way."""
+
+    axis: PruningAxis
+    space: Space
+    index: np.ndarray
+
+
 @dataclass
 class UnknownOperator:
     node_id: str
@@ -60,6 +79,9 @@ class SpaceAnalysis:
         self.spaces = SpaceSet()
         self._axes: Dict[str, List[Space]] = {}
         self.owner_axis: Dict[str, int] = {}  # parameter value id -> the axis pruned with its group
+        #: parameter value id -> axes whose indices map to units (see :class:`MappedAxis`)
+        self.mapped_axes: Dict[str, List[MappedAxis]] = {}
+        self.mapped_owner: Dict[str, MappedAxis] = {}  # parameter value id -> its mapped pruning axis
         self._claimed: List[Space] = []  # pruning axes claimed on derived weights (e.g. spectral norm)
         self.unknown_operators: List[UnknownOperator] = []
         self.literal_updates: List[LiteralUpdate] = []
@@ -115,6 +137,19 @@ class SpaceAnalysis:
             self.owner_axis.setdefault(value_id, axis)
         else:
             self._claimed.append(self.axes(value_id)[axis])
+
+    def claim_mapped(self, value_id: str, axis: PruningAxis, space: Space, index: np.ndarray, owner: bool) -> None:
+        """Index ``k`` along ``axis`` of parameter ``value_id`` (a dim, or a pair of dims flattened) is element
+        ``index[k]`` of unit space ``space`` (see :class:`MappedAxis`); ``owner``: the parameter is pruned along it
+        with its group (a claim, as :meth:`claim`; a pair of dims must then be adjacent, so that the optimizer can
+        write through a view). The caller pins the dims' own spaces: they own nothing."""
+        shape = self.shape(value_id)
+        if index.shape != (length(shape, axis),) or (owner and is_flattened(axis) and axis[1] != axis[0] + 1):
+            raise ValueError(f"internal: mapped axis {axis} of a {shape} tensor with an index of {index.shape}")
+        mapped = MappedAxis(axis, space, np.asarray(index, dtype=np.int64))
+        self.mapped_axes.setdefault(value_id, []).append(mapped)
+        if owner:
+            self.mapped_owner.setdefault(value_id, mapped)
 
     def unknown(self, node, detail: str = "") -> None:
         for value_id in node.call.inputs:
@@ -225,7 +260,8 @@ class SpaceAnalysis:
         """Give every parameter no operator claimed (bare parameters, derived weights) its pruning axis."""
         self._refresh()
         for value in self.graph.values.values():
-            if value.kind not in ("param", "buffer") or value.id in self.owner_axis or value.id not in self._axes:
+            if value.kind not in ("param", "buffer") or value.id in self.owner_axis or value.id not in self._axes \
+                    or value.id in self.mapped_owner:
                 continue
             axis = self.best_axis(value.id)
             if axis is not None:
@@ -706,6 +742,19 @@ class AnalysisResult:
     def axes(self, value_id: str) -> List[Space]:
         """The space of each axis of traced value ``value_id``."""
         return self._analysis.axes(value_id)
+
+    def mapped_axes(self, value_id: str) -> Tuple[MappedAxis, ...]:
+        """Axes of parameter ``value_id`` whose indices map to units (a mixture of experts' tensors)."""
+        return tuple(self._analysis.mapped_axes.get(value_id, ()))
+
+    def mapped_owner(self, value_id: str) -> Optional[MappedAxis]:
+        """The mapped axis parameter ``value_id`` is pruned along with its group, if it has one."""
+        return self._analysis.mapped_owner.get(value_id)
+
+    def mapped_owners(self, mapped: MappedAxis) -> Owners:
+        """``(unit uids, unit indices)`` owning each index of a mapped axis."""
+        uids, indices = self.owners(mapped.space)
+        return uids[mapped.index], indices[mapped.index]
 
     def owners(self, space: Space) -> Owners:
         """``(unit uids, unit indices)`` owning each element of ``space`` (uid -1 where not prunable)."""

@@ -8,6 +8,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..graph.pruning_axis import along
 from ..meta_device import check_materialized
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,8 @@ def zero_global_units(param_groups: Iterable[dict], pruned: torch.Tensor) -> Non
                     continue
                 positions = torch.nonzero(torch.isin(index, pruned.to(index.device)), as_tuple=True)[0]
                 if positions.numel():
-                    param.index_fill_(axis, positions, 0)
+                    view, dim = along(param, axis)
+                    view.index_fill_(dim, positions, 0)
 
 
 def random_set_zero_groups(graph, target_group_sparsity: Optional[float] = None, num_group_divisible: int = 2) -> None:
@@ -151,7 +153,8 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
                 continue
             source = member.tensor if tensors is None else tensors[member.name]
             # counting nonzero elements needs no float64 copy of the tensor (NaN counts as nonzero)
-            slice_counts = (source.detach() != 0).movedim(member.axis, 0).reshape(keys.size, -1).sum(dim=1).cpu()
+            view, dim = along(source.detach(), member.axis)
+            slice_counts = (view != 0).movedim(dim, 0).reshape(keys.size, -1).sum(dim=1).cpu()
             nonzeros.index_add_(0, torch.from_numpy(indices[mine]), slice_counts[torch.from_numpy(mine)])
             counted = True
         if counted:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, cast
 
 import numpy as np
 
@@ -198,13 +198,14 @@ class _GroupBuilder:
             if value.name in self.member_of:
                 owned = owned or self.member_of[value.name]
                 continue
-            axis = analysis.owner_axis.get(value_id)
+            mapped = analysis.mapped_owner(value_id)
+            axis = analysis.owner_axis.get(value_id) if mapped is None else mapped.axis
             if axis is None and value.shape and max(value.shape) > 1:
                 axis = 0
             if axis is None:
                 unplaced.append(value.name)
                 continue
-            space = analysis.axes(value_id)[axis]
+            space = mapped.space if mapped is not None else analysis.axes(value_id)[cast(int, axis)]
             owners = self.unit_map.owners(value.name, axis)
             root = analysis.spaces.find(space)
             key = self._key_for(owners, root)
@@ -242,7 +243,9 @@ class _GroupBuilder:
                                              TensorTransform.NO_PRUNE, "", ""))
             self.member_of[name] = ("space", UNTRACED_KEY)
 
-    def _transform(self, node, name: str, axis: int, ndim: int, key) -> TensorTransform:
+    def _transform(self, node, name: str, axis, ndim: int, key) -> TensorTransform:
+        if isinstance(axis, tuple):  # a mixture of experts' flattened (expert, row) axis: rows, expert-major
+            return TensorTransform.BASIC
         if axis != 0:
             return TensorTransform.TRANSPOSE
         if node.op_name == "groupnorm":

@@ -20,6 +20,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 
 from ..compat import ReferenceNodeGroupNames, TensorTransform
+from .pruning_axis import PruningAxis
 from .unit_map import Owners, UnitMap, global_unit_ids
 
 
@@ -28,14 +29,16 @@ from .unit_map import Owners, UnitMap, global_unit_ids
 class GroupMember:
     """One parameter (or buffer) of a node group.
 
-    ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars);
-    ``owners`` is the unit map's entry for that axis (:mod:`.unit_map`): the key of the unit group owning
-    each index (-1: none) and the unit's index inside that group.
+    ``axis`` is the dimension pruned with the group (None: not pruned, e.g. quantizer scalars), or a pair of
+    adjacent dimensions read as one flattened axis (a mixture of experts' tensors, see
+    :mod:`~only_train_once.graph.pruning_axis`); ``owners`` is the unit map's entry for that axis
+    (:mod:`.unit_map`): the key of the unit group owning each index (-1: none) and the unit's index inside that
+    group.
     """
 
     name: str
     tensor: torch.Tensor
-    axis: Optional[int]
+    axis: Optional[PruningAxis]
     owners: Optional[Owners]
     is_parameter: bool
     transform: TensorTransform

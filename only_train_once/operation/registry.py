@@ -46,7 +46,7 @@ compressed model uses; :mod:`~only_train_once.operation.thirdparty` registers ti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Optional, Type, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Type, Union
 
 from torch import nn
 
@@ -62,6 +62,13 @@ ModuleUpdate = Callable[[nn.Module, Any, int], Dict[str, Any]]
 #: had along their pruned axis), for modules whose own class computes something else once pruned
 ModuleReplace = Callable[[nn.Module, int], nn.Module]
 
+#: ``restructure(module, kept) -> (module, description)``: the stand-in of a module whose pruned tensors no longer
+#: fit its own class (``kept``: attribute name -> {pruned axis: kept indices}, the tensors already shrunk), with a
+#: JSON-serialisable ``description`` from which ``restore(fresh module holding the shrunk tensors, description)``
+#: rebuilds it when a weights-only checkpoint is loaded
+ModuleRestructure = Callable[[nn.Module, Dict[str, Dict[Any, Any]]], Tuple[nn.Module, Dict[str, Any]]]
+ModuleRestore = Callable[[nn.Module, Dict[str, Any]], nn.Module]
+
 
 @dataclass(frozen=True)
 class ModuleShrink:
@@ -69,12 +76,15 @@ class ModuleShrink:
     returns the attributes to rewrite given the module, its node and the number of input channels kept on
     ``input_channel_axis`` of the node's first input. ``replace``, if given, swaps a module that lost channels for
     a stand-in computing what the unpruned module computed (a mean over channels that must keep dividing by the
-    original count)."""
+    original count). ``restructure`` / ``restore``, if given, swap a module whose pruned tensors its own class
+    cannot hold (experts keeping different numbers of hidden units) and rebuild that swap on reload."""
 
     module_type: Union[Type[nn.Module], str]
     update: ModuleUpdate
     input_channel_axis: int = 1
     replace: Optional[ModuleReplace] = None
+    restructure: Optional[ModuleRestructure] = None
+    restore: Optional[ModuleRestore] = None
 
     def applies_to(self, module: nn.Module) -> bool:
         if isinstance(self.module_type, str):
@@ -122,7 +132,8 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
                     zero_rule: Optional[Callable] = None, macs: Optional[Callable] = None,
                     update: Optional[ModuleUpdate] = None, input_channel_axis: int = 1,
                     op_name: Optional[str] = None, is_stem: Optional[bool] = None,
-                    replace: Optional[ModuleReplace] = None) -> OpKind:
+                    replace: Optional[ModuleReplace] = None, restructure: Optional[ModuleRestructure] = None,
+                    restore: Optional[ModuleRestore] = None) -> OpKind:
     """Teach the analyzer a module class, traced as one call (its forward's torch calls are not recorded).
 
     ``module_type``: the class, or its path ``"package.module.Class"`` (a third-party class registered without
@@ -131,7 +142,10 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
     attributes to rewrite after pruning (``{"in_features": ..., "out_features": ...}``); ``input_channel_axis``
     is the axis of the first input whose kept size is passed as ``kept_in``; ``replace(module, full_size)``
     returns a stand-in for a module that lost channels, when its own class would compute something else (see
-    :class:`ModuleShrink`). Other arguments as in :func:`register_operator`. Subclasses are traced the same way.
+    :class:`ModuleShrink`); ``restructure(module, kept)`` / ``restore(module, description)`` replace a module
+    whose pruned tensors its own class cannot hold, and rebuild it on reload (:class:`ModuleShrink`; the experts of
+    :mod:`~only_train_once.operation.experts`). Other arguments as in :func:`register_operator`. Subclasses are
+    traced the same way.
     """
     if isinstance(module_type, str):
         if "." not in module_type:
@@ -142,12 +156,16 @@ def register_module(module_type: Union[Type[nn.Module], str], propagate: Callabl
         qualified_name, class_name = module_type.__qualname__, module_type.__name__
     else:
         raise TypeError(f"register_module needs an nn.Module subclass or its class path, got {module_type!r}")
+    if (restructure is None) != (restore is None):
+        raise ValueError("restructure and restore come together: restore rebuilds what restructure made when a "
+                         "weights-only checkpoint is loaded")
     call_name = f"module:{qualified_name}"
     stem = zero == STEM if is_stem is None else is_stem
     kind = register_operator(call_name, propagate, zero, zero_rule, macs, stem, op_name or class_name)
     OPAQUE_MODULES[module_type] = call_name
     if update is not None:
-        MODULE_SHRINKS[kind.op_name] = ModuleShrink(module_type, update, input_channel_axis, replace)
+        MODULE_SHRINKS[kind.op_name] = ModuleShrink(module_type, update, input_channel_axis, replace, restructure,
+                                                    restore)
     return kind
 
 

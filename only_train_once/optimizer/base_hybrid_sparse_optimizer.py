@@ -334,7 +334,7 @@ class BaseHybridSparseOptimizer(ReferenceOptimizerNames, BaseOptimizer):
     def _zero_units(self, positions: Sequence[Tensor]) -> None:
         for unit_slices, where in zip(self.layout.slices, positions):
             if where.numel():
-                unit_slices.param.index_fill_(unit_slices.axis, where, 0)
+                unit_slices.target.index_fill_(unit_slices.axis, where, 0)
 
     def _hold_pruned_at_zero(self) -> None:
         if self.fixed_zero_groups:
@@ -347,7 +347,7 @@ class BaseHybridSparseOptimizer(ReferenceOptimizerNames, BaseOptimizer):
         for unit_slices, where, exponent in zip(self.layout.slices, self._active_positions, self._active_exponents):
             if not where.numel() or (unit_slices.own_group and not own_groups):
                 continue
-            param, axis = unit_slices.param, unit_slices.axis
+            param, axis = unit_slices.target, unit_slices.axis
             selected = param.index_select(axis, where)
             if exponent is None:
                 selected.mul_(factor)

@@ -96,7 +96,7 @@ class _Forgetting:
 
     def apply(self, bounds: NormBounds) -> None:
         for (unit_slices, positions, forgotten, _), norm in zip(self.terms, self.norms):
-            unit_slices.param.index_add_(unit_slices.axis, positions, forgotten, alpha=-self.gamma)
+            unit_slices.target.index_add_(unit_slices.axis, positions, forgotten, alpha=-self.gamma)
             bounds.grow(unit_slices.param, norm)
 
 
@@ -406,9 +406,10 @@ class GETA(BaseHybridSparseOptimizer):
             if not where.numel():
                 continue
             unit_slices = self.layout.slices[k]
-            values = unit_slices.param.detach().index_select(unit_slices.axis, where)
+            values = unit_slices.target.detach().index_select(unit_slices.axis, where)
             variant = self._variants[index][unit_slices.param_index]
-            grad = torch.zeros_like(values) if variant is None else variant.index_select(unit_slices.axis, where)
+            grad = (torch.zeros_like(values) if variant is None
+                    else unit_slices.along(variant).index_select(unit_slices.axis, where))
             layer = self._weight_layer_of_param.get((index, unit_slices.param_index))
             parts.append(_RedundantPart(k, values, grad, layer))
         return parts

@@ -149,7 +149,7 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
             ratio = 0.0 if not (loss_value and self.reference_loss) else loss_value / self.reference_loss - 1.0
             self.group_sensitivity.setdefault(index, []).append(max(0.0, ratio))
             for unit_slices, where, values in self._probe_cache:
-                unit_slices.param.index_copy_(unit_slices.axis, where, values)
+                unit_slices.target.index_copy_(unit_slices.axis, where, values)
             self._probe_cache = []
             self._trial_pending = False
             self.reference_loss = None
@@ -167,8 +167,8 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
         self._probe_cache = []
         for unit_slices, where in zip(self.layout.slices, self.layout.positions(chosen)):
             if where.numel():
-                self._probe_cache.append((unit_slices, where, unit_slices.param.index_select(unit_slices.axis, where)))
-                unit_slices.param.index_fill_(unit_slices.axis, where, 0)
+                self._probe_cache.append((unit_slices, where, unit_slices.target.index_select(unit_slices.axis, where)))
+                unit_slices.target.index_fill_(unit_slices.axis, where, 0)
         self._trial_pending = True
 
     # -- sampling ---------------------------------------------------------------------------------------

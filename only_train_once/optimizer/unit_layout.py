@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..graph.pruning_axis import PruningAxis, along
+
 
 @dataclass
 class UnitSlices:
@@ -23,6 +25,11 @@ class UnitSlices:
     ``unit_index[k]`` is the global unit id of index ``k`` along ``axis`` (-1: none); ``owned`` is
     ``unit_index >= 0``; ``own_group`` tells whether the units are those of the parameter's own group (False
     for auxiliary groups, whose slices belong to the units of the groups they depend on).
+
+    ``axis`` is a dimension of :attr:`target`, the tensor every in-place operation on units writes: the parameter
+    itself, or, for a parameter pruned along two dimensions read as one (a mixture of experts' ``[experts, rows,
+    width]`` tensor, see :mod:`~only_train_once.graph.pruning_axis`), a view of it with those dimensions merged.
+    Tensors shaped like the parameter (gradients, their variants) are brought to that layout by :meth:`along`.
     """
 
     group_index: int
@@ -33,6 +40,19 @@ class UnitSlices:
     unit_index: Tensor
     owned: Tensor
     own_group: bool
+    target: Tensor
+    pruning_axis: PruningAxis
+
+    @classmethod
+    def of(cls, group_index: int, param_index: int, name: str, param: Tensor, pruning_axis: PruningAxis,
+           unit_index: Tensor, own_group: bool) -> "UnitSlices":
+        target, axis = along(param, pruning_axis)
+        return cls(group_index, param_index, name, param, axis, unit_index, unit_index >= 0, own_group, target,
+                   pruning_axis)
+
+    def along(self, tensor: Tensor) -> Tensor:
+        """``tensor`` (shaped like the parameter) in the layout of :attr:`target`."""
+        return along(tensor, self.pruning_axis)[0]
 
     @property
     def length(self) -> int:
@@ -45,7 +65,7 @@ class UnitSlices:
 
     def rows(self, tensor: Tensor) -> Tensor:
         """``tensor`` (shaped like the parameter) as ``[length, -1]``: one row per index along ``axis``."""
-        moved = tensor.movedim(self.axis, 0)
+        moved = self.along(tensor).movedim(self.axis, 0)
         # flatten, not reshape(length, -1): a shard of a sharded parameter (:mod:`.fsdp`) may hold no rows
         return moved.flatten(1) if moved.dim() > 1 else moved.unsqueeze(1)
 
@@ -72,12 +92,12 @@ class UnitLayout:
                 if axis is None or unit_index is None:
                     continue
                 unit_index = unit_index.to(device=param.device, dtype=torch.long)
-                owned = unit_index >= 0
-                if not bool(owned.any()):
+                if not bool((unit_index >= 0).any()):
                     continue
                 highest = max(highest, int(unit_index.max()) + 1)
-                self.slices.append(UnitSlices(index, j, group["p_names"][j], param, int(axis), unit_index, owned,
-                                              not group.get("is_auxiliary", False)))
+                axis = tuple(int(a) for a in axis) if isinstance(axis, tuple) else int(axis)
+                self.slices.append(UnitSlices.of(index, j, group["p_names"][j], param, axis, unit_index,
+                                                 not group.get("is_auxiliary", False)))
         self.num_units = highest
         self.unit_group = torch.full((highest,), -1, dtype=torch.long)
         for index, (start, count) in self.group_ranges.items():

@@ -134,6 +134,7 @@ def model_to_quantize_model(
     convert_children(model, "")
     _warn_own_forward(own_forward)
     _warn_float_layers(model, excluded)
+    _warn_float_experts(model)
     converted = sum(layer is not None for layer in replacements.values())
     logger.info(
         "Converted %d layers to quantized layers (%s, %s, %s).", converted, config.quant_type.value,
@@ -176,6 +177,18 @@ def _warn_float_layers(model: nn.Module, excluded: List[nn.Module]) -> None:
 
 def _shorten(names: List[str], shown: int = 20) -> str:
     return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _warn_float_experts(model: nn.Module) -> None:
+    """Warn once about mixture-of-experts modules (Hugging Face keeps every expert's matrices in one 3-D
+    ``down_proj``/``gate_up_proj``): no quantized layer holds a batch of matrices, so their weights and inputs stay
+    float; their hidden units are still pruned (:mod:`only_train_once.operation.experts`)."""
+    experts = [name for name, module in model.named_modules()
+               if getattr(module._parameters.get("down_proj"), "ndim", 0) == 3]
+    if experts:
+        logger.warning("%d mixture-of-experts modules keep their expert weights and inputs in float (3-D expert "
+                       "weights have no quantized layer): %s", len(experts),
+                       ", ".join(experts[:5]) + (" ..." if len(experts) > 5 else ""))
 
 
 def get_quant_param_dict(model: nn.Module) -> Dict[str, Dict[str, float]]:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from ..graph.pruning_axis import flattened, is_flattened, length
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
 from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
 from .modules import PrunedMultiheadAttention, StandardisedConv2d
@@ -78,8 +79,10 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> N
     for name, axes in plan.keep.items():
         old = named[name]
         data = old.detach()
-        for axis, kept in axes.items():
-            data = data.index_select(axis, kept.to(data.device))
+        # Plain axes first: their numbers refer to the tensor's own dims, which flattening two of them renumbers.
+        for axis, kept in sorted(axes.items(), key=lambda item: is_flattened(item[0])):
+            data, dim = flattened(data, axis)
+            data = data.index_select(dim, kept.to(data.device))
         if not axes:  # index_select copies; only a tensor it did not touch needs its own copy
             data = data.clone()
         new = nn.Parameter(data, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else data
@@ -181,6 +184,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
             set_submodule(model, module_name, shrink.replace(module, full_size))
             spec.replaced_modules[module_name] = {"class": "registered", "op_name": node.op_name,
                                                   "full_size": full_size}
+        _restructure(model, module_name, module, node.op_name, plan, spec)
     _replace_attention_modules(model, plan, spec, attention_head_dims)
     _update_attention_sizes(model, plan, spec)
     modules = dict(model.named_modules())
@@ -201,8 +205,24 @@ def _full_pruned_size(module: nn.Module, module_name: str, plan: PruningPlan) ->
     for name, tensor in module._parameters.items():
         axes = plan.keep.get(f"{module_name}.{name}" if module_name else name)
         if tensor is not None and axes:
-            return int(tensor.shape[next(iter(axes))])
+            return length(tensor.shape, next(iter(axes)))
     return None
+
+
+def _restructure(model: nn.Module, module_name: str, module: nn.Module, op_name: str, plan: PruningPlan,
+                 spec: SubnetSpec) -> None:
+    """A module whose registered shrink rule restructures it (a mixture of experts whose experts keep different
+    numbers of hidden units) is replaced by what the rule builds from its pruned tensors and the kept indices."""
+    shrink = MODULE_SHRINKS[op_name]
+    if shrink.restructure is None:
+        return
+    prefix = f"{module_name}." if module_name else ""
+    kept = {name: plan.keep[prefix + name] for name in module._parameters if prefix + name in plan.keep}
+    if not kept:
+        return
+    replacement, description = shrink.restructure(module, kept)
+    set_submodule(model, module_name, replacement)
+    spec.replaced_modules[module_name] = {"class": "registered", "op_name": op_name, "restructured": description}
 
 
 def _bake_standardised_convs(graph, model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
@@ -264,5 +284,8 @@ def _replacement(module: nn.Module, name: str, description: Dict[str, Any]) -> n
     if kind == "StandardisedConv2d":
         return StandardisedConv2d.from_module(module)
     if kind == "registered" and description.get("op_name") in MODULE_SHRINKS:
-        return MODULE_SHRINKS[description["op_name"]].replace(module, int(description["full_size"]))
+        shrink = MODULE_SHRINKS[description["op_name"]]
+        if "restructured" in description and shrink.restore is not None:
+            return shrink.restore(module, description["restructured"])
+        return shrink.replace(module, int(description["full_size"]))
     raise ValueError(f"unknown replacement module {kind!r} for {name}")

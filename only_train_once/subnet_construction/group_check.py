@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..graph.pruning_axis import along
 from .apply import apply_plan
 from .plan import MaskLookup, plan_for_masks
 from .verification import SubnetConstructionError, SubnetVerifier
@@ -66,10 +67,10 @@ def zero_units(graph, tensors: Dict[str, torch.Tensor], masks: Dict[int, np.ndar
                     continue
                 hit = lookup.removed(*member.owners)
                 if hit.any():
-                    tensor = tensors[member.name]
+                    tensor, axis = along(tensors[member.name], member.axis)  # a view: writes reach the tensor
                     positions = torch.from_numpy(np.flatnonzero(hit)).to(tensor.device)
-                    saved.append((tensor, member.axis, positions, tensor.index_select(member.axis, positions)))
-                    tensor.index_fill_(member.axis, positions, 0)
+                    saved.append((tensor, axis, positions, tensor.index_select(axis, positions)))
+                    tensor.index_fill_(axis, positions, 0)
     return saved
 
 

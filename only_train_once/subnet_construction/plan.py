@@ -9,16 +9,18 @@ import numpy as np
 import torch
 
 from ..dependency_graph.param_groups import zero_units_by_group
+from ..graph.pruning_axis import PruningAxis
 
 
 @dataclass
 class PruningPlan:
-    """``keep[tensor name][axis]`` = sorted indices kept along that axis (only axes that shrink are listed).
+    """``keep[tensor name][axis]`` = sorted indices kept along that axis (only axes that shrink are listed). An
+    axis may be a pair of dimensions read as one flattened axis (:mod:`~only_train_once.graph.pruning_axis`).
 
     ``pruned_units`` maps a unit group's key to a boolean mask over its units (True: removed).
     """
 
-    keep: Dict[str, Dict[int, torch.Tensor]] = field(default_factory=dict)
+    keep: Dict[str, Dict[PruningAxis, torch.Tensor]] = field(default_factory=dict)
     pruned_units: Dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -90,6 +92,11 @@ def plan_for_masks(graph, masks: Dict[int, np.ndarray]) -> PruningPlan:
         if removed.any():
             plan.keep.setdefault(name, {})[axis] = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
     return plan
+
+
+def _keep(plan: PruningPlan, name: str, axis: PruningAxis, removed: np.ndarray) -> None:
+    if removed.any():
+        plan.keep.setdefault(name, {})[axis] = torch.from_numpy(np.flatnonzero(~removed).astype(np.int64))
 
 
 def kept_size(graph, masks: Union[Dict[int, np.ndarray], MaskLookup], value_id: str, axis: int) -> int:

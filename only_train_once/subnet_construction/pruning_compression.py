@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..graph.pruning_axis import is_flattened
 from ..meta_device import check_materialized
 from ..quantization.calibration import warn_if_uncalibrated
 from ..utils import eval_mode
@@ -51,6 +52,16 @@ def _check_unchanged(graph, model: nn.Module) -> None:
                 raise ValueError(f"the model changed since OTO traced it ('{value.name}' is now "
                                  f"{None if tensor is None else tuple(tensor.shape)}, was {value.shape}); build a "
                                  "new OTO(model, dummy_input) before construct_subnet")
+
+
+def _check_config_describes(plan) -> None:
+    """A Hugging Face config has one size per layer kind: experts that kept different numbers of hidden units
+    (pruned along a flattened (expert, unit) axis) cannot be written as a model directory."""
+    ragged = [name for name, axes in plan.keep.items() if any(is_flattened(axis) for axis in axes)]
+    if ragged:
+        raise HuggingFaceExportError(f"the experts of {ragged[0]} (and {len(ragged) - 1} more) keep different numbers "
+                                     "of hidden units, which a Hugging Face config cannot describe; save with "
+                                     "ckpt_format='torch' or 'safetensors' (export_huggingface_format=False)")
 
 
 def verify_subnet(verifier: SubnetVerifier, model: nn.Module) -> float:
@@ -188,6 +199,8 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     if save_full_group_sparse_model:
         full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     plan = build_plan(graph)
+    if export_huggingface_format:
+        _check_config_describes(plan)
     spec = apply_plan(graph, model, plan)
     for node in graph.nodes.values():
         node.pruned_status = {"out_dim": True, "in_dim": True}
