@@ -16,8 +16,9 @@ from ..meta_device import check_materialized
 from ..quantization.calibration import warn_if_uncalibrated
 from ..utils import eval_mode
 from .apply import apply_plan
+from .graph_release import graph_releaser
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
-from .integrity import digests, save_module, state_tensors
+from .integrity import save_module
 from .io import export_onnx, save_spec, save_weights
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .plan import build_plan
@@ -75,8 +76,7 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    checksums = digests(state_tensors(target))  # once for both files
-    save_weights(target, path.rsplit(".", 1)[0] + ".safetensors", checksums)
+    checksums = save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")  # reused for the .pt file
     if ckpt_format == "safetensors":
         return
     try:
@@ -175,7 +175,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     if save_full_group_sparse_model:
         full_path = _save_all(model, full_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)
     plan = build_plan(graph)
-    spec = apply_plan(graph, model, plan)
+    spec = apply_plan(graph, model, plan, on_replaced=graph_releaser(graph))
     graph.pruning_plan = plan
     for node in graph.nodes.values():
         node.pruned_status = {"out_dim": True, "in_dim": True}
