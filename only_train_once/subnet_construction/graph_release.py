@@ -1,6 +1,7 @@
 """Let the traced graph release the data of the tensors ``construct_subnet`` replaces.
 
-The graph keeps every parameter and buffer of the traced model (its groups read them while training). Once
+The graph keeps every parameter and buffer of the traced model (its groups read them while training, its
+operator descriptions count them). Once
 pruning has replaced a tensor by its shrunk form, the graph's reference alone would keep the full tensor alive
 until the end: with every replaced tensor kept, ``construct_subnet`` held the full model and the compressed one
 at once. Each replaced tensor is swapped in the graph for a data-free stand-in on the meta device with its shape,
@@ -28,7 +29,8 @@ def graph_releaser(graph) -> Callable[[torch.Tensor], None]:
         for member in group.members:
             members.setdefault(id(member.tensor), []).append(member)
     names: Dict[int, List] = {}
-    for store in (graph.parameters, graph.buffers):
+    operators = [node.op for node in graph.nodes.values() if node.op is not None]
+    for store in [graph.parameters, graph.buffers] + [op.name_to_param for op in operators]:
         for name, tensor in store.items():
             names.setdefault(id(tensor), []).append((store, name))
 
