@@ -91,7 +91,7 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec,
         if on_replaced is not None:
             on_replaced(old)
         spec.shapes[name] = list(new.shape)
-        del old, data, new
+        del old, data, new  # no reference to the full tensor survives into the next one's allocation
 
 
 def _tensor_holders(model: nn.Module) -> Dict[int, List[Tuple[Dict[str, Any], str]]]:
