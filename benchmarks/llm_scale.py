@@ -6,8 +6,11 @@ is measured in a fresh child process so that its peak resident memory (``ru_maxr
 reported above the process's size once the model is built.
 
     python benchmarks/llm_scale.py [--quick] [--shapes 512x2,7Bx1] [--optimizer-only | --subnet-only]
+    python benchmarks/llm_scale.py --subnet-only --shapes 7Bx1 --baseline-library /path/to/older/checkout
 
-Keep the 7B width at one layer on shared machines (about 3 GB per child).
+``--baseline-library`` runs every construct_subnet child a second time with the library of another checkout (its
+root folder), interleaved, so that before/after figures come from one run. Keep the 7B width at one layer on
+shared machines (about 3 GB per child).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: The checkout whose ``only_train_once`` a child imports (``--baseline-library`` sets it for the baseline runs).
+LIBRARY_ROOT = os.environ.get("LLM_SCALE_LIBRARY", ROOT)
 WIDTHS = {"512": dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8, num_key_value_heads=8,
                       vocab_size=8000),
           "1k": dict(hidden_size=1024, intermediate_size=2752, num_attention_heads=16, num_key_value_heads=16,
@@ -39,9 +44,31 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reset_peak_mb() -> bool:
+    """Restart the kernel's peak-RSS count (``VmHWM``) here, so a phase's peak is its own and not the model
+    build's; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _phase_peak_mb() -> float:
+    """Peak RSS since :func:`_reset_peak_mb` (``VmHWM``)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return _peak_mb()
+
+
 def _model(width: str, layers: int, quantized: bool):
     sys.path.insert(0, ROOT)
     from tests.thirdparty import import_module
+
+    sys.path.insert(0, LIBRARY_ROOT)
 
     transformers = import_module("transformers")
     import torch
@@ -83,10 +110,14 @@ def child(task: str, width: str, layers: int, quantized: bool) -> dict:
         np.random.seed(0)
         oto.random_set_zero_groups(0.5)
         with tempfile.TemporaryDirectory(prefix="llm_scale_") as out_dir:
-            base, start = _rss_mb(), time.perf_counter()
+            base, reset = _rss_mb(), _reset_peak_mb()
+            start = time.perf_counter()
             oto.construct_subnet(out_dir=out_dir, save_full_group_sparse_model=task == "subnet_full",
                                  ckpt_format="safetensors" if task == "subnet_safetensors" else "torch")
             result["seconds"] = time.perf_counter() - start
+            if reset:
+                result["phase_peak_above_model_mb"] = _phase_peak_mb() - base
+            result["written_mb"] = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir)) / 2 ** 20
     elif task == "optimizer":
         result.update(_optimizer_state(model, inputs))
     elif task == "steps":
@@ -158,30 +189,37 @@ def _step_ratios(model, inputs) -> dict:
 
 
 
-def run_child(task: str, width: str, layers: int, quantized: bool) -> dict:
+def run_child(task: str, width: str, layers: int, quantized: bool, library: str = ROOT) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", task, width, str(layers), str(int(quantized))]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ROOT},
-                          timeout=1800)
+    done = subprocess.run(command, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": ROOT, "LLM_SCALE_LIBRARY": library}, timeout=1800)
     if done.returncode:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _subnet_table(shapes) -> None:
-    """construct_subnet (float, 50% random group sparsity) without and with the full group-sparse file, and
-    without it in ``ckpt_format="safetensors"`` (the weights-only file alone)."""
-    print("\n| width | layers | model MB | forward s | construct_subnet s (x fwd) | with the full group-sparse file s "
-          "(x fwd) | ckpt_format='safetensors' s (x fwd) | peak MB above model (with) |")
-    print("|---|---|---|---|---|---|---|---|")
+SUBNET_TASKS = {"subnet": "without the full file", "subnet_full": "with the full group-sparse file",
+                "subnet_safetensors": "ckpt_format='safetensors', without the full file"}
+
+
+def _subnet_table(shapes, baseline: str = None) -> None:
+    """construct_subnet (float, 50% random group sparsity): time against one forward (with gradients), peak RSS
+    above the model during construct_subnet alone, against the model's size, and MB written; in the default
+    format without and with the full group-sparse file, and in ``ckpt_format="safetensors"`` without it. With
+    ``baseline`` (another checkout's root) each child runs on both libraries, interleaved."""
+    libraries = [("this", ROOT)] + ([("baseline", baseline)] if baseline else [])
+    print("\n| width | layers | model MB | forward s | library | construct_subnet | s (x fwd) | peak MB above model "
+          "(x model) | MB written |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for width, layers in shapes:
         forward = run_child("forward", width, layers, False)
-        lean = run_child("subnet", width, layers, False)
-        full = run_child("subnet_full", width, layers, False)
-        weights_only = run_child("subnet_safetensors", width, layers, False)
-        cells = " | ".join(f"{r['seconds']:.1f} ({r['seconds'] / forward['seconds']:.1f}x)"
-                           for r in (lean, full, weights_only))
-        print(f"| {width} | {layers} | {lean['model_mb']:.0f} | {forward['seconds']:.2f} | {cells} | "
-              f"{lean['peak_above_model_mb']:.0f} ({full['peak_above_model_mb']:.0f}) |", flush=True)
+        for task, described in SUBNET_TASKS.items():
+            for label, library in libraries:
+                r = run_child(task, width, layers, False, library)
+                peak = r.get("phase_peak_above_model_mb", r["peak_above_model_mb"])
+                print(f"| {width} | {layers} | {r['model_mb']:.0f} | {forward['seconds']:.2f} | {label} | {described} "
+                      f"| {r['seconds']:.1f} ({r['seconds'] / forward['seconds']:.1f}x) | {peak:.0f} "
+                      f"({peak / r['model_mb']:.2f}x) | {r['written_mb']:.0f} |", flush=True)
 
 
 def main() -> None:
@@ -191,6 +229,8 @@ def main() -> None:
     parser.add_argument("--optimizer-only", action="store_true", help="only GETA's step time and state")
     parser.add_argument("--subnet-only", action="store_true",
                         help="only construct_subnet, without and with the full group-sparse file (float)")
+    parser.add_argument("--baseline-library", default=None,
+                        help="root of another checkout: --subnet-only also runs its construct_subnet, interleaved")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -206,7 +246,7 @@ def main() -> None:
     if args.shapes:
         shapes = [(width, int(layers)) for width, layers in (item.split("x") for item in args.shapes.split(","))]
     if args.subnet_only:
-        _subnet_table(shapes)
+        _subnet_table(shapes, args.baseline_library)
         return
     print("\n| width | layers | mode | model MB | forward s | build s (x fwd) | build peak MB above model "
           "(forward's) | construct_subnet s (x fwd) | its peak MB above model |")
@@ -216,8 +256,9 @@ def main() -> None:
             forward = run_child("forward", width, layers, quantized)
             build = run_child("build", width, layers, quantized)
             subnet = run_child("subnet", width, layers, quantized) if not quantized else None
+            subnet_peak = subnet.get("phase_peak_above_model_mb", subnet["peak_above_model_mb"]) if subnet else 0
             subnet_cells = (f"{subnet['seconds']:.2f} ({subnet['seconds'] / forward['seconds']:.1f}x) | "
-                            f"{subnet['peak_above_model_mb']:.0f}") if subnet else "- | -"
+                            f"{subnet_peak:.0f}") if subnet else "- | -"
             print(f"| {width} | {layers} | {'W+A' if quantized else 'float'} | {build['model_mb']:.0f} | "
                   f"{forward['seconds']:.2f} | {build['seconds']:.2f} ({build['seconds'] / forward['seconds']:.1f}x)"
                   f" | {build['peak_above_model_mb']:.0f} ({forward['peak_above_model_mb']:.0f}) | {subnet_cells} |",

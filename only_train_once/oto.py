@@ -312,6 +312,13 @@ class OTO(ReferenceOTOMethods):
         mode (the live model keeps its modes), so ``torch.load``-ed models compare deterministically. In
         ``compress_mode="erase"`` nothing is removed: the zero groups are kept, exactly zero, in both files.
 
+        Memory and files: tensors are shrunk one at a time and each full tensor is freed as soon as its shrunk form
+        replaces it (the OTO graph keeps only data-free stand-ins of the replaced tensors), so construct_subnet holds
+        about one tensor beyond the model, provided nothing else still holds the full tensors: delete the training
+        optimizer first (its parameter lists and moments keep them alive). The compressed model is verified before
+        it is written, and weights files are written in one streaming pass. ``save_full_group_sparse_model=False``
+        skips the full group-sparse file (the reference's default, True, writes it first, a full-size file).
+
         Hugging Face models: their config's size fields follow the pruning where every layer kept the same sizes;
         ``export_huggingface_format=True`` writes the compressed model as a ``save_pretrained`` directory
         (``<out_dir>/<Name>_compressed_hf``, see :func:`only_train_once.load_pretrained`), which becomes

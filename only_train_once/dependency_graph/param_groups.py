@@ -152,10 +152,11 @@ def zero_units_by_group(graph, tensors: Optional[Dict[str, torch.Tensor]] = None
             if not mine.any():
                 continue
             source = member.tensor if tensors is None else tensors[member.name]
-            # counting nonzero elements needs no float64 copy of the tensor (NaN counts as nonzero)
+            # whether each slice has a nonzero element (NaN counts as nonzero): any() of the comparison needs no
+            # wider copy of the tensor; sum() cast every element to int64 first (+360 MB for a 7B-width embedding)
             view, dim = along(source.detach(), member.axis)
-            slice_counts = (view != 0).movedim(dim, 0).reshape(keys.size, -1).sum(dim=1).cpu()
-            nonzeros.index_add_(0, torch.from_numpy(indices[mine]), slice_counts[torch.from_numpy(mine)])
+            nonzero = (view != 0).movedim(dim, 0).reshape(keys.size, -1).any(dim=1).cpu()
+            nonzeros.index_add_(0, torch.from_numpy(indices[mine]), nonzero[torch.from_numpy(mine)].to(torch.int64))
             counted = True
         if counted:
             result[group.key] = np.flatnonzero(nonzeros.numpy() == 0)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -72,12 +72,15 @@ def _update_attention_sizes(model: nn.Module, plan: PruningPlan, spec: SubnetSpe
                 _set_attribute(spec, module_name, module, name, value)
 
 
-def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> None:
-    named = dict(model.named_parameters())
-    named.update(dict(model.named_buffers()))
-    replacements: Dict[int, torch.Tensor] = {}
+def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec,
+                     on_replaced: Optional[Callable[[torch.Tensor], None]] = None) -> None:
+    """Shrink the planned tensors one at a time: each replacement is put in place (in every module holding the
+    tensor: tied weights) before the next is made, so the old tensor can be freed at once and pruning holds at most
+    one extra tensor, not a second copy of the model. ``on_replaced(old)`` lets other holders of the old tensor
+    let go of it."""
+    holders = _tensor_holders(model)
     for name, axes in plan.keep.items():
-        old = named[name]
+        old = _named_tensor(model, name)
         data = old.detach()
         # Plain axes first: their numbers refer to the tensor's own dims, which flattening two of them renumbers.
         for axis, kept in sorted(axes.items(), key=lambda item: is_flattened(item[0])):
@@ -86,13 +89,30 @@ def _replace_tensors(model: nn.Module, plan: PruningPlan, spec: SubnetSpec) -> N
         if not axes:  # index_select copies; only a tensor it did not touch needs its own copy
             data = data.clone()
         new = nn.Parameter(data, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else data
-        replacements[id(old)] = new
+        for store, key in holders.pop(id(old)):
+            store[key] = new
+        if on_replaced is not None:
+            on_replaced(old)
         spec.shapes[name] = list(new.shape)
+        del old, data, new  # no reference to the full tensor survives into the next one's allocation
+
+
+def _tensor_holders(model: nn.Module) -> Dict[int, List[Tuple[Dict[str, Any], str]]]:
+    """``id(tensor)`` -> every ``(module._parameters or module._buffers, key)`` that holds it (no tensor is kept)."""
+    holders: Dict[int, List[Tuple[Dict[str, Any], str]]] = {}
     for module in model.modules():
         for store in (module._parameters, module._buffers):
-            for key, tensor in list(store.items()):
-                if tensor is not None and id(tensor) in replacements:
-                    store[key] = replacements[id(tensor)]
+            for key, tensor in store.items():
+                if tensor is not None:
+                    holders.setdefault(id(tensor), []).append((store, key))
+    return holders
+
+
+def _named_tensor(model: nn.Module, name: str) -> torch.Tensor:
+    module_name, _, attribute = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    tensor = module._parameters.get(attribute)
+    return tensor if tensor is not None else module._buffers[attribute]
 
 
 def _stored_weight(module) -> torch.Tensor:
@@ -151,10 +171,12 @@ for _op_name, _shrink in {
     MODULE_SHRINKS.setdefault(_op_name, _shrink)
 
 
-def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
+def apply_plan(graph, model: nn.Module, plan: PruningPlan,
+               on_replaced: Optional[Callable[[torch.Tensor], None]] = None) -> SubnetSpec:
     """Shrink ``model`` in place following ``plan``; returns the log of every shape and attribute change.
 
-    ``model`` is the traced model or a deep copy of it (modules and tensors are found by name).
+    ``model`` is the traced model or a deep copy of it (modules and tensors are found by name). Tensors are
+    replaced one at a time; ``on_replaced(old tensor)`` is called after each (see :func:`_replace_tensors`).
     """
     spec = SubnetSpec()
     if plan.is_empty:
@@ -175,7 +197,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan) -> SubnetSpec:
         old_attributes[id(module)] = (node, module_name, module,
                                       kept_size(graph, removed, node.inputs[0], channel_axis),
                                       _full_pruned_size(module, module_name, plan))
-    _replace_tensors(model, plan, spec)
+    _replace_tensors(model, plan, spec, on_replaced)
     for node, module_name, module, kept_in, full_size in old_attributes.values():
         shrink = MODULE_SHRINKS[node.op_name]
         for name, value in shrink.update(module, node, kept_in).items():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from .apply import SubnetSpec, restore_subnet
 from .integrity import (CHECKSUM_KEY, CorruptFileError, digests, read_json_document, reading, recorded_module_digests,
                         state_tensors, verify_digests, write_atomically, write_json_document)
 from .onnx_integrity import write_onnx_atomically
+from .safetensors_stream import stream_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +46,27 @@ def load_model(path: str, map_location: Union[str, torch.device, None] = "cpu") 
     return model
 
 
-def save_weights(model: nn.Module, path: str, checksums: Optional[Mapping[str, str]] = None) -> None:
-    """Write the model's state dict as safetensors (shared tensors are stored once), with per-tensor checksums
-    (``checksums``: the state dict's digests when the caller already has them)."""
-    from safetensors.torch import save_model
+def save_weights(model: nn.Module, path: str) -> Dict[str, str]:
+    """Write the model's state dict as safetensors (tied tensors are stored once), with per-tensor checksums;
+    returns the checksum of every state-dict entry.
 
-    metadata = {CHECKSUM_KEY: json.dumps(dict(checksums) if checksums is not None else digests(state_tensors(model)))}
-    write_atomically(path, lambda temporary: save_model(model, temporary, metadata=metadata))
+    One streaming pass (:mod:`.safetensors_stream`): each tensor is hashed while it is written, and no copy of the
+    whole model is made; state dicts with unusual memory sharing go through ``safetensors.torch.save_model``.
+    """
+    state = state_tensors(model)
+    written: Dict[str, Dict[str, str]] = {}
+
+    def write(temporary: str) -> None:
+        checksums = stream_state_dict(temporary, state)
+        if checksums is None:
+            from safetensors.torch import save_model
+
+            checksums = digests(state)
+            save_model(model, temporary, metadata={CHECKSUM_KEY: json.dumps(checksums)})
+        written["checksums"] = checksums
+
+    write_atomically(path, write)
+    return written["checksums"]
 
 
 def read_weights(path: str) -> Dict[str, torch.Tensor]:

@@ -17,8 +17,9 @@ from ..meta_device import check_materialized
 from ..quantization.calibration import warn_if_uncalibrated
 from ..utils import eval_mode
 from .apply import apply_plan
+from .graph_release import graph_releaser
 from .huggingface import HuggingFaceExportError, fit_config_to_model, is_huggingface_model, save_huggingface
-from .integrity import digests, save_module, state_tensors
+from .integrity import save_module
 from .io import export_onnx, save_spec, save_weights
 from .lora import merge_adapters, refresh_adapter_sizes, require_adapters
 from .plan import PruningPlan, build_plan
@@ -86,8 +87,7 @@ def _save(model: nn.Module, path: str, ckpt_format: str, dummy_input: Any, expor
             inputs = _cast_floats(dummy_input, torch.float16)
         export_onnx(target, inputs, path)
         return
-    checksums = digests(state_tensors(target))  # once for both files
-    save_weights(target, path.rsplit(".", 1)[0] + ".safetensors", checksums)
+    checksums = save_weights(target, path.rsplit(".", 1)[0] + ".safetensors")  # reused for the .pt file
     if ckpt_format == "safetensors":
         return
     try:
@@ -201,7 +201,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
     plan = build_plan(graph)
     if export_huggingface_format:
         _check_config_describes(plan)
-    spec = apply_plan(graph, model, plan)
+    spec = apply_plan(graph, model, plan, on_replaced=graph_releaser(graph))
     for node in graph.nodes.values():
         node.pruned_status = {"out_dim": True, "in_dim": True}
     if refresh_adapter_sizes(model) and merge_lora_to_base:

@@ -131,8 +131,8 @@ def test_a_wrong_subnet_is_refused(tmp_path, monkeypatch):
     model = models.ConvBN().eval()
     oto = zeroed_oto(model)
 
-    def sabotage(graph, model, plan):
-        spec = apply_plan(graph, model, plan)
+    def sabotage(graph, model, plan, **options):
+        spec = apply_plan(graph, model, plan, **options)
         with torch.no_grad():
             model.fc.bias.add_(1.0)
         return spec

@@ -85,8 +85,8 @@ def sabotaged(monkeypatch, change):
     """Make construct_subnet's pruning step also apply ``change(model)`` (a stand-in for an analyzer mistake)."""
     apply_plan = pruning_compression.apply_plan
 
-    def wrong(graph, model, plan):
-        spec = apply_plan(graph, model, plan)
+    def wrong(graph, model, plan, **options):
+        spec = apply_plan(graph, model, plan, **options)
         with torch.no_grad():
             change(model)
         return spec
