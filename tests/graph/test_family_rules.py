@@ -319,12 +319,13 @@ def test_global_response_norm_hidden_units_are_pruned_and_keep_their_channel_mea
 
 
 class SharedBiasActivation(nn.Module):
-    """PoolFormer-V2's StarReLU: ``scale * relu(x) ** 2 + bias`` with one bias for every channel, so a pruned
-    hidden channel carries the bias into fc2 and must stay; the reason names the call that made it nonzero."""
+    """PoolFormer-V2's StarReLU, ``scale * relu(x) ** 2 + bias`` with one bias for every channel, read by a padded
+    3x3 conv: a pruned hidden channel is the constant ``bias``, which the border positions see only in part, so it
+    must stay; the reason names the call that made it nonzero and why the conv cannot absorb it."""
 
     def __init__(self):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.fc1, self.fc2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 3, padding=1)
         self.bias = nn.Parameter(torch.tensor([0.3]))
 
     def forward(self, x):
@@ -333,10 +334,11 @@ class SharedBiasActivation(nn.Module):
 
 def test_a_pinned_group_names_the_call_that_made_its_pruned_channels_nonzero():
     torch.manual_seed(0)
-    oto = OTO(SharedBiasActivation().eval(), torch.randn(TOKENS[0], TOKENS[2] // 2))
+    oto = OTO(SharedBiasActivation().eval(), torch.randn(IMAGE))
     (hidden,) = [g for g in oto.groups if "fc1.weight" in g.param_names]
     assert not hidden.is_prunable
     assert "made nonzero by 'add' in the model" in hidden.unprunable_reasons[0]
+    assert "it pads its input" in hidden.unprunable_reasons[0]
 
 
 class SplitBySharedIntAttributes(nn.Module):
