@@ -135,7 +135,7 @@ def _compress(model, shape, tmp_path):
     (EinsumAttention, TOKENS, {"q", "k"}),
     (WeightStandardised, IMAGE, {"b"}),
     (lambda: WeightStandardised(ScaledStdConv, 1), IMAGE, {"a", "b"}),
-    (SplitBySections, IMAGE, {"dw_first", "dw_second"}),
+    (SplitBySections, IMAGE, {"a", "dw_first", "dw_second"}),
 ], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised_no_eps",
         "weight_standardised", "split_by_sections"])
 def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
