@@ -546,8 +546,8 @@ class SpaceAnalysis:
         blocker = fold_blocker(self, node)
         if blocker is not None:
             self._pin_nonzero_units(constant, f"pruned channels reach '{node.call.name}' in "
-                                              f"{node.scope or 'the model'} as a nonzero constant",
-                                    f", which cannot be folded into its bias: {blocker}")
+                                              f"{node.scope or 'the model'} without being zero there",
+                                    f": a constant, which the layer cannot fold into its bias since {blocker}")
             return constant
         axis = axis % len(self.shape(x))
         record_fold(self, node, x, axis, self.constant_folds)

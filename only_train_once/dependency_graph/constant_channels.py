@@ -117,18 +117,18 @@ def fold_blocker(analysis, node) -> Optional[str]:
     module = node.call.module
     if name not in ("linear", "conv") or not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) \
             or getattr(module, "transposed", False):
-        return "only an nn.Linear or nn.Conv layer can fold a constant channel into its bias"
+        return "it is not an nn.Linear or nn.Conv layer"
     module_name = analysis.graph.module_names.get(id(module))
     weight = node.value_arg(1, "weight")
     if module_name is None or weight is None or analysis.graph.values[weight].name != _join(module_name, "weight"):
-        return "the layer does not run on its own weight parameter"
+        return "it does not run on its own weight parameter"
     if name == "conv" and not _unpadded(node.arg(4, "padding", 0)):
         return ("it pads its input, so border positions see the constant only in part and its contribution "
                 "depends on the position")
     calls = [n for n in analysis.graph.nodes.values() if n.call.module is module and n.op_kind is not None
              and n.op_kind.op_name == name]
     if len(calls) != 1:
-        return "the layer is called more than once"
+        return "it is called more than once"
     return None
 
 

@@ -92,7 +92,7 @@ def test_constant_channels_read_by_a_padded_conv_stay_with_the_reason():
     torch.manual_seed(0)
     (hidden,) = [g for g in _groups(ConstantChannelBlock("padded_conv"), IMAGE) if "fc1.weight" in g.param_names]
     assert not hidden.is_prunable
-    assert "as a nonzero constant (made nonzero by 'add' in act)" in hidden.unprunable_reasons[0]
+    assert "without being zero there (made nonzero by 'add' in act): a constant" in hidden.unprunable_reasons[0]
     assert "it pads its input" in hidden.unprunable_reasons[0]
 
 
