@@ -142,3 +142,27 @@ def test_a_constant_that_varies_with_the_position_is_not_folded():
 
     (hidden,) = [g for g in _groups(PositionalAfterGroup(), (2, 4, 3)) if "fc1.weight" in g.param_names]
     assert not hidden.is_prunable
+
+
+def test_a_folded_constant_stays_exact_with_activation_rounding_on_and_bypassed(tmp_path):
+    """The folding layer quantizes its input coarsely, so the constant 0.3 rounds to 0.28: the compressed model
+    matches the full one both as deployed (rounding on) and as the verifier's exact check runs it (bypassed)."""
+    import contextlib
+
+    from only_train_once.quantization import model_to_quantize_model
+    from only_train_once.quantization.rounding import ActivationRoundingBypassed
+
+    torch.manual_seed(0)
+    model, x = ConstantChannelBlock("linear").eval(), torch.randn(IMAGE)
+    model_to_quantize_model(model, quant_mode="weight_and_activation")
+    with torch.no_grad():
+        model.fc2.d_quant_act.fill_(0.07)
+    oto = OTO(model, x)
+    np.random.seed(0)
+    oto.random_set_zero_groups(0.5)
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    assert compressed.fc2.in_features < 8
+    for mode in (contextlib.nullcontext, ActivationRoundingBypassed):
+        with mode(), torch.no_grad():
+            torch.testing.assert_close(compressed(x), model(x), rtol=1e-4, atol=1e-7)
