@@ -29,6 +29,8 @@ from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind, RuleFindings,
                                    exact_shape_source)
 from ..passes import Pass, run_passes
+from .constant_channels import (ConstantFold, constant_units, fold_blocker, independent_output,
+                                initial_constant_units, record_fold)
 from .spaces import Owners, Space, SpaceSet
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,10 @@ class SpaceAnalysis:
         self._units: Dict[int, FrozenSet[int]] = {}
         self._through_consumers: List[Space] = []
         self._made_nonzero: Dict[int, object] = {}  # unit uid -> the call that first made its pruned slices nonzero
+        self._constant: Dict[str, FrozenSet[int]] = {}  # value id -> units whose pruned slices are constants
+        self._independent: Dict[str, bool] = {}  # value id -> whether it depends on no model input
+        #: layers that absorb pruned constant channels into their bias, by module name (see constant_channels)
+        self.constant_folds: Dict[str, ConstantFold] = {}
 
     # -- context used by the catalogue ----------------------------------------------------------------
     def shape(self, value_id: str) -> Tuple[int, ...]:
@@ -416,6 +422,7 @@ class SpaceAnalysis:
         reads them (see the module docstring)."""
         nonzero: Dict[str, FrozenSet[int]] = {}
         self._made_nonzero = {}
+        self._constant, self._independent, self.constant_folds = {}, {}, {}
 
         def nz(value_id: str) -> FrozenSet[int]:
             known = nonzero.get(value_id)
@@ -433,6 +440,23 @@ class SpaceAnalysis:
             for out in node.outputs:
                 nonzero[out] = self._zero_rule(node, kind, out, nz) & self.value_units(out)
                 self._remember_where_made_nonzero(node, nonzero[out], nz)
+            self._track_constants(node, nonzero, nz)
+
+    def _track_constants(self, node, nonzero: Dict[str, FrozenSet[int]], nz) -> None:
+        """Record which units of ``node``'s outputs are pruned constants (zero included), and whether the outputs
+        depend on the model input, for :meth:`_stem_rule` (see :mod:`.constant_channels`)."""
+        for ref in node.tensor_args:  # values no call produced (parameters, buffers, model inputs)
+            if ref not in self._constant:
+                value = self.graph.values[ref]
+                self._independent[ref] = value.kind in ("param", "buffer")
+                zero = self.value_units(ref) - nz(ref)
+                self._constant[ref] = initial_constant_units(self, ref, zero)
+        independent = independent_output(node, self._independent.__getitem__)
+        for out in node.outputs:
+            self._independent[out] = independent
+            zero = self.value_units(out) - nonzero[out]
+            self._constant[out] = zero | constant_units(self, node, out, self._constant.__getitem__,
+                                                        self._independent.__getitem__)
 
     def _remember_where_made_nonzero(self, node, out_nonzero: FrozenSet[int], nz) -> None:
         """The first call at which a unit's pruned slices stop being zero (``x + bias``, ``sigmoid``), named in the
@@ -454,12 +478,13 @@ class SpaceAnalysis:
         """Pin the prunable unit spaces ``units`` (uids), for zero rules."""
         self._pin_units(units, reason)
 
-    def _pin_nonzero_units(self, units, reason: str) -> None:
-        """Pin ``units``, naming for each the call that made its pruned slices nonzero (when one did)."""
+    def _pin_nonzero_units(self, units, reason: str, detail: str = "") -> None:
+        """Pin ``units``, naming for each the call that made its pruned slices nonzero (when one did), then
+        ``detail``."""
         for uid in sorted(units):
             origin = self._made_nonzero.get(uid)
             where = f" (made nonzero by '{origin.call.name}' in {origin.scope or 'the model'})" if origin else ""
-            self.pin(self.unit_space(uid), reason + where)
+            self.pin(self.unit_space(uid), reason + where + detail)
 
     def _pin_units(self, units, reason: str) -> None:
         for uid in sorted(units):
@@ -537,6 +562,8 @@ class SpaceAnalysis:
             contracted = self.units(self.axes(x)[-1])
         live = contracted & nz(x)
         live -= self._zeroed_columns(node, weight, live)
+        live -= self._fold_constants(node, x, 1 if name in ("conv", "convtranspose") else -1,
+                                     live & self._constant.get(x, frozenset()))
         self._pin_nonzero_units(live, f"pruned channels reach '{node.call.name}' in {node.scope or 'the model'}"
                                       " without being zero there")
         out_axes = self.axes(out)
@@ -550,6 +577,21 @@ class SpaceAnalysis:
         if weight is not None and self.graph.values[weight].requires_grad:
             return passed - produced
         return passed | produced
+
+    def _fold_constants(self, node, x: str, axis: int, constant: FrozenSet[int]) -> FrozenSet[int]:
+        """Units of ``constant`` (pruned slices constant at this layer's input) that the layer absorbs into its bias
+        (see :mod:`.constant_channels`); those it cannot absorb are pinned here, naming why. Returns the absorbed."""
+        if not constant:
+            return frozenset()
+        blocker = fold_blocker(self, node)
+        if blocker is not None:
+            self._pin_nonzero_units(constant, f"pruned channels reach '{node.call.name}' in "
+                                              f"{node.scope or 'the model'} without being zero there",
+                                    f": a constant, which the layer cannot fold into its bias since {blocker}")
+            return constant
+        axis = axis % len(self.shape(x))
+        record_fold(self, node, x, axis, self.constant_folds)
+        return constant
 
     def _zeroed_columns(self, node, weight: Optional[str], live: FrozenSet[int]) -> FrozenSet[int]:
         """Units of ``live`` (nonzero at this layer's input) removed through the layer's input columns instead
@@ -733,6 +775,11 @@ class AnalysisResult:
     def literal_updates(self) -> Tuple[LiteralUpdate, ...]:
         """Module attributes holding sizes that pruning changes, with where to read their new values."""
         return tuple(self._analysis.literal_updates)
+
+    @property
+    def constant_folds(self) -> Tuple[ConstantFold, ...]:
+        """Layers that absorb pruned constant channels of their input into their bias."""
+        return tuple(self._analysis.constant_folds.values())
 
     @property
     def standardised_convs(self) -> Tuple[str, ...]:

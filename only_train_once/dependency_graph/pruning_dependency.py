@@ -150,11 +150,14 @@ class _GroupBuilder:
         self.parameter_names = set(graph.parameters)
 
     # Group key: ("unit", uid) for a prunable unit space, ("space", uid) for a pinned or concatenated one.
+    # An axis whose elements all belong to prunable units of several spaces (MambaOut's fc1 rows: a gate half
+    # holding the units of two spaces, then those spaces again) joins the group of its first element's units; its
+    # index map gives every element its own unit, so each part is scored and zeroed with its own units.
     def _key_for(self, owners, root) -> Tuple[str, int]:
         uids = owners[0]
         if root.from_concat:
             return ("space", root.uid)
-        if uids.size and uids[0] >= 0 and (uids == uids[0]).all():
+        if uids.size and (uids >= 0).all():
             return ("unit", int(uids[0]))
         return ("space", root.uid)
 

@@ -14,16 +14,32 @@ from torch.overrides import TorchFunctionMode
 
 from .quantizer import fake_quantize
 
+#: Attribute of a layer bias that absorbed quantized constant input channels (pruned channels folded into the bias,
+#: see ``subnet_construction.constant_folding``): what the bias becomes while activation rounding is bypassed.
+EXACT_BIAS_OFFSET = "_oto_exact_offset"
+_BIASED_CALLS = (torch._C._nn.linear, torch.conv1d, torch.conv2d, torch.conv3d)
+
 
 class ActivationRoundingBypassed(TorchFunctionMode):
     """Inside this mode every activation ``fake_quantize`` call returns its input; weight quantizers
-    (whose input is an ``nn.Parameter``) still run."""
+    (whose input is an ``nn.Parameter``) still run. A bias carrying :data:`EXACT_BIAS_OFFSET` runs with the offset
+    added: it holds constant channels that its layer would have quantized, now without rounding."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is fake_quantize and not isinstance(args[0], nn.Parameter):
             return args[0]
+        if func in _BIASED_CALLS:
+            args, kwargs = _bypassed_bias(args, kwargs)
         return func(*args, **kwargs)
+
+
+def _bypassed_bias(args, kwargs):
+    if "bias" in kwargs:
+        offset = getattr(kwargs["bias"], EXACT_BIAS_OFFSET, None)
+        return (args, {**kwargs, "bias": kwargs["bias"] + offset}) if offset is not None else (args, kwargs)
+    offset = getattr(args[2], EXACT_BIAS_OFFSET, None) if len(args) > 2 else None
+    return (args[:2] + (args[2] + offset,) + args[3:], kwargs) if offset is not None else (args, kwargs)
 
 
 class ActivationRoundingJittered(TorchFunctionMode):

@@ -17,6 +17,7 @@ from torch import nn
 from ..graph.pruning_axis import flattened, is_flattened, length
 from ..operation.registry import MODULE_SHRINKS, ModuleShrink
 from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
+from .constant_folding import add_folded_biases, folded_contributions
 from .modules import PrunedMultiheadAttention, StandardisedConv2d
 from .plan import MaskLookup, PruningPlan, kept_size
 
@@ -28,17 +29,19 @@ class SubnetSpec:
     shapes: Dict[str, List[int]] = field(default_factory=dict)
     attributes: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     replaced_modules: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    #: layers given a bias they did not have (module name -> its size), holding folded constant channels
+    added_biases: Dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"format": "only_train_once.subnet/1", "shapes": self.shapes, "attributes": self.attributes,
-                "replaced_modules": self.replaced_modules}
+                "replaced_modules": self.replaced_modules, "added_biases": self.added_biases}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SubnetSpec":
         if data.get("format") != "only_train_once.subnet/1":
             raise ValueError("not an only_train_once subnet description (missing format 'only_train_once.subnet/1')")
         return cls({k: list(v) for k, v in data["shapes"].items()}, dict(data["attributes"]),
-                   dict(data.get("replaced_modules", {})))
+                   dict(data.get("replaced_modules", {})), {k: int(v) for k, v in data.get("added_biases", {}).items()})
 
 
 def _set_attribute(spec: SubnetSpec, module_name: str, module: nn.Module, name: str, value: Any) -> None:
@@ -186,6 +189,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan,
     attention_head_dims = {name: m.embed_dim // m.num_heads for name, m in model.named_modules()
                            if isinstance(m, nn.MultiheadAttention)}
     removed = MaskLookup(plan.pruned_units)
+    folded = folded_contributions(graph, model, removed)
     old_attributes = {}
     for node in graph.nodes.values():
         shrink = MODULE_SHRINKS.get(node.op_name)
@@ -198,6 +202,7 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan,
                                       kept_size(graph, removed, node.inputs[0], channel_axis),
                                       _full_pruned_size(module, module_name, plan))
     _replace_tensors(model, plan, spec, on_replaced)
+    add_folded_biases(model, folded, plan, spec.added_biases)
     for node, module_name, module, kept_in, full_size in old_attributes.values():
         shrink = MODULE_SHRINKS[node.op_name]
         for name, value in shrink.update(module, node, kept_in).items():
@@ -288,6 +293,9 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
             for key, tensor in list(store.items()):
                 if tensor is not None and id(tensor) in replacements:
                     store[key] = replacements[id(tensor)]
+    for name, size in spec.added_biases.items():
+        layer = model.get_submodule(name)
+        layer.bias = nn.Parameter(torch.empty(size, dtype=layer.weight.dtype, device=layer.weight.device))
     for name, description in spec.replaced_modules.items():
         set_submodule(model, name, _replacement(model.get_submodule(name), name, description))
     modules = dict(model.named_modules())

@@ -315,12 +315,13 @@ class SqueezeExcite(nn.Module):
 
 
 class ShiftedActivation(nn.Module):
-    """relu(conv(x)) + 1 feeds a conv: a pruned channel would read 1, not 0, so the group is not zero-invariant."""
+    """relu(conv(x)) + 1 feeds a padded conv: a pruned channel would read 1, not 0, and the padded border sees that
+    constant only in part (a 1x1 conv could fold it into its bias), so the group is not zero-invariant."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.head = nn.Conv2d(8, 2, 1)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
 
     def forward(self, x):
         return self.head(F.relu(self.conv(x)) + 1.0)
@@ -380,13 +381,14 @@ class DictModel(nn.Module):
 
 
 class ClampedActivation(nn.Module):
-    """clamp(min=...) before a conv: min=0 keeps pruned zeros, min=0.1 turns them into 0.1."""
+    """clamp(min=...) before a padded conv: min=0 keeps pruned zeros, min=0.1 turns them into 0.1 (which the padded
+    conv cannot fold into its bias)."""
 
     def __init__(self, low: float):
         super().__init__()
         self.low = low
         self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.head = nn.Conv2d(8, 2, 1)
+        self.head = nn.Conv2d(8, 2, 3, padding=1)
 
     def forward(self, x):
         return self.head(torch.clamp(self.conv(x), min=self.low, max=6.0))

@@ -42,7 +42,9 @@ def test_the_capture_frees_intermediates_as_soon_as_the_model_does():
     model(torch.randn(2, 8))
     assert model.alive_after_first_block == [False]  # what the model itself keeps
     model.made.clear()
-    OTO(model, torch.randn(2, 8))
+    # the group check would run the model again (fc's channels, the constant 1 after pruning, fold into the next
+    # layer's bias, so they are prunable): only the capture's forward is under test
+    OTO(model, torch.randn(2, 8), verify_groups=False)
     assert model.alive_after_first_block == [False]
 
 

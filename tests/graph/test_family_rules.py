@@ -135,7 +135,7 @@ def _compress(model, shape, tmp_path):
     (EinsumAttention, TOKENS, {"q", "k"}),
     (WeightStandardised, IMAGE, {"b"}),
     (lambda: WeightStandardised(ScaledStdConv, 1), IMAGE, {"a", "b"}),
-    (SplitBySections, IMAGE, {"dw_first", "dw_second"}),
+    (SplitBySections, IMAGE, {"a", "dw_first", "dw_second"}),
 ], ids=["chunk_then_concat", "normalize", "x_over_norm", "vector_norm", "einsum", "weight_standardised_no_eps",
         "weight_standardised", "split_by_sections"])
 def test_layout_is_pruned_losslessly(tmp_path, model, shape, prunable):
@@ -319,12 +319,13 @@ def test_global_response_norm_hidden_units_are_pruned_and_keep_their_channel_mea
 
 
 class SharedBiasActivation(nn.Module):
-    """PoolFormer-V2's StarReLU: ``scale * relu(x) ** 2 + bias`` with one bias for every channel, so a pruned
-    hidden channel carries the bias into fc2 and must stay; the reason names the call that made it nonzero."""
+    """PoolFormer-V2's StarReLU, ``scale * relu(x) ** 2 + bias`` with one bias for every channel, read by a padded
+    3x3 conv: a pruned hidden channel is the constant ``bias``, which the border positions see only in part, so it
+    must stay; the reason names the call that made it nonzero and why the conv cannot absorb it."""
 
     def __init__(self):
         super().__init__()
-        self.fc1, self.fc2 = nn.Linear(4, 8), nn.Linear(8, 2)
+        self.fc1, self.fc2 = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 2, 3, padding=1)
         self.bias = nn.Parameter(torch.tensor([0.3]))
 
     def forward(self, x):
@@ -333,10 +334,11 @@ class SharedBiasActivation(nn.Module):
 
 def test_a_pinned_group_names_the_call_that_made_its_pruned_channels_nonzero():
     torch.manual_seed(0)
-    oto = OTO(SharedBiasActivation().eval(), torch.randn(TOKENS[0], TOKENS[2] // 2))
+    oto = OTO(SharedBiasActivation().eval(), torch.randn(IMAGE))
     (hidden,) = [g for g in oto.groups if "fc1.weight" in g.param_names]
     assert not hidden.is_prunable
     assert "made nonzero by 'add' in the model" in hidden.unprunable_reasons[0]
+    assert "it pads its input" in hidden.unprunable_reasons[0]
 
 
 class SplitBySharedIntAttributes(nn.Module):
@@ -366,3 +368,47 @@ def test_split_sections_sharing_an_int_attribute_stay_exact(tmp_path):
     torch.manual_seed(0)
     result = _compress(SplitBySharedIntAttributes(), IMAGE, tmp_path)
     assert result.lossless, result
+
+
+class GatedSplitTwoSpaces(nn.Module):
+    """MambaOut's gated block: fc1's output splits into a gate ``g``, an identity part ``i`` and a part ``c`` refined
+    by a depthwise conv, and ``act(g)`` multiplies ``cat(i, c)``: fc1's rows hold the units of two spaces (``i``'s
+    and ``c``'s), each twice (in the gate, then in its own part); each part is pruned in its own space."""
+
+    def __init__(self):
+        super().__init__()
+        self.split_indices = (8, 5, 3)
+        self.fc1, self.fc2 = nn.Conv2d(3, 16, 1), nn.Conv2d(8, 2, 1)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, groups=3)
+
+    def forward(self, x):
+        g, i, c = torch.split(self.fc1(x), self.split_indices, dim=1)
+        return self.fc2(F.gelu(g) * torch.cat([i, self.conv(c)], 1)) * SMALL
+
+
+def test_rows_of_two_unit_spaces_are_pruned_each_in_its_own_space(tmp_path):
+    torch.manual_seed(0)
+    oto = OTO(GatedSplitTwoSpaces().eval(), torch.randn(IMAGE))
+    fc1 = [g for g in oto.get_param_groups() if "fc1.weight" in g["p_names"]]
+    assert len(fc1) == 1 and fc1[0]["is_prunable"]
+    units = fc1[0]["p_unit_index"][fc1[0]["p_names"].index("fc1.weight")]
+    assert (units >= 0).all() and torch.equal(units[:8], units[8:])  # the gate's units again in (i, c)
+    torch.manual_seed(0)
+    result = _compress(GatedSplitTwoSpaces(), IMAGE, tmp_path)
+    assert result.lossless and result.smaller, result
+
+
+def test_an_optimizer_prunes_rows_of_two_unit_spaces_losslessly(tmp_path):
+    torch.manual_seed(0)
+    model, x = GatedSplitTwoSpaces(), torch.randn(IMAGE)
+    oto = OTO(model, x)
+    optimizer = oto.hesso(lr=0.1, target_group_sparsity=0.5, start_pruning_step=0, pruning_steps=2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        model(x).square().sum().backward()
+        optimizer.step()
+    oto.construct_subnet(out_dir=str(tmp_path))
+    compressed = torch.load(oto.compressed_model_path, weights_only=False)
+    # half of the 8 units (5 of i, 3 of c) go; with i's units pinned only c's 3 could
+    assert compressed.split_indices == (4, 3, 1) and compressed.fc1.out_channels == 8
+    torch.testing.assert_close(compressed.eval()(x), model.eval()(x), rtol=1e-4, atol=1e-9)

@@ -22,9 +22,7 @@ def _cases(default: bool):
 # Architectures OTO cannot compress yet; each warns at OTO time naming what it does not support. Every other entry
 # must give a lossless and smaller model, so a family that falls back to "nothing pruned" fails here.
 UNSUPPORTED = {
-    "poolformerv2_s12": "StarReLU adds a learnable bias shared by all channels: pruned MLP channels become nonzero",
     "gmlp": "the spatial gate normalises one half of a chunk over its channels",
-    "hgnetv2_b0": "LearnableAffineBlock adds a bias shared by all channels after every conv",
 }
 
 
