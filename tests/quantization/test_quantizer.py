@@ -282,3 +282,23 @@ def test_trainable_quantizer_is_not_cached():
     out = fake_quantize(weight, *params, quant_type=quant_type)
     out.sum().backward()
     assert params[0].grad is not None and weight not in quantizer_module._frozen_weight_cache
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_power_of_zero_magnitudes_stays_out_of_the_subnormal_range(dtype):
+    # Exact zeros are floored at the smallest normal magnitude; raised to t > 1 the exp would underflow into the
+    # CPU's slow subnormal path (about 60x slower) without the exponent floor.
+    tiny = torch.finfo(dtype).tiny
+    log_magnitude = torch.full((64,), tiny, dtype=dtype).log()
+    t = torch.tensor([1.5], dtype=dtype)
+    power = quantizer_module._power_of_log(log_magnitude, t, torch.empty_like(log_magnitude))
+    assert bool((power >= tiny).all()) and bool((power < 4 * tiny).all())
+
+
+def test_nonlinear_float32_zeros_quantize_to_zero_with_t_above_one():
+    x = torch.relu(torch.randn(1000, generator=torch.Generator().manual_seed(9)))
+    out = SymQuantizerNonLinear.apply(x, scalar(0.01, torch.float32), scalar(1.0, torch.float32),
+                                      scalar(1.2, torch.float32), CLIP, 0)
+    expected = 0.01 * torch.round(x.clamp(max=1.0) ** 1.2 / 0.01)
+    assert bool((x == 0).any()) and bool((out[x == 0] == 0).all())
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
