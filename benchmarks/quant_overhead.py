@@ -280,11 +280,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="smaller batches and images, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="smaller batches and images, 3 rounds by default")
     parser.add_argument("--kernels", action="store_true", help="first time one quantizer alone, eager and fused")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else args.rounds
+    rounds = args.rounds or (3 if args.quick else 7)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {rounds} interleaved rounds, "
           f"{'quick sizes' if args.quick else 'full sizes'}")
     print("| model | threads | variant | median ms | x float | x float (min) |\n|---|---|---|---|---|---|")
