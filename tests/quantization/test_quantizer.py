@@ -302,3 +302,24 @@ def test_nonlinear_float32_zeros_quantize_to_zero_with_t_above_one():
     expected = 0.01 * torch.round(x.clamp(max=1.0) ** 1.2 / 0.01)
     assert bool((x == 0).any()) and bool((out[x == 0] == 0).all())
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [None, 1.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_host_scalar_bookkeeping_equals_the_on_device_one(t, dtype, monkeypatch):
+    # CPU float32/float64 quantizers read d, q_m, t as Python numbers; elsewhere (GPU, float16) the same
+    # arithmetic runs on one-element tensors. Both must give the same values and gradients.
+    def run():
+        x = random_input(seed=11, dtype=dtype)
+        d, q_m = scalar(-0.07, dtype), scalar(1.1, dtype)  # a negative step: its gradient's sign flips
+        params = (d, q_m) if t is None else (d, q_m, scalar(t, dtype))
+        quant_type = "symmetric+linear" if t is None else "symmetric+nonlinear"
+        out = fake_quantize(x, *params, quant_type=quant_type)
+        out.backward(torch.linspace(-1.0, 1.0, x.numel(), dtype=dtype))
+        return [out.detach(), x.grad] + [param.grad for param in params]
+
+    host = run()
+    monkeypatch.setattr(quantizer_module, "_host_values", lambda x, params: None)
+    on_device = run()
+    for got, expected in zip(host, on_device):
+        torch.testing.assert_close(got, expected, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
