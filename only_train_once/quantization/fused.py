@@ -98,7 +98,8 @@ def _scaled_levels(x: Tensor, clipped: Tensor, d: Tensor, t: Optional[Tensor], t
         return clipped / d, None
     log_magnitude = torch.log(clipped.abs().clamp_min(tiny))
     # The exponent floored as in the eager kernel (see _exponent_floor there: a subnormal exp is ~60x slower).
-    power = torch.exp(torch.clamp_min(log_magnitude * t, math.log(torch.finfo(x.dtype).tiny) + 1.0))
+    exponent_floor = math.log(torch.finfo(torch.float64 if x.dtype == torch.float64 else torch.float32).tiny) + 1.0
+    power = torch.exp(torch.clamp_min(log_magnitude * t, exponent_floor))
     return power / d * torch.sign(x), log_magnitude
 
 

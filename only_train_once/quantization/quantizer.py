@@ -218,12 +218,13 @@ def _exponent(t: Union[None, float, Tensor]) -> Union[None, float, Tensor]:
 
 def _exponent_floor(dtype: torch.dtype) -> float:
     """Lower bound on ``t * ln m`` before the exp of the power ``m^t``: one above the log of the smallest normal
-    number. An exp whose result is subnormal or underflows takes a slow path on CPU (about 60x slower per element,
-    measured with one thread on AVX-512), and every exact zero (a ReLU output, whose magnitude is floored at the
-    smallest normal number) lands there once ``t > 1``. The margin of one keeps the float32 rounding of the bound
-    itself above the subnormal range. The floor changes ``m^t`` only where it is below ``e * tiny``, far below any
-    quantization step, and zeros stay zeros through ``sign(x)``."""
-    return math.log(torch.finfo(dtype).tiny) + 1.0
+    float32 (float64 for float64 inputs). An exp whose result is subnormal or underflows takes a slow path on CPU
+    (about 60x slower per element, measured with one thread on AVX-512), and every exact zero (a ReLU output, whose
+    magnitude is floored at the smallest normal number) lands there once ``t > 1``. The margin of one keeps the
+    rounding of the bound itself above the subnormal range. The floor changes ``m^t`` only where it is below
+    ``e * tiny`` (about 3e-38 in float32 and below, float16 and bfloat16 computing in float32), far below any
+    quantization step; zeros stay zeros through ``sign(x)``."""
+    return math.log(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny) + 1.0
 
 
 def _power_of_log(log_magnitude: Tensor, t: Tensor, out: Tensor) -> Tensor:
