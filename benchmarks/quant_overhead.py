@@ -14,7 +14,8 @@ fp32 weights shared by all its variants): forward only, under ``torch.no_grad()`
 ``t = 1.1`` (a trained quantizer), plus a variant whose quantizer parameters are frozen (``requires_grad=False``):
 its weights are quantized once and served from the cache while they do not change.
 
-    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick] [--kernels] [--weight-pass]
+    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick]
+        [--kernels] [--weight-pass]
 
 Targets (issue 17): whole step <= 1.3x float on every model, weight-only <= 1.15x; 7B-width layer forward <= 1.5x.
 """

@@ -19,7 +19,9 @@ Speed: the forward and backward kernels come in two implementations with equal r
 and the fused compiled ones of :mod:`.fused` (``set_fused_kernels(True)``, off by default). A weight whose
 quantizer parameters are all frozen (``requires_grad=False``) is quantized once per change of the weight or of
 those parameters (their version counters) and served from a cache in between, e.g. across the forwards of
-gradient accumulation or of an evaluation loop.
+gradient accumulation or of an evaluation loop. On CPU float32/float64 inputs the eager kernels take ``d``,
+``q_m``, ``t`` as Python numbers (one host read each) instead of one-element tensors, and the backward reduces
+all its sums with one matrix-vector product.
 """
 import math
 from enum import Enum
@@ -163,14 +165,14 @@ def effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
 
 #: Input dtypes whose kernels may take the quantizer scalars as Python numbers: an operation on a float32 or
 #: float64 tensor rounds a Python scalar to the tensor's dtype, the value a one-element tensor of that dtype holds.
-HOST_SCALAR_DTYPES = (torch.float32, torch.float64)
+_HOST_SCALAR_DTYPES = (torch.float32, torch.float64)
 
 
 def _host_values(x: Tensor, params: Sequence[Optional[Tensor]]) -> Optional[Tuple[Optional[float], ...]]:
     """The raw quantizer parameters as Python numbers where ``x`` is a CPU float32/float64 tensor outside tracing,
     else ``None``. On CPU a host read costs about a microsecond, while every operation on a one-element tensor
     (abs, floor, power, sign, reshape, cast) costs a dispatch; a quantizer pays some thirty of them per call."""
-    if is_tracing() or x.device.type != "cpu" or x.dtype not in HOST_SCALAR_DTYPES:
+    if is_tracing() or x.device.type != "cpu" or x.dtype not in _HOST_SCALAR_DTYPES:
         return None
     if any(param is not None and (param.device.type != "cpu" or param.numel() != 1) for param in params):
         return None
