@@ -14,7 +14,8 @@ fp32 weights shared by all its variants): forward only, under ``torch.no_grad()`
 ``t = 1.1`` (a trained quantizer), plus a variant whose quantizer parameters are frozen (``requires_grad=False``):
 its weights are quantized once and served from the cache while they do not change.
 
-    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick] [--kernels]
+    python benchmarks/quant_overhead.py [--models resnet50 bert ...] [--threads 1 2] [--rounds 7] [--quick]
+        [--kernels] [--weight-pass]
 
 Targets (issue 17): whole step <= 1.3x float on every model, weight-only <= 1.15x; 7B-width layer forward <= 1.5x.
 """
@@ -266,6 +267,30 @@ def kernel_steps(shape: Tuple[int, ...] = (3072, 768)) -> Dict[str, Callable[[],
     return {"float": run(None), "quantizer, eager": run(False), "quantizer, fused": run(True)}
 
 
+def weight_pass_steps(shape: Tuple[int, int] = (11008, 4096), tokens: int = 16) -> Dict[str, Callable[[], None]]:
+    """Why a 7B-width forward costs more quantized: one MLP weight of a 7B Llama under ``no_grad``. The row
+    "float" is the float product with 16 tokens (one read of the weight); "copy" writes a fresh tensor of the
+    weight's size (``clone``: the floor of any quantizer that materialises the quantized weight); then the
+    quantizer, eager and fused, linear (``t = 1``) and nonlinear (``t = 1.1``: a log and an exp per weight)."""
+    weight = torch.randn(shape) * 0.02
+    x = torch.randn(tokens, shape[1])
+    d, q_m = torch.tensor([1e-4]), torch.tensor([0.1])
+
+    def quantize(fused: bool, exponent: float) -> Callable[[], None]:
+        t = torch.tensor([exponent])
+
+        def step() -> None:
+            set_fused_kernels(fused)
+            with torch.no_grad():
+                fake_quantize(weight, d, q_m, t, quant_type="symmetric+nonlinear")
+        return step
+    steps = {"float": lambda: x @ weight.t(), "copy (clone)": weight.clone}
+    for fused in (False, True):
+        for exponent in (1.0, 1.1):
+            steps[f"quantizer t={exponent}, {'fused' if fused else 'eager'}"] = quantize(fused, exponent)
+    return steps
+
+
 def report(name: str, threads: int, times: Dict[str, List[float]]) -> List[str]:
     median, fastest = statistics.median(times["float"]), min(times["float"])
     rows = []
@@ -280,17 +305,22 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--quick", action="store_true", help="smaller batches and images, 3 rounds")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (default 7, 3 with --quick)")
+    parser.add_argument("--quick", action="store_true", help="smaller batches and images, 3 rounds by default")
     parser.add_argument("--kernels", action="store_true", help="first time one quantizer alone, eager and fused")
+    parser.add_argument("--weight-pass", action="store_true",
+                        help="first time quantizing one 7B-width weight against the float product and a copy")
     args = parser.parse_args(argv)
-    rounds = 3 if args.quick else args.rounds
+    rounds = args.rounds or (3 if args.quick else 7)
     print(f"torch {torch.__version__}, {os.cpu_count()} CPU cores, median of {rounds} interleaved rounds, "
           f"{'quick sizes' if args.quick else 'full sizes'}")
     print("| model | threads | variant | median ms | x float | x float (min) |\n|---|---|---|---|---|---|")
     for threads in args.threads if args.kernels else ():
         torch.set_num_threads(threads)
         report("quantizer 3072x768", threads, measure(kernel_steps(), max(rounds, 7)))
+    for threads in args.threads if args.weight_pass else ():
+        torch.set_num_threads(threads)
+        report("7B MLP weight 11008x4096", threads, measure(weight_pass_steps(), max(rounds, 5)))
     for name in args.models:
         steps = build_steps(name, args.quick)
         for threads in args.threads:

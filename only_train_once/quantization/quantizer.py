@@ -19,8 +19,11 @@ Speed: the forward and backward kernels come in two implementations with equal r
 and the fused compiled ones of :mod:`.fused` (``set_fused_kernels(True)``, off by default). A weight whose
 quantizer parameters are all frozen (``requires_grad=False``) is quantized once per change of the weight or of
 those parameters (their version counters) and served from a cache in between, e.g. across the forwards of
-gradient accumulation or of an evaluation loop.
+gradient accumulation or of an evaluation loop. On CPU float32/float64 inputs the eager kernels take ``d``,
+``q_m``, ``t`` as Python numbers (one host read each) instead of one-element tensors, and the backward reduces
+all its sums with one matrix-vector product.
 """
+import math
 from enum import Enum
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
@@ -160,6 +163,32 @@ def effective_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
     return d_eff, q_eff, t_eff
 
 
+#: Input dtypes whose kernels may take the quantizer scalars as Python numbers: an operation on a float32 or
+#: float64 tensor rounds a Python scalar to the tensor's dtype, the value a one-element tensor of that dtype holds.
+_HOST_SCALAR_DTYPES = (torch.float32, torch.float64)
+
+
+def _host_values(x: Tensor, params: Sequence[Optional[Tensor]]) -> Optional[Tuple[Optional[float], ...]]:
+    """The raw quantizer parameters as Python numbers where ``x`` is a CPU float32/float64 tensor outside tracing,
+    else ``None``. On CPU a host read costs about a microsecond, while every operation on a one-element tensor
+    (abs, floor, power, sign, reshape, cast) costs a dispatch; a quantizer pays some thirty of them per call."""
+    if is_tracing() or x.device.type != "cpu" or x.dtype not in _HOST_SCALAR_DTYPES:
+        return None
+    if any(param is not None and (param.device.type != "cpu" or param.numel() != 1) for param in params):
+        return None
+    return tuple(None if param is None else param.item() for param in params)
+
+
+def _kernel_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
+    """:func:`effective_scalars` as Python numbers where :func:`_host_values` allows, else as tensors."""
+    values = _host_values(x, (d, q_m, t))
+    if values is None:
+        return effective_scalars(x, d, q_m, t)
+    floor = _magnitude_floor(x.dtype)
+    d_raw, q_raw, t_raw = values
+    return max(abs(d_raw), floor), max(abs(q_raw), floor), t_raw
+
+
 #: Elements per block of the CPU elementwise chains. The chains are bound by memory traffic, not arithmetic: run
 #: block by block, their temporaries stay in cache and are recycled by the allocator instead of being faulted in
 #: fresh for every operation; a block is large enough to amortise the per-operation dispatch.
@@ -181,10 +210,28 @@ def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
     yield from zip(*(tensor.view(-1).split(CPU_BLOCK_SIZE) for tensor in tensors))
 
 
-def _exponent(t: Optional[Tensor]) -> Optional[Tensor]:
-    """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of ``t``; none
-    on the meta device, where a model is analysed without values)."""
+def _exponent(t: Union[None, float, Tensor]) -> Union[None, float, Tensor]:
+    """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of a tensor
+    ``t``; none on the meta device, where a model is analysed without values)."""
+    if isinstance(t, float):
+        return None if t == 1.0 else t
     return None if t is None or (not is_tracing() and not t.is_meta and float(t) == 1.0) else t
+
+
+def _exponent_floor(dtype: torch.dtype) -> float:
+    """Lower bound on ``t * ln m`` before the exp of the power ``m^t``: one above the log of the smallest normal
+    float32 (float64 for float64 inputs). An exp whose result is subnormal or underflows takes a slow path on CPU
+    (about 60x slower per element, measured with one thread on AVX-512), and every exact zero (a ReLU output, whose
+    magnitude is floored at the smallest normal number) lands there once ``t > 1``. The margin of one keeps the
+    rounding of the bound itself above the subnormal range. The floor changes ``m^t`` only where it is below
+    ``e * tiny`` (about 3e-38 in float32 and below, float16 and bfloat16 computing in float32), far below any
+    quantization step; zeros stay zeros through ``sign(x)``."""
+    return math.log(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny) + 1.0
+
+
+def _power_of_log(log_magnitude: Tensor, t: Tensor, out: Tensor) -> Tensor:
+    """``m^t = exp(t * ln m)`` written into ``out``, the exponent floored by :func:`_exponent_floor`."""
+    return torch.mul(log_magnitude, t, out=out).clamp_(min=_exponent_floor(log_magnitude.dtype)).exp_()
 
 
 def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Tensor) -> None:
@@ -196,7 +243,7 @@ def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Te
         # min(|x|, q)^t as exp(t * ln(.)), |x| floored at the smallest normal number (log of 0 is ~10x slower on
         # CPU); sign(0) = 0 restores the zeros.
         magnitude = torch.abs(x, out=out).clamp_(max=q).clamp_(min=torch.finfo(x.dtype).tiny)
-        magnitude.log_().mul_(t).exp_().div_(d).mul_(torch.sign(x))
+        _power_of_log(magnitude.log_(), t, magnitude).div_(d).mul_(torch.sign(x))
     out.round_().mul_(d)
 
 
@@ -209,45 +256,52 @@ def _quantize(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor]) -> Tensor:
     return out
 
 
-def _flat_dot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.dot(a.reshape(-1), b.reshape(-1))
+def _gradient_factors(x: Tensor, d: Scalar, q: Scalar, t: Optional[Scalar], needs: Tuple[bool, bool, bool]) -> Tensor:
+    """The per-element factors of the requested ``(d, q_m, t)`` gradient sums, one row each, for a flat ``x``.
 
-
-def _gradient_sums(
-    grad_output: Tensor, x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], needs: Tuple[bool, bool, bool]
-) -> Tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor]]:
-    """The reductions behind the ``(d, q_m, t)`` gradients of SPEC 4.2, for the requested entries.
-
-    With ``c = clamp(x, -q, q)``, ``m = |c| = min(|x|, q)``, ``v = m^t`` and ``s = sign(x) * v / d``: ``sum(g * rho)``
-    with ``rho = round(s) - s``; ``sum(g * sign(x))`` over ``|x| > q``, where ``sign(x - c)`` is that signed mask;
-    ``sum(g * s * ln m)`` (the ``t`` gradient over ``d``). The factors are recomputed block by block in two scratch
-    buffers and reduced at once, so no tensor of the input's size is kept between forward and backward.
+    With ``c = clamp(x, -q, q)``, ``m = |c| = min(|x|, q)``, ``v = m^t`` and ``s = sign(x) * v / d``: ``rho =
+    round(s) - s`` (the ``d`` row); ``sign(x - c)``, which is ``sign(x)`` where ``|x| > q`` and 0 elsewhere (the
+    ``q_m`` row); ``s * ln m`` (the ``t`` row, the ``t`` gradient over ``d``). Rows are written in place, with one
+    scratch buffer (``c``, then ``s``).
     """
     needs_d, needs_q, needs_t = needs
-    sums = [grad_output.new_zeros(()) if need else None for need in needs]
-    if not any(needs):
-        return tuple(sums)
+    rows = x.new_empty(sum(needs), x.numel())
+    row_d, row_q, row_t = (rows[sum(needs[:i])] if need else None for i, need in enumerate(needs))
+    clipped = torch.clamp(x, max=q).clamp_(min=-q)
+    if needs_q:
+        torch.sub(x, clipped, out=row_q).sign_()
+    if not (needs_d or needs_t):
+        return rows
+    log_magnitude = None
+    if t is not None or needs_t:
+        buffer = row_t if needs_t else row_d  # ln m is last read when s is formed, before row_d is written
+        log_magnitude = torch.abs(clipped, out=buffer).clamp_(min=torch.finfo(x.dtype).tiny).log_()
+    if t is None:
+        s = clipped.div_(d)
+    else:
+        s = _power_of_log(log_magnitude, t, clipped).div_(d).mul_(torch.sign(x))
+    if needs_t:
+        row_t.mul_(s)
+    if needs_d:
+        torch.round(s, out=row_d).sub_(s)
+    return rows
+
+
+def _gradient_sums(grad_output: Tensor, x: Tensor, d: Scalar, q: Scalar, t: Optional[Scalar],
+                   needs: Tuple[bool, bool, bool]) -> Tensor:
+    """The reductions behind the requested ``(d, q_m, t)`` gradients of SPEC 4.2: ``sum(g * factor)`` for each
+    row of :func:`_gradient_factors`, as one vector (one entry per requested gradient, in that order).
+
+    All sums come from one matrix-vector product per block of ``CPU_BLOCK_SIZE`` elements; the factors are
+    recomputed from ``x``, so no tensor of the input's size is kept between forward and backward.
+    """
     exponent = _exponent(t)
-    tiny = torch.finfo(x.dtype).tiny
+    total = None
     for x_block, grad_block in _blocks(x, grad_output):
-        clipped, scratch = torch.empty_like(x_block), torch.empty_like(x_block)
-        torch.clamp(x_block, max=q, out=clipped).clamp_(min=-q)
-        if needs_q:
-            sums[1] += _flat_dot(grad_block, torch.sub(x_block, clipped, out=scratch).sign_())
-        if not (needs_d or needs_t):
-            continue
-        log_magnitude = None
-        if exponent is not None or needs_t:
-            log_magnitude = torch.abs(clipped, out=scratch).clamp_(min=tiny).log_()
-        if exponent is None:
-            s = clipped.div_(d)
-        else:
-            s = torch.mul(log_magnitude, exponent, out=clipped).exp_().div_(d).mul_(torch.sign(x_block))
-        if needs_t:
-            sums[2] += _flat_dot(grad_block, log_magnitude.mul_(s))
-        if needs_d:
-            sums[0] += _flat_dot(grad_block, torch.round(s, out=scratch).sub_(s))
-    return tuple(sums)
+        factors = _gradient_factors(x_block.reshape(-1), d, q, exponent, needs)
+        sums = torch.mv(factors, grad_block.reshape(-1))
+        total = sums if total is None else total.add_(sums)
+    return total
 
 
 def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor:
@@ -271,11 +325,14 @@ def _check_finite(**grads: Optional[Tensor]) -> None:
         return
     nan = torch.isnan(torch.stack([grad.reshape(-1)[0] for grad in present.values()]))
     if bool(nan.any()):
-        names = ", ".join(name for name, is_nan in zip(present, nan.tolist()) if is_nan)
-        raise NanInGradientError(
-            f"NaN in the quantizer gradient of {names}. Check the layer input and the upstream loss for NaN or "
-            "inf values, and the quantizer parameters (d, q_m, t) for non-finite values."
-        )
+        _raise_nan([name for name, is_nan in zip(present, nan.tolist()) if is_nan])
+
+
+def _raise_nan(names: Sequence[str]) -> None:
+    raise NanInGradientError(
+        f"NaN in the quantizer gradient of {', '.join(names)}. Check the layer input and the upstream loss for NaN "
+        "or inf values, and the quantizer parameters (d, q_m, t) for non-finite values."
+    )
 
 
 def _check_threshold(q_s: Scalar) -> None:
@@ -286,7 +343,7 @@ def _check_threshold(q_s: Scalar) -> None:
 def _quantize_raw(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]) -> Tensor:
     """``Q(x)`` from the raw parameters: the fused kernel where enabled, else the eager one."""
     fused_value = fused.quantize(x, d, q_m, _exponent(t), MIN_MAGNITUDE)
-    return fused_value if fused_value is not None else _quantize(x, *effective_scalars(x, d, q_m, t))
+    return fused_value if fused_value is not None else _quantize(x, *_kernel_scalars(x, d, q_m, t))
 
 
 def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_val: ClipVal) -> Tensor:
@@ -295,10 +352,11 @@ def _forward(ctx, x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], clip_v
     return _quantize_raw(x, d, q_m, t)
 
 
-def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None) -> Optional[Tuple]:
+def _fused_backward(ctx, saved: Tuple, grad_output: Tensor, dge_bits: Optional[Tensor] = None) -> Optional[Tuple]:
     """``(grad_x, grad_d, grad_q_m, grad_t)`` from the fused kernel (unrequested entries ``None``), or ``None``
-    where it does not apply or found a NaN (the eager path then raises the detailed error)."""
-    x, d, q_m, t = ctx.saved_tensors
+    where it does not apply or found a NaN (the eager path then raises the detailed error). ``saved``: the
+    context's saved tensors, read once per backward (each read unpacks and checks them again)."""
+    x, d, q_m, t = saved
     needs = ctx.needs_input_grad[:3] + (t is not None and ctx.needs_input_grad[3],)
     result = fused.gradients(grad_output, x, d, q_m, t, t is not None and _exponent(t) is None, needs[3],
                              ctx.clip_val, MIN_MAGNITUDE, dge_bits)
@@ -307,17 +365,43 @@ def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None)
     return tuple(grad if need else None for grad, need in zip(result[:4], needs))
 
 
-def _scalar_grads(ctx, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
-    """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2), shaped and typed like the parameters."""
-    x, d, q_m, t = ctx.saved_tensors
+def _scalar_grads(saved: Tuple, grad_output: Tensor, needs_d: bool, needs_q: bool, needs_t: bool):
+    """Gradients of ``d``, ``q_m`` and ``t`` (SPEC 4.2), shaped and typed like the parameters; raises
+    :class:`NanInGradientError` for a NaN among them."""
+    needs = (needs_d, needs_q, needs_t)
+    if not any(needs):
+        return None, None, None
+    x, d, q_m, t = saved
+    values = _host_values(x, (d, q_m, t))
+    if values is None:
+        return _scalar_grads_on_device(x, d, q_m, t, grad_output, needs)
+    floor = _magnitude_floor(x.dtype)
+    d_eff, q_eff, t_eff = max(abs(values[0]), floor), max(abs(values[1]), floor), values[2]
+    sums = iter(_gradient_sums(grad_output, x, d_eff, q_eff, t_eff, needs).tolist())
+    kappa = 1.0 if t_eff is None else t_eff * q_eff ** (t_eff - 1.0)
+    # A gradient taken w.r.t. |param| goes back to param with its sign (+1 at zero).
+    factors = (-1.0 if values[0] < 0 else 1.0, kappa * (-1.0 if values[1] < 0 else 1.0), d_eff)
+    grads = [next(sums) * factor if need else None for need, factor in zip(needs, factors)]
+    nan = [name for name, grad in zip(("d", "q_m", "t"), grads) if grad is not None and math.isnan(grad)]
+    if nan:
+        _raise_nan(nan)
+    return tuple(None if grad is None else torch.tensor([grad], dtype=param.dtype).reshape(param.shape)
+                 for grad, param in zip(grads, (d, q_m, t)))
+
+
+def _scalar_grads_on_device(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor], grad_output: Tensor,
+                            needs: Tuple[bool, bool, bool]):
+    """:func:`_scalar_grads` with the scalars kept on ``x``'s device (no host read: no device synchronisation)."""
     d_eff, q_eff, t_eff = effective_scalars(x, d, q_m, t)
-    sum_d, sum_q, sum_t = _gradient_sums(grad_output, x, d_eff, q_eff, t_eff, (needs_d, needs_q, needs_t))
-    grad_d = _signed_like(sum_d, d) if needs_d else None
+    sums = iter(_gradient_sums(grad_output, x, d_eff, q_eff, t_eff, needs))
+    sum_d, sum_q, sum_t = (next(sums) if need else None for need in needs)
+    grad_d = _signed_like(sum_d, d) if needs[0] else None
     grad_q = None
-    if needs_q:
+    if needs[1]:
         kappa = 1.0 if t_eff is None else t_eff * q_eff.pow(t_eff - 1.0)
         grad_q = _signed_like(sum_q * kappa, q_m)
-    grad_t = (sum_t * d_eff).reshape(t.shape).to(t.dtype) if needs_t else None
+    grad_t = (sum_t * d_eff).reshape(t.shape).to(t.dtype) if needs[2] else None
+    _check_finite(d=grad_d, q_m=grad_q, t=grad_t)
     return grad_d, grad_q, grad_t
 
 
@@ -355,13 +439,13 @@ class SymQuantizerLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        fused_grads = _fused_backward(ctx, grad_output)
+        saved = ctx.saved_tensors
+        fused_grads = _fused_backward(ctx, saved, grad_output)
         if fused_grads is not None:
             return (*fused_grads[:3], None, None)
         needs = ctx.needs_input_grad
-        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
-        grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
-        _check_finite(d=grad_d, q_m=grad_q)
+        grad_x = _ste_input_grad(grad_output, saved[0], ctx.clip_val) if needs[0] else None
+        grad_d, grad_q, _ = _scalar_grads(saved, grad_output, needs[1], needs[2], False)
         return grad_x, grad_d, grad_q, None, None
 
     @staticmethod
@@ -385,13 +469,13 @@ class SymQuantizerNonLinear(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        fused_grads = _fused_backward(ctx, grad_output)
+        saved = ctx.saved_tensors
+        fused_grads = _fused_backward(ctx, saved, grad_output)
         if fused_grads is not None:
             return (*fused_grads, None, None)
         needs = ctx.needs_input_grad
-        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
-        grad_d, grad_q, grad_t = _scalar_grads(ctx, grad_output, needs[1], needs[2], needs[3])
-        _check_finite(d=grad_d, q_m=grad_q, t=grad_t)
+        grad_x = _ste_input_grad(grad_output, saved[0], ctx.clip_val) if needs[0] else None
+        grad_d, grad_q, grad_t = _scalar_grads(saved, grad_output, needs[1], needs[2], needs[3])
         return grad_x, grad_d, grad_q, grad_t, None, None
 
     @staticmethod
@@ -416,13 +500,14 @@ class DGEQuantizer(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_output):
-        fused_grads = _fused_backward(ctx, grad_output, DGEQuantizer._bits(ctx))
+        saved = ctx.saved_tensors
+        fused_grads = _fused_backward(ctx, saved, grad_output, DGEQuantizer._bits(ctx))
         if fused_grads is not None:
             return (*fused_grads[:3], None, None, None)
         needs = ctx.needs_input_grad
         grad_x = DGEQuantizer._input_grad(ctx, grad_output) if needs[0] else None
-        grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
-        _check_finite(x=None if grad_x is None else grad_x.sum(), d=grad_d, q_m=grad_q)
+        grad_d, grad_q, _ = _scalar_grads(saved, grad_output, needs[1], needs[2], False)
+        _check_finite(x=None if grad_x is None else grad_x.sum())
         return grad_x, grad_d, grad_q, None, None, None
 
     @staticmethod

@@ -282,3 +282,54 @@ def test_trainable_quantizer_is_not_cached():
     out = fake_quantize(weight, *params, quant_type=quant_type)
     out.sum().backward()
     assert params[0].grad is not None and weight not in quantizer_module._frozen_weight_cache
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_power_of_zero_magnitudes_stays_out_of_the_subnormal_range(dtype):
+    # Exact zeros are floored at the smallest normal magnitude; raised to t > 1 the exp would underflow into the
+    # CPU's slow subnormal path (about 60x slower) without the exponent floor.
+    tiny = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny
+    log_magnitude = torch.full((64,), tiny, dtype=dtype).log()
+    t = torch.tensor([1.5], dtype=dtype)
+    power = quantizer_module._power_of_log(log_magnitude, t, torch.empty_like(log_magnitude))
+    assert bool((power >= tiny).all()) and bool((power < 4 * tiny).all())
+
+
+def test_nonlinear_float32_zeros_quantize_to_zero_with_t_above_one():
+    x = torch.relu(torch.randn(1000, generator=torch.Generator().manual_seed(9)))
+    out = SymQuantizerNonLinear.apply(x, scalar(0.01, torch.float32), scalar(1.0, torch.float32),
+                                      scalar(1.2, torch.float32), CLIP, 0)
+    expected = 0.01 * torch.round(x.clamp(max=1.0) ** 1.2 / 0.01)
+    assert bool((x == 0).any()) and bool((out[x == 0] == 0).all())
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("t", [None, 1.3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_host_scalar_bookkeeping_equals_the_on_device_one(t, dtype, monkeypatch):
+    # CPU float32/float64 quantizers read d, q_m, t as Python numbers; elsewhere (GPU, float16) the same
+    # arithmetic runs on one-element tensors. Both must give the same values and gradients.
+    def run():
+        x = random_input(seed=11, dtype=dtype)
+        d, q_m = scalar(-0.07, dtype), scalar(1.1, dtype)  # a negative step: its gradient's sign flips
+        params = (d, q_m) if t is None else (d, q_m, scalar(t, dtype))
+        quant_type = "symmetric+linear" if t is None else "symmetric+nonlinear"
+        out = fake_quantize(x, *params, quant_type=quant_type)
+        out.backward(torch.linspace(-1.0, 1.0, x.numel(), dtype=dtype))
+        return [out.detach(), x.grad] + [param.grad for param in params]
+
+    host = run()
+    monkeypatch.setattr(quantizer_module, "_host_values", lambda x, params: None)
+    on_device = run()
+    for got, expected in zip(host, on_device):
+        torch.testing.assert_close(got, expected, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=0)
+
+
+def test_float16_power_keeps_small_values():
+    # The exponent floor sits at the float32 bound for float16 inputs: a power of 1e-4 (normal in float16, below
+    # e * float16's smallest normal number) must stay 1e-4, not be raised to the floor.
+    x = torch.tensor([1e-4, 0.5, 0.0], dtype=torch.float16)
+    out = SymQuantizerNonLinear.apply(x, scalar(7e-5, torch.float32), scalar(1.0, torch.float32),
+                                      scalar(1.0001, torch.float32), CLIP, 0)
+    expected = torch.sign(x.float()) * 7e-5 * torch.round(x.float().abs() ** 1.0001 / 7e-5)  # 1e-4 -> 1 step
+    torch.testing.assert_close(out.float(), expected, rtol=2e-3, atol=0)
