@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -142,11 +141,8 @@ def run(args: argparse.Namespace) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=fm.WEIGHT_DECAY)
         result["curve"] = train_tracked(model, optimizer, loader, args.epochs, validation, every)
     else:
-        model = model_to_quantize_model(model, quant_mode="weight_and_activation")
-        if args.act_clip:
-            for layer in quant_layers(model):
-                layer.quant_config = dataclasses.replace(layer.quant_config,
-                                                         act_clip_val=(-args.act_clip, args.act_clip))
+        window = None if args.act_clip is None else (-args.act_clip, args.act_clip)
+        model = model_to_quantize_model(model, quant_mode="weight_and_activation", act_clip_val=window)
         oto = OTO(model, dummy)
         schedule = geta_schedule(steps_per_epoch, args.epochs)
         optimizer = oto.geta(variant="adam", lr=args.lr, lr_quant=args.lr_quant, first_momentum=0.9,
@@ -187,8 +183,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evals-per-epoch", type=int, default=2)
-    parser.add_argument("--act-clip", type=float, default=0.0,
-                        help="straight-through gradient window of the activation quantizers (0: the default)")
+    parser.add_argument("--act-clip", type=float, default=None,
+                        help="activation straight-through window (-c, c) (default: the library's (-2, 2); inf passes all)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=os.path.join("outputs", "fashion_mnist_validation.jsonl"))
     args = parser.parse_args()

@@ -250,26 +250,13 @@ def _gradient_sums(
     return tuple(sums)
 
 
-def _ste_input_grad(grad_output: Tensor, ctx) -> Tensor:
-    """Straight-through input gradient: ``grad_output`` where ``lo < x < hi`` (:func:`_ste_window`), else zero."""
-    x, q_m = ctx.saved_tensors[0], ctx.saved_tensors[2]
-    lo, hi = _ste_window(ctx.clip_val, q_m, x.dtype)
+def _ste_input_grad(grad_output: Tensor, x: Tensor, clip_val: ClipVal) -> Tensor:
+    """Straight-through input gradient: ``grad_output`` where ``lo < x < hi``, zero elsewhere."""
+    lo, hi = clip_val
     x_min, x_max = torch.aminmax(x)
     if bool((x_min > lo) & (x_max < hi)):
         return grad_output  # nothing clipped (the usual case for weights): no copy
     return torch.ops.aten.hardtanh_backward(grad_output, x, lo, hi)
-
-
-def _ste_window(clip_val: ClipVal, q_m: Tensor, dtype: torch.dtype) -> ClipVal:
-    """The straight-through window: the clip values widened to cover the quantizer's own range ``[-q_m, q_m]``.
-
-    The reference's fixed ``(-2, 2)`` assumes inputs inside it. A calibrated activation range is ``max|x|`` (6-7
-    after BatchNorm + ReLU), and the fixed window then zeroed the gradient of every activation between 2 and
-    ``q_m``, although the forward passes them unclipped (issue 13). Weights (``|W| < 2``) keep the reference's
-    window.
-    """
-    q = float(q_m.detach().abs().max().clamp_min(_magnitude_floor(dtype)))
-    return min(clip_val[0], -q), max(clip_val[1], q)
 
 
 def _signed_like(grad: Tensor, param: Tensor) -> Tensor:
@@ -314,7 +301,7 @@ def _fused_backward(ctx, grad_output: Tensor, dge_bits: Optional[Tensor] = None)
     x, d, q_m, t = ctx.saved_tensors
     needs = ctx.needs_input_grad[:3] + (t is not None and ctx.needs_input_grad[3],)
     result = fused.gradients(grad_output, x, d, q_m, t, t is not None and _exponent(t) is None, needs[3],
-                             _ste_window(ctx.clip_val, q_m, x.dtype), MIN_MAGNITUDE, dge_bits)
+                             ctx.clip_val, MIN_MAGNITUDE, dge_bits)
     if result is None or bool(result[-1]):
         return None
     return tuple(grad if need else None for grad, need in zip(result[:4], needs))
@@ -372,7 +359,7 @@ class SymQuantizerLinear(torch.autograd.Function):
         if fused_grads is not None:
             return (*fused_grads[:3], None, None)
         needs = ctx.needs_input_grad
-        grad_x = _ste_input_grad(grad_output, ctx) if needs[0] else None
+        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, _ = _scalar_grads(ctx, grad_output, needs[1], needs[2], False)
         _check_finite(d=grad_d, q_m=grad_q)
         return grad_x, grad_d, grad_q, None, None
@@ -402,7 +389,7 @@ class SymQuantizerNonLinear(torch.autograd.Function):
         if fused_grads is not None:
             return (*fused_grads, None, None)
         needs = ctx.needs_input_grad
-        grad_x = _ste_input_grad(grad_output, ctx) if needs[0] else None
+        grad_x = _ste_input_grad(grad_output, ctx.saved_tensors[0], ctx.clip_val) if needs[0] else None
         grad_d, grad_q, grad_t = _scalar_grads(ctx, grad_output, needs[1], needs[2], needs[3])
         _check_finite(d=grad_d, q_m=grad_q, t=grad_t)
         return grad_x, grad_d, grad_q, grad_t, None, None
@@ -452,8 +439,7 @@ class DGEQuantizer(torch.autograd.Function):
         d_eff = effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
         inv_k = float(DGEQuantizer._bits(ctx)) / 20.0  # 1/k with k = 5 * (4 / num_bits)
         slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
-        window = _ste_window(ctx.clip_val, ctx.saved_tensors[2], x.dtype)
-        return torch.ops.aten.hardtanh_backward(grad_output, x, *window).mul_(slope).clamp_(-3, 3)
+        return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)
 
     @staticmethod
     def symbolic(g, x, d, q_m, clip_val=DEFAULT_CLIP_VAL, q_s=0.0, num_bits=None):
@@ -508,13 +494,12 @@ def _frozen_weight_quantize(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tenso
     if entry is None or entry[0] != key:
         with torch.no_grad():
             value = _quantize_raw(x, d, q_m, t)
-            clip_val = _ste_window(clip_val, q_m, x.dtype)
             x_min, x_max = torch.aminmax(x)
-            entry = (key, value, bool((x_min > clip_val[0]) & (x_max < clip_val[1])), clip_val)
+            entry = (key, value, bool((x_min > clip_val[0]) & (x_max < clip_val[1])))
         _frozen_weight_cache[x] = entry
-    _, value, inside_clip, window = entry
+    _, value, inside_clip = entry
     if torch.is_grad_enabled() and x.requires_grad:
-        return _FrozenQuantizer.apply(x, value, inside_clip, window)
+        return _FrozenQuantizer.apply(x, value, inside_clip, clip_val)
     return value.view_as(value)
 
 
