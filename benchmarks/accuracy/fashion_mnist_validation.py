@@ -184,7 +184,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evals-per-epoch", type=int, default=2)
     parser.add_argument("--act-clip", type=float, default=None,
-                        help="activation straight-through window (-c, c) (default: the library's (-2, 2); inf passes all)")
+                        help="activation straight-through window (-c, c) (default: the library's (-2, 2))")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=os.path.join("outputs", "fashion_mnist_validation.jsonl"))
     args = parser.parse_args()
