@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -143,6 +144,10 @@ def run(args: argparse.Namespace) -> dict:
     else:
         window = None if args.act_clip is None else (-args.act_clip, args.act_clip)
         model = model_to_quantize_model(model, quant_mode="weight_and_activation", act_clip_val=window)
+        if args.weight_window_at_range:
+            for layer in quant_layers(model):  # probe: the weight window fixed at the initial range max|W|
+                bound = float(layer.q_m_wt.abs())
+                layer.quant_config = dataclasses.replace(layer.quant_config, weight_clip_val=(-bound, bound))
         oto = OTO(model, dummy)
         schedule = geta_schedule(steps_per_epoch, args.epochs)
         optimizer = oto.geta(variant="adam", lr=args.lr, lr_quant=args.lr_quant, first_momentum=0.9,
@@ -185,6 +190,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--evals-per-epoch", type=int, default=2)
     parser.add_argument("--act-clip", type=float, default=None,
                         help="activation straight-through window (-c, c) (default: the library's (-2, 2))")
+    parser.add_argument("--weight-window-at-range", action="store_true",
+                        help="probe: weight straight-through window (-q, q) with q the initial range max|W|")
     parser.add_argument("--tag", default="")
     parser.add_argument("--out", default=os.path.join("outputs", "fashion_mnist_validation.jsonl"))
     args = parser.parse_args()
