@@ -1,6 +1,7 @@
 """Model conversion: the one place where float layers are swapped for quantized layers; quantizer read-outs."""
 import logging
-from typing import Callable, Dict, List, Optional
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 from torch.nn.utils import parametrize
@@ -15,7 +16,7 @@ from .quant_layers import (
     QuantMode,
     QuantType,
 )
-from .quantizer import bit_width
+from .quantizer import DEFAULT_CLIP_VAL, bit_width
 from .transposed_linear import QuantizeTransposedLinear, is_transposed_linear
 
 __all__ = [
@@ -71,6 +72,7 @@ def model_to_quantize_model(
     quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
     *,
     filter_fn: Optional[FilterFn] = None,
+    act_clip_val: Optional[Tuple[float, float]] = None,
 ) -> nn.Module:
     """Replace, in place, every supported layer of ``model`` chosen by ``filter_fn`` by its quantized layer.
 
@@ -81,9 +83,13 @@ def model_to_quantize_model(
     ``from_module(module, d_quant_init, t_quant_init, q_m_init, quant_type, quant_mode, quant_init_by_module,
     num_bits)``; with ``quant_init_by_module`` every quantizer starts at ``num_bits`` bits. ``quant_type`` and
     ``quant_mode`` are enums or their string values (``ValueError`` names the valid values, before any change).
-    Returns ``model`` itself.
+    ``act_clip_val`` (default: the reference's ``(-2, 2)``) is every new layer's activation straight-through window
+    ``(lo, hi)``: the input gradient is zero outside it. A calibrated activation range (``q_m_act = max|x|``) often
+    exceeds 2 after BatchNorm + ReLU, and the reference's window then zeroes the gradient of every activation
+    between 2 and ``q_m_act``, which the forward passes unclipped; ``(-math.inf, math.inf)`` passes them
+    (benchmarks/RESULTS.md, issue 13). Returns ``model`` itself.
     """
-    config = QuantizationConfig(quant_type, quant_mode)
+    config = QuantizationConfig(quant_type, quant_mode, act_clip_val=act_clip_val or DEFAULT_CLIP_VAL)
     filter_fn = reference_layer_filter if filter_fn is None else filter_fn
     if quant_layer_class(model) is not None and filter_fn(model, ""):
         raise ValueError(
@@ -111,10 +117,14 @@ def model_to_quantize_model(
         if quant_cls is not QuantizeTransposedLinear and overrides_forward(module, quant_cls._FLOAT_MODULE):
             own_forward.setdefault(f"{type(module).__name__} ({quant_cls._FLOAT_MODULE.__name__})", []).append(name)
             return None
-        return quant_cls.from_module(
+        layer = quant_cls.from_module(
             module, d_quant_init, t_quant_init, q_m_init, config.quant_type, config.quant_mode,
             quant_init_by_module, num_bits, share_parameters=True,
         )
+        if act_clip_val is not None and layer.quantizes_activation:
+            # Set after the initialisation, whose data-free activation range is the window's (finite) bound.
+            layer.quant_config = replace(layer.quant_config, act_clip_val=config.act_clip_val)
+        return layer
 
     def convert_children(parent: nn.Module, prefix: str) -> None:
         if isinstance(parent, nn.MultiheadAttention):

@@ -257,3 +257,30 @@ def test_a_shared_parent_visited_twice_keeps_its_own_layers():
             assert first["convs"] is second["convs"]
             assert [conv.weight.shape[0] for conv in second["convs"]] == [width, width + 1]
             assert all(isinstance(conv, QuantizeConv2d) for conv in second["convs"])
+
+
+def activation_input_gradient(**kwargs):
+    """Input gradient of a W+A Linear whose activation range is calibrated to 6 (|x| = 3 and 5 lie inside it)."""
+    torch.manual_seed(0)
+    layer = model_to_quantize_model(nn.Sequential(nn.Linear(3, 4)), quant_mode="weight_and_activation",
+                                    **kwargs)[0]
+    layer.calibrate_activation_range(torch.tensor([[6.0, 0.0, 0.0]]))
+    x = torch.tensor([[3.0, -5.0, 1.0]], requires_grad=True)
+    layer(x).sum().backward()
+    return x.grad[0]
+
+
+def test_activation_window_is_the_reference_one_unless_widened():
+    reference = activation_input_gradient()
+    assert reference[0] == 0 and reference[1] == 0 and reference[2] != 0  # (-2, 2): zero inside q_m_act
+    widened = activation_input_gradient(act_clip_val=(-float("inf"), float("inf")))
+    assert bool((widened != 0).all()) and widened[2] == reference[2]
+
+
+def test_activation_window_leaves_weights_and_the_initial_range_alone():
+    layer = model_to_quantize_model(nn.Sequential(nn.Linear(3, 4)), quant_mode="weight_and_activation",
+                                    act_clip_val=(-float("inf"), float("inf")))[0]
+    assert layer.weight_clip_val == (-2.0, 2.0) and layer.act_clip_val == (-float("inf"), float("inf"))
+    assert layer.q_m_act.item() == 2.0 and not layer.act_calibrated  # the finite data-free range, as before
+    with pytest.raises(ValueError, match="act_clip_val"):
+        model_to_quantize_model(nn.Sequential(nn.Linear(3, 4)), act_clip_val=(1.0, -1.0))
