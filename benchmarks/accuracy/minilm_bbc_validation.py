@@ -35,6 +35,7 @@ RECIPES: Dict[str, Recipe] = {
     "distill-0.9": Recipe(distill=0.9),
     "distill-early": Recipe(distill=0.5, pruning_window=EARLY),
     "distill-4-epochs": Recipe(distill=0.5, epochs=4),
+    "6-epochs": Recipe(epochs=6),
 }
 
 
