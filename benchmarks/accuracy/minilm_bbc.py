@@ -7,7 +7,8 @@ does not spend its steps on a random head). Then:
 - ``dense fine-tuning``: AdamW on everything, ``--dense-epochs`` epochs, cosine learning rate;
 - ``GETA W+A``: embeddings quantized weight-only, every linear layer weights and activations (bits in
   ``[--min-bit, --max-bit]``), GETA to group sparsity ``--sparsity`` over the heads and FFN units (warm-up,
-  bit-width projection, pruning, fixed bits: ``only_train_once.demo``'s schedule) for ``--geta-epochs`` epochs;
+  bit-width projection, pruning in ``--pruning-window``, fixed bits: by default ``only_train_once.demo``'s
+  schedule) for ``--geta-epochs`` epochs, optionally distilling from the dense fine-tuned model (``--distill``);
   then ``construct_subnet``, the packed low-bit file, and a reload of both files in a fresh process that
   evaluates them again.
 
@@ -15,7 +16,9 @@ Default (about 20 min on 2 idle cores): the fixed stratified 80/20 split of the 
 stratified subset of 500 training articles (100 per class), the first 128 tokens of each article, batch 16, dense
 2 epochs, GETA 3 epochs at group sparsity 0.45 and 8-bit weights and activations (on a validation split of the
 training articles, 4-bit weights cost the pretrained encoder 13 points), evaluation on all 444 test articles.
-Full run: ``--train-size 0 --max-length 256 --dense-epochs 3 --geta-epochs 6``.
+Full run: ``--train-size 0 --max-length 256 --dense-epochs 3 --geta-epochs 6``. ``--seed`` changes the head's
+initialisation, dropout and batch order (not the data). Recipes are compared on a validation split of the training
+articles with ``minilm_bbc_validation.py``, never on the test split.
 
     python benchmarks/accuracy/minilm_bbc.py [--train-size N] [--max-length T] [--quiet]
 """
@@ -30,6 +33,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -42,7 +46,6 @@ from accuracy_common import costs, file_sizes, load_or_exit, machine, markdown_t
 from only_train_once import OTO
 from only_train_once.datasets import load_bbc_news
 from only_train_once.demo.models import MeanPoolingClassifier
-from only_train_once.demo.pipeline import geta_schedule
 from only_train_once.export import load_packed
 from only_train_once.quantization.quant_model import model_to_quantize_model
 from only_train_once.subnet_construction import load_model
@@ -99,14 +102,25 @@ def tokenized(tokenizer, texts, labels, max_length: int) -> TensorDataset:
     return TensorDataset(batch["input_ids"], batch["attention_mask"], torch.as_tensor(labels))
 
 
-def datasets(model_dir: str, train_size: int, max_length: int):
-    """(classes, train set, test set) of token ids, attention masks and labels."""
+def datasets(model_dir: str, train_size: int, max_length: int, validation_size: int = 0):
+    """(classes, train set, evaluation set) of token ids, attention masks and labels.
+
+    The evaluation set is the test split, or with ``validation_size`` > 0 a stratified subset of that many
+    *training-split* articles outside the training subset (to choose recipes without looking at the test split).
+    """
     news = load_or_exit(load_bbc_news)
     keep = stratified_subset(news.train_labels, train_size)
     tokenizer = transformers_module().AutoTokenizer.from_pretrained(model_dir)
     train = tokenized(tokenizer, [news.train_texts[i] for i in keep], news.train_labels[keep], max_length)
-    test = tokenized(tokenizer, news.test_texts, news.test_labels, max_length)
-    return news.classes, train, test
+    if validation_size <= 0:
+        return news.classes, train, tokenized(tokenizer, news.test_texts, news.test_labels, max_length)
+    rest = np.setdiff1d(np.arange(len(news.train_labels)), keep)
+    if len(rest) == 0:
+        raise ValueError("--validation-size needs training articles outside the training subset: lower --train-size")
+    held_out = rest[stratified_subset(news.train_labels[rest], validation_size, seed=1)]
+    validation = tokenized(tokenizer, [news.train_texts[i] for i in held_out], news.train_labels[held_out],
+                           max_length)
+    return news.classes, train, validation
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -133,15 +147,34 @@ def fit_probe_head(model: MeanPoolingClassifier, dataset: TensorDataset, steps: 
         optimizer.step()
 
 
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's soft-target loss: KL(teacher || student) at ``temperature``, scaled by its square so that its
+    gradients keep their size as the temperature changes."""
+    return nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1),
+                                nn.functional.log_softmax(teacher_logits / temperature, dim=1),
+                                reduction="batchmean", log_target=True) * temperature ** 2
+
+
 def train(model: nn.Module, optimizer, dataset: TensorDataset, epochs: int, batch_size: int, description: str,
-          quiet: bool) -> None:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+          quiet: bool, seed: int = 0, teacher: Optional[nn.Module] = None, distill: float = 0.0,
+          temperature: float = 2.0) -> None:
+    """AdamW-style fine-tuning with a cosine learning rate; with a ``teacher`` the loss is
+    ``(1 - distill) * cross-entropy + distill * distillation_loss``."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
+    if teacher is not None:
+        teacher.eval()
     for _ in tqdm(range(epochs), desc=description, disable=quiet, unit="epoch"):
         model.train()
         for ids, mask, labels in loader:
             optimizer.zero_grad()
-            nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask), labels).backward()
+            logits = model(input_ids=ids, attention_mask=mask)
+            loss = nn.functional.cross_entropy(logits, labels)
+            if teacher is not None and distill > 0:
+                with torch.no_grad():
+                    teacher_logits = teacher(input_ids=ids, attention_mask=mask)
+                loss = (1 - distill) * loss + distill * distillation_loss(logits, teacher_logits, temperature)
+            loss.backward()
             optimizer.step()
             scheduler.step()
 
@@ -197,44 +230,122 @@ def reload_main(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- the two fine-tunings ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Recipe:
+    """How GETA fine-tunes the pretrained classifier.
+
+    ``pruning_window``: the pruning periods run from ``start`` to ``end`` as fractions of all steps (warm-up and
+    the bit-width projection come before it). ``distill`` > 0 mixes the soft targets of the dense fine-tuned model
+    into the loss (knowledge distillation); ``quantize=False`` prunes the float model (GETA then only prunes).
+    """
+
+    sparsity: float = 0.45
+    min_bit: int = 8
+    max_bit: int = 8
+    epochs: int = 3
+    lr: float = 5e-5
+    lr_quant: float = 1e-3
+    pruning_window: Tuple[float, float] = (7 / 24, 13 / 24)
+    pruning_periods: int = 3
+    distill: float = 0.0
+    temperature: float = 2.0
+    quantize: bool = True
+
+    def __post_init__(self) -> None:
+        start, end = self.pruning_window
+        if not 0.0 < start < end <= 1.0:
+            raise ValueError(f"pruning_window must be (start, end) with 0 < start < end <= 1, "
+                             f"got {self.pruning_window}")
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+
+    def schedule(self, steps_per_epoch: int) -> Dict[str, int]:
+        """GETA's step keywords: the demo's warm-up (1/12 of the steps) and bit-width projection (1/6, 4 periods),
+        shortened to fit before an early ``pruning_window`` (then in fewer periods), then the pruning periods in the
+        window. The default window is the demo's (``only_train_once.demo.pipeline.geta_schedule``)."""
+        total = steps_per_epoch * self.epochs
+        start, end = (max(4, int(fraction * total)) for fraction in self.pruning_window)
+        warmup = min(max(4, total // 12), max(1, start // 3))
+        projection = min(max(4, total // 6), max(1, start - warmup))
+        return {"start_projection_step": warmup, "projection_steps": projection,
+                "projection_periods": min(4, projection),
+                "start_pruning_step": start, "pruning_steps": max(self.pruning_periods, end - start),
+                "pruning_periods": self.pruning_periods}
+
+
+def probe_initialised(model_dir: str, num_classes: int, train_set: TensorDataset, seed: int):
+    """The pretrained classifier with its head set by a linear probe, and a copy of its state."""
+    torch.manual_seed(seed)
+    model = fresh_classifier(model_dir, num_classes)
+    fit_probe_head(model, train_set)
+    return model, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def dense_finetune(model: nn.Module, train_set: TensorDataset, epochs: int, lr: float, batch_size: int, seed: int,
+                   quiet: bool) -> nn.Module:
+    train(model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01), train_set, epochs, batch_size,
+          "dense fine-tuning", quiet, seed=seed)
+    return model
+
+
+def geta_finetune(model_dir: str, num_classes: int, initial_state: Dict[str, torch.Tensor],
+                  train_set: TensorDataset, recipe: Recipe, batch_size: int, seed: int, quiet: bool,
+                  teacher: Optional[nn.Module] = None):
+    """Quantize (unless ``recipe.quantize`` is off), prune and fine-tune a copy of the initial classifier with GETA;
+    returns the group-sparse model, its ``OTO`` and the optimizer."""
+    if recipe.distill > 0 and teacher is None:
+        raise ValueError("a recipe with distill > 0 needs the dense fine-tuned model as teacher")
+    model = fresh_classifier(model_dir, num_classes)
+    model.load_state_dict(initial_state)
+    if recipe.quantize:
+        model = quantize(model)
+    dummy = {"input_ids": train_set.tensors[0][:1], "attention_mask": train_set.tensors[1][:1]}
+    oto = OTO(model, dummy)
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
+    optimizer = oto.geta(variant="adam", lr=recipe.lr, lr_quant=recipe.lr_quant, first_momentum=0.9,
+                         weight_decay=0.01, target_group_sparsity=recipe.sparsity, bit_reduction=2,
+                         min_bit_wt=recipe.min_bit, max_bit_wt=recipe.max_bit, min_bit_act=recipe.min_bit,
+                         max_bit_act=recipe.max_bit,
+                         # heads and FFN units compete per parameter (not the library default; see README)
+                         importance_normalization="per_parameter", **recipe.schedule(steps_per_epoch))
+    train(model, optimizer, train_set, recipe.epochs, batch_size, "GETA", quiet, seed=seed, teacher=teacher,
+          distill=recipe.distill, temperature=recipe.temperature)
+    return model, oto, optimizer
+
+
+def recipe_from_args(args: argparse.Namespace) -> Recipe:
+    return Recipe(sparsity=args.sparsity, min_bit=args.min_bit, max_bit=args.max_bit, epochs=args.geta_epochs,
+                  lr=args.lr, pruning_window=tuple(args.pruning_window), distill=args.distill,
+                  temperature=args.temperature)
+
+
 # -- main -------------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> Dict[str, object]:
     model_dir = pretrained_dir()
     classes, train_set, test_set = datasets(model_dir, args.train_size, args.max_length)
     dummy = {"input_ids": train_set.tensors[0][:1], "attention_mask": train_set.tensors[1][:1]}
-    results: Dict[str, object] = {"settings": vars(args), "train_articles": len(train_set),
+    recipe = recipe_from_args(args)
+    results: Dict[str, object] = {"settings": vars(args), "recipe": asdict(recipe), "train_articles": len(train_set),
                                   "test_articles": len(test_set)}
 
     start = time.perf_counter()
-    torch.manual_seed(0)
-    initial = fresh_classifier(model_dir, len(classes))
-    fit_probe_head(initial, train_set)
+    initial, initial_state = probe_initialised(model_dir, len(classes), train_set, args.seed)
     results["probe accuracy"] = evaluate(initial, test_set)
-    initial_state = {k: v.clone() for k, v in initial.state_dict().items()}
     results["probe seconds"] = time.perf_counter() - start
     print(f"  linear probe (frozen encoder): {results['probe accuracy']:.2f}%", flush=True)
 
     start = time.perf_counter()
-    dense = initial
-    train(dense, torch.optim.AdamW(dense.parameters(), lr=args.lr, weight_decay=0.01), train_set,
-          args.dense_epochs, args.batch_size, "dense fine-tuning", args.quiet)
+    dense = dense_finetune(initial, train_set, args.dense_epochs, args.lr, args.batch_size, args.seed, args.quiet)
     results["dense"] = {"accuracy": evaluate(dense, test_set), **describe(dense, dummy),
                         "seconds": time.perf_counter() - start}
     print(f"  dense fine-tuning: {results['dense']['accuracy']:.2f}%", flush=True)
-    del dense
 
     start = time.perf_counter()
-    model = fresh_classifier(model_dir, len(classes))
-    model.load_state_dict(initial_state)
-    model = quantize(model)
-    oto = OTO(model, dummy)
-    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
-    optimizer = oto.geta(variant="adam", lr=args.lr, lr_quant=1e-3, first_momentum=0.9, weight_decay=0.01,
-                         target_group_sparsity=args.sparsity, bit_reduction=2, min_bit_wt=args.min_bit,
-                         max_bit_wt=args.max_bit, min_bit_act=args.min_bit, max_bit_act=args.max_bit,
-                         # heads and FFN units compete per parameter (not the library default; see README)
-                         importance_normalization="per_parameter", **geta_schedule(steps_per_epoch, args.geta_epochs))
-    train(model, optimizer, train_set, args.geta_epochs, args.batch_size, "GETA", args.quiet)
+    model, oto, optimizer = geta_finetune(model_dir, len(classes), initial_state, train_set, recipe,
+                                          args.batch_size, args.seed, args.quiet,
+                                          teacher=dense if recipe.distill > 0 else None)
+    del dense
     full_accuracy = evaluate(model, test_set)
     reached = optimizer.compute_metrics().group_sparsity
     oto.construct_subnet(out_dir=args.out_dir)
@@ -247,6 +358,9 @@ def run(args: argparse.Namespace) -> Dict[str, object]:
                        "seconds": time.perf_counter() - start}
     print(f"  GETA: {results['geta']['accuracy']:.2f}%", flush=True)
     results["reloaded"] = reload_and_evaluate(args, oto.compressed_model_path, packed)
+    # CPU seconds of this process (the reload's process not counted): the wall time an idle core would take, since
+    # the runs use one thread; wall times on a shared machine say more about the other users
+    results["cpu seconds"] = time.process_time()
     return results
 
 
@@ -269,6 +383,13 @@ def report(results: Dict[str, object]) -> str:
             ("FFN units kept per layer", " ".join(map(str, dense["ffn_units"])), " ".join(map(str, geta["ffn_units"])),
              "")]
     lines = [markdown_table(("", "dense fine-tuning", "GETA W+A", "change"), rows), ""]
+    recipe, settings = results["recipe"], results["settings"]
+    teacher = (f"distilled from the dense fine-tuned model (weight {recipe['distill']}, temperature "
+               f"{recipe['temperature']})" if recipe["distill"] > 0 else "labels only")
+    lines.append(f"GETA recipe: group sparsity {recipe['sparsity']}, bits [{recipe['min_bit']}, {recipe['max_bit']}], "
+                 f"{recipe['epochs']} epochs (dense {settings['dense_epochs']}), pruning from "
+                 f"{recipe['pruning_window'][0]:.3f} to {recipe['pruning_window'][1]:.3f} of the steps, {teacher}; "
+                 f"seed {settings['seed']}")
     lines.append(f"linear probe on frozen embeddings: {results['probe accuracy']:.2f}%; GETA full group-sparse model "
                  f"{geta['full group-sparse accuracy']:.2f}%, group sparsity reached {geta['group_sparsity']:.3f}")
     lines.append("files (MB): " + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in geta["files"].items()))
@@ -278,8 +399,8 @@ def report(results: Dict[str, object]) -> str:
     lines.append(f"target (within 1.0 point of dense fine-tuning, >= 30% fewer encoder params, average weight bits "
                  f"<= 8): {'met' if met else 'NOT met'}")
     lines.append(f"time: probe {results['probe seconds']:.0f} s, dense {dense['seconds']:.0f} s, GETA "
-                 f"{geta['seconds']:.0f} s; {results['train_articles']} training / {results['test_articles']} test "
-                 f"articles")
+                 f"{geta['seconds']:.0f} s (wall), {results['cpu seconds']:.0f} CPU s in all; "
+                 f"{results['train_articles']} training / {results['test_articles']} test articles")
     return "\n".join(lines)
 
 
@@ -297,6 +418,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--min-bit", type=int, default=8,
                         help="lowest bit width (4-bit weights cost the pretrained encoder 13 points on validation)")
     parser.add_argument("--max-bit", type=int, default=8)
+    parser.add_argument("--pruning-window", type=float, nargs=2, default=Recipe.pruning_window,
+                        metavar=("START", "END"), help="pruning periods from START to END (fractions of all steps)")
+    parser.add_argument("--distill", type=float, default=Recipe.distill,
+                        help="weight of the dense fine-tuned model's soft targets in GETA's loss (0: labels only)")
+    parser.add_argument("--temperature", type=float, default=Recipe.temperature, help="distillation temperature")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the head, dropout and the batch order")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out-dir", default=os.path.join("outputs", "minilm_bbc"))
     parser.add_argument("--reload", nargs=2, metavar=("COMPRESSED_PT", "PACKED"), help=argparse.SUPPRESS)

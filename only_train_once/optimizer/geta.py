@@ -292,7 +292,9 @@ class GETA(BaseHybridSparseOptimizer):
 
     def quantizer_snapshot(self) -> QuantizerSnapshot:
         """Every quantized layer's rounded weight/activation bit width and step size ``d`` now."""
-        snapshot = QuantizerSnapshot(weight_floor=self.min_bit_wt, activation_floor=self.min_bit_act)
+        snapshot = QuantizerSnapshot(weight_floor=self.min_bit_wt, activation_floor=self.min_bit_act,
+                                     weight_ceiling=self.initial_max_bit_wt,
+                                     activation_ceiling=self.max_bit_act)
         for table, bits, steps in ((self._weight_table, snapshot.weight_bits, snapshot.weight_step_sizes),
                                    (self._act_table, snapshot.activation_bits, snapshot.activation_step_sizes)):
             rows = list(range(len(table)))

