@@ -30,7 +30,7 @@ import fashion_mnist as fm
 from accuracy_common import costs, load_or_exit
 from only_train_once import OTO
 from only_train_once.datasets import load_fashion_mnist
-from only_train_once.demo.pipeline import evaluate, geta_schedule
+from only_train_once.demo.pipeline import evaluate, geta_schedule, train
 from only_train_once.quantization.quant_layers import QuantizeMixin
 from only_train_once.quantization.quant_model import model_to_quantize_model
 
@@ -94,20 +94,14 @@ def recalibrated_batchnorm(model: nn.Module, loader: DataLoader, batches: int = 
 
 def train_tracked(model, optimizer, loader, epochs: int, validation: DataLoader, every: int) -> List[float]:
     """Train as ``only_train_once.demo.pipeline.train`` does; validation accuracy every ``every`` steps."""
-    criterion = nn.CrossEntropyLoss()
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
-    curve, step = [], 0
-    for _ in range(epochs):
-        model.train()
-        for images, labels in loader:
-            optimizer.zero_grad()
-            criterion(model(images), labels).backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            if step % every == 0:
-                curve.append(round(evaluate(model, validation), 2))
-                model.train()
+    curve: List[float] = []
+
+    def track(step: int) -> None:
+        if step % every == 0:
+            curve.append(round(evaluate(model, validation), 2))
+            model.train()
+
+    train(model, optimizer, loader, epochs, "train", quiet=True, after_step=track)
     return curve
 
 

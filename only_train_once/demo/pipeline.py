@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -63,9 +63,13 @@ def evaluate(model: nn.Module, loader) -> float:
     return 100.0 * correct / total
 
 
-def train(model: nn.Module, optimizer, loader, epochs: int, description: str, quiet: bool) -> None:
+def train(model: nn.Module, optimizer, loader, epochs: int, description: str, quiet: bool,
+          after_step: Optional[Callable[[int], None]] = None) -> None:
+    """Cross-entropy training with a cosine schedule; ``after_step(step)`` (steps counted from 1) runs after every
+    optimizer step, e.g. to evaluate (it must leave the model in training mode)."""
     criterion = nn.CrossEntropyLoss()
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, epochs * len(loader)))
+    step = 0
     for _ in tqdm(range(epochs), desc=description, disable=quiet, unit="epoch"):
         model.train()
         for images, labels in loader:
@@ -73,6 +77,9 @@ def train(model: nn.Module, optimizer, loader, epochs: int, description: str, qu
             criterion(model(images), labels).backward()
             optimizer.step()
             scheduler.step()
+            step += 1
+            if after_step is not None:
+                after_step(step)
 
 
 def costs(oto: OTO) -> Dict[str, float]:
