@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -150,3 +151,20 @@ def assert_lossless_subnet(model: nn.Module, dummy_input, out_dir, sparsity=None
     scale = max(1.0, max(t.abs().max().item() for t in outputs(full, dummy_input) if t.numel()))
     assert difference <= tolerance * scale, f"compressed model differs by {difference}"
     return oto
+
+
+def flip_bit(path: str, from_end: int = 1) -> bytes:
+    """Flip the lowest bit of the byte ``from_end`` bytes before the end of ``path`` (tensor data, past the header
+    of a weights file); returns the original byte, so that ``restore_byte`` can undo it."""
+    with open(path, "r+b") as handle:
+        handle.seek(-from_end, os.SEEK_END)
+        original = handle.read(1)
+        handle.seek(-from_end, os.SEEK_END)
+        handle.write(bytes([original[0] ^ 1]))
+    return original
+
+
+def restore_byte(path: str, original: bytes, from_end: int = 1) -> None:
+    with open(path, "r+b") as handle:
+        handle.seek(-from_end, os.SEEK_END)
+        handle.write(original)

@@ -11,7 +11,7 @@ import torch
 from only_train_once import OTO, load_pretrained
 from only_train_once.subnet_construction.huggingface import SUBNET_FILE, HuggingFaceExportError
 from tests.graph import models
-from tests.helpers import prunable_groups, zero_units
+from tests.helpers import flip_bit, prunable_groups, restore_byte, zero_units
 from tests.llm.decoders import build_decoder, token_ids
 from tests.thirdparty import import_or_skip
 
@@ -116,16 +116,10 @@ def test_a_damaged_exported_directory_is_refused_naming_the_file(tmp_path):
 
     _, _, path = compress("llama_gqa", tmp_path, uneven=True)
     weights = os.path.join(path, "model.safetensors")
-    with open(weights, "r+b") as handle:  # flip one bit in the last tensor's data (the header stays valid)
-        handle.seek(-1, os.SEEK_END)
-        last = handle.read(1)
-        handle.seek(-1, os.SEEK_END)
-        handle.write(bytes([last[0] ^ 1]))
+    last = flip_bit(weights)  # one bit of the last tensor's data: the header stays valid
     with pytest.raises(CorruptFileError, match="does not match its checksum"):
         load_pretrained(path)
-    with open(weights, "r+b") as handle:
-        handle.seek(-1, os.SEEK_END)
-        handle.write(last)
+    restore_byte(weights, last)
     load_pretrained(path)  # restored: loads again
     subnet = os.path.join(path, SUBNET_FILE)
     with open(subnet, encoding="utf-8") as handle:

@@ -22,7 +22,7 @@ from only_train_once.dependency_graph.param_groups import StaleParametersError
 from only_train_once.subnet_construction import load_compressed_weights
 from only_train_once.subnet_construction.integrity import CHECKSUM_KEY, CorruptFileError
 from only_train_once.subnet_construction.io import read_weights, save_weights
-from tests.helpers import max_difference, outputs
+from tests.helpers import flip_bit, max_difference, outputs
 
 WIDTH, DEPTH = 128, 12
 
@@ -148,10 +148,6 @@ def test_streamed_safetensors_file_matches_save_model_and_loads_back(tmp_path):
 def test_a_damaged_streamed_file_is_refused(tmp_path):
     path = str(tmp_path / "m.safetensors")
     save_weights(nn.Linear(64, 64), path)
-    with open(path, "r+b") as handle:
-        handle.seek(-5, os.SEEK_END)
-        byte = handle.read(1)
-        handle.seek(-5, os.SEEK_END)
-        handle.write(bytes([byte[0] ^ 1]))
+    flip_bit(path, from_end=5)
     with pytest.raises(CorruptFileError, match="checksum"):
         read_weights(path)
