@@ -174,6 +174,7 @@ class OTO(ReferenceOTOMethods):
         with the reason in its ``unprunable_reasons`` and one warning naming them all; returns their ids.
         ``requested=False`` (the ``"auto"`` default of ``OTO``) logs a check that cannot run at info level.
         """
+        self._refuse_after_optimizer("verify_groups")
         failed = run_check(self._require_graph(), self._require_model(), tolerance, requested)
         return [group.id for group in failed]
 
@@ -185,6 +186,8 @@ class OTO(ReferenceOTOMethods):
         return warn_about_control_flow(self._require_model(), self._dummy_input, graph.module_names, graph.tensor_names)
 
     def set_trainable(self) -> None:
+        """Recompute which groups train from ``requires_grad`` (groups with nothing trainable become unprunable)."""
+        self._refuse_after_optimizer("set_trainable")
         group_ops.set_trainable(self._require_graph())
 
     def cluster_node_groups(self, num_clusters: int = 1) -> Dict[int, list]:

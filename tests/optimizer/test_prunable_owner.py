@@ -82,3 +82,14 @@ def test_the_reference_flag_assignment_records_a_reason_and_can_be_undone():
     assert not group.is_prunable and group.unprunable_reasons == ["is_prunable set to False"]
     group.is_prunable = True
     assert group.is_prunable and not group.unprunable_reasons
+
+
+@pytest.mark.parametrize("method", ["verify_groups", "set_trainable"])
+def test_rechecking_the_groups_after_the_optimizer_is_built_raises(method):
+    oto = _oto()
+    optimizer = oto.geta(lr=0.1, target_group_sparsity=0.3)
+    with pytest.raises(RuntimeError, match=f"oto.{method} was called after"):
+        getattr(oto, method)()
+    del optimizer
+    gc.collect()
+    getattr(oto, method)()
