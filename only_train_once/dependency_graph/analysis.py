@@ -20,11 +20,11 @@ import logging
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Dict, FrozenSet, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, cast
 
 import numpy as np
 
-from ..graph.pruning_axis import PruningAxis, is_flattened, length
+from ..graph.pruning_axis import PruningAxis, length
 from ..graph.trace import TracedFloat, TracedInt, ValueRef
 from ..operation.catalogue import (ADD, AFFINE_NORM, CONCAT, DIV, GENERATE, MUL, PRESERVE, STEM, OpKind, RuleFindings,
                                    exact_shape_source)
@@ -32,6 +32,9 @@ from ..passes import Pass, run_passes
 from .constant_channels import (ConstantFold, constant_units, fold_blocker, independent_output,
                                 initial_constant_units, record_fold)
 from .spaces import Owners, Space, SpaceSet
+
+if TYPE_CHECKING:
+    from ..graph.node import Node
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +91,14 @@ class SpaceAnalysis:
         self.unknown_operators: List[UnknownOperator] = []
         self.literal_updates: List[LiteralUpdate] = []
         self._literal_nodes: List = []
-        self._split_nodes: List[Tuple[object, List[Space]]] = []
+        self._split_nodes: List[Tuple[Node, List[Space]]] = []
         self._generating: set = set()
         #: names of the convolutions whose forward standardises their weight (baked before input pruning)
         self.standardised_convs: List[str] = []
         self._owners: Dict[int, Owners] = {}
         self._units: Dict[int, FrozenSet[int]] = {}
         self._through_consumers: List[Space] = []
-        self._made_nonzero: Dict[int, object] = {}  # unit uid -> the call that first made its pruned slices nonzero
+        self._made_nonzero: Dict[int, Node] = {}  # unit uid -> the call that first made its pruned slices nonzero
         self._constant: Dict[str, FrozenSet[int]] = {}  # value id -> units whose pruned slices are constants
         self._independent: Dict[str, bool] = {}  # value id -> whether it depends on no model input
         #: layers that absorb pruned constant channels into their bias, by module name (see constant_channels)
@@ -150,7 +153,7 @@ class SpaceAnalysis:
         with its group (a claim, as :meth:`claim`; a pair of dims must then be adjacent, so that the optimizer can
         write through a view). The caller pins the dims' own spaces: they own nothing."""
         shape = self.shape(value_id)
-        if index.shape != (length(shape, axis),) or (owner and is_flattened(axis) and axis[1] != axis[0] + 1):
+        if index.shape != (length(shape, axis),) or (owner and isinstance(axis, tuple) and axis[1] != axis[0] + 1):
             raise ValueError(f"internal: mapped axis {axis} of a {shape} tensor with an index of {index.shape}")
         mapped = MappedAxis(axis, space, np.asarray(index, dtype=np.int64))
         self.mapped_axes.setdefault(value_id, []).append(mapped)
@@ -260,7 +263,8 @@ class SpaceAnalysis:
         with_units = [k for k, a in enumerate(axes) if self.units(a)]
         claimed = {self.spaces.find(s).uid for s in self._claimed}
         preferred = [k for k in with_units if self.spaces.find(axes[k]).uid in claimed]
-        return (preferred or with_units or [None])[0 if preferred else -1]
+        none: List[Optional[int]] = [None]
+        return (preferred or with_units or none)[0 if preferred else -1]
 
     def choose_bare_param_axes(self) -> None:
         """Give every parameter no operator claimed (bare parameters, derived weights) its pruning axis."""
@@ -303,10 +307,11 @@ class SpaceAnalysis:
             sections = node.arg(1, "split_size")
         if not isinstance(sections, (list, tuple)) or len(sections) != len(parts):
             return False
-        attributes = [_exact_attribute(size) for size in sections]
+        found = [_exact_attribute(size) for size in sections]
+        attributes = [attribute for attribute in found if attribute is not None]
         # Only a tuple/list attribute holding exactly these sections (``split_indices[k]``): a plain int attribute
         # (EfficientViT's ``key_dim``) is shared by other parts and other calls, which one rewrite would break.
-        if any(attribute is None or not _ELEMENT_ATTRIBUTE.fullmatch(attribute[1]) for attribute in attributes) \
+        if len(attributes) != len(found) or any(not _ELEMENT_ATTRIBUTE.fullmatch(a[1]) for a in attributes) \
                 or len({a[1].split("[")[0] for a in attributes}) != 1 or len(set(attributes)) != len(attributes):
             return False
         dim = int(node.arg(2, "dim", 0) or 0)
@@ -343,7 +348,7 @@ class SpaceAnalysis:
                 if shape is not None and axis < len(self.axes(node.outputs[0])):
                     self.spaces.union(self.axes(node.outputs[0])[axis], self.axes(shape[0])[shape[1]])
         self._refresh()
-        pending: List[Tuple[object, int, object]] = []
+        pending: List[Tuple[Node, int, Any]] = []
         for node in self._literal_nodes:
             axes = self.axes(node.outputs[0])
             for axis, literal in _shape_literals(node) or []:
@@ -395,7 +400,7 @@ class SpaceAnalysis:
             return False
         modules = dict(self.graph.root_module.named_modules())
         factors = [space.size for space in shape_spaces] + [getattr(modules[m], a, None) for m, a in attributes]
-        if not all(isinstance(f, int) for f in factors) or int(literal) != int(np.prod(factors)):
+        if not all(isinstance(f, int) for f in factors) or int(literal) != int(np.prod(cast(List[int], factors))):
             return False
         pruned = self.spaces.find(with_units[0])
         return any(self.spaces.find(f) is pruned for f in self.spaces.flat_factors(out_axis))

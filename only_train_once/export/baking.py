@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, cast
 
 import torch
 from torch import fx, nn
@@ -80,29 +80,31 @@ class BakedLayer:
 
 
 def _activation_quantizer(layer: QuantizeMixin) -> Optional[ActivationQuantizer]:
-    grid = activation_grid(layer, layer.weight.dtype)
+    grid = activation_grid(layer, cast(torch.Tensor, layer.weight).dtype)
     if grid is None:
         return None
-    clip = float(layer.q_m_act.detach().abs().clamp_min(float(grid.scale)).item())
+    clip = float(cast(torch.Tensor, layer.q_m_act).detach().abs().clamp_min(float(grid.scale)).item())
     return ActivationQuantizer(float(grid.scale.item()), clip, int(grid.int_range), grid.exponent)
 
 
 def empty_standard_layer(layer: nn.Module) -> nn.Module:
     """The standard torch layer (uninitialised) that a quantized ``layer`` deploys as; Hugging Face's transposed
     linear ``Conv1D`` (quantized or float) becomes ``nn.Linear``, whose weight is its weight transposed."""
-    factory = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+    weight = cast(torch.Tensor, layer.weight)
+    factory: Dict[str, Any] = {"device": weight.device, "dtype": weight.dtype}
     if isinstance(layer, QuantizeTransposedLinear) or is_transposed_linear(layer):
-        in_features, out_features = layer.weight.shape  # (nx, nf); the nf attribute may predate pruning
+        in_features, out_features = weight.shape  # (nx, nf); the nf attribute may predate pruning
         return nn.Linear(in_features, out_features, bias=layer.bias is not None, **factory)
-    return layer._FLOAT_MODULE(**layer._float_module_kwargs(layer), **factory)
+    quantized: Any = layer  # a quantized layer: each class sets _FLOAT_MODULE and _float_module_kwargs
+    return quantized._FLOAT_MODULE(**quantized._float_module_kwargs(layer), **factory)
 
 
 def _standard_layer(layer: QuantizeMixin, weight: torch.Tensor) -> nn.Module:
     module = empty_standard_layer(layer)
     with torch.no_grad():
-        module.weight.copy_(weight)
+        cast(torch.Tensor, module.weight).copy_(weight)
         if getattr(layer, "bias", None) is not None:
-            module.bias.copy_(layer.bias)
+            cast(torch.Tensor, module.bias).copy_(cast(torch.Tensor, layer.bias))
     module.train(layer.training)
     return module
 

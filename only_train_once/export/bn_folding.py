@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Any, List, Tuple
+from typing import Any, List, Tuple, cast
 
 import torch
 from torch import nn
@@ -48,7 +48,8 @@ def _is_norm_act(module: Any) -> bool:
 
 def norm_replacement(norm: nn.Module) -> nn.Module:
     """What stays of a folded norm: nothing, or the dropout and activation of a norm-activation module."""
-    return nn.Sequential(norm.drop, norm.act) if _is_norm_act(norm) else nn.Identity()
+    return nn.Sequential(cast(nn.Module, norm.drop), cast(nn.Module, norm.act)) if _is_norm_act(norm) \
+        else nn.Identity()
 
 
 def foldable_pairs(model: nn.Module, dummy_input: Any) -> List[Tuple[str, str]]:
@@ -82,16 +83,19 @@ def _used_once(pairs: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
 def fold_batchnorm(layer: nn.Module, norm: nn.Module) -> torch.Tensor:
     """Fold ``norm`` into ``layer`` in place (``layer`` gains a bias if it had none); returns the per-output-
     channel factor ``gamma / sqrt(var + eps)`` applied to the weight."""
-    factor = torch.rsqrt(norm.running_var + norm.eps)
-    if norm.weight is not None:
-        factor = factor * norm.weight
-    shift = -norm.running_mean * factor
-    if norm.bias is not None:
-        shift = shift + norm.bias
-    weight = layer.weight
-    layer.weight.copy_(weight * factor.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype))
-    if layer.bias is None:
-        layer.bias = nn.Parameter(shift.to(weight.dtype))
+    # A BatchNorm in eval mode (running statistics present) and a conv/linear layer; nn.Module does not type them.
+    bn: Any = norm
+    target: Any = layer
+    factor = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        factor = factor * bn.weight
+    shift = -bn.running_mean * factor
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    weight = target.weight
+    target.weight.copy_(weight * factor.reshape(-1, *([1] * (weight.dim() - 1))).to(weight.dtype))
+    if target.bias is None:
+        target.bias = nn.Parameter(shift.to(weight.dtype))
     else:
-        layer.bias.copy_(layer.bias * factor + shift)
+        target.bias.copy_(target.bias * factor + shift)
     return factor

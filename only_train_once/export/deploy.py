@@ -43,7 +43,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -128,7 +128,7 @@ def _bake_all(deployed: nn.Module) -> Dict[str, BakedLayer]:
 
 def _fold_all(deployed: nn.Module, dummy_input: Any, baked: Dict[str, BakedLayer]) -> Tuple[list, list]:
     pairs = foldable_pairs(deployed, dummy_input)
-    added = []
+    added: List[str] = []
     for layer_name, norm_name in pairs:
         layer = deployed.get_submodule(layer_name)
         if layer.bias is None:
@@ -188,8 +188,9 @@ def _reference(model: nn.Module, inputs: Tuple[Any, Any], baked: Dict[str, Baked
     peak = max([0.0] + [t.abs().max().item() for run in runs for _, t in run if t.numel() and t.is_floating_point()])
     scale = max(1.0, peak)
     flips = config.flip_steps * _largest_step(baked)
-    return Reference(inputs, [name for name, _ in runs[0]], tuple([t for _, t in run] for run in runs),
-                     tuple([t for _, t in run] for run in exact), config.tolerance * scale,
+    Pair = Tuple[List[Tensor], List[Tensor]]  # one list of outputs per probe input
+    return Reference(inputs, [name for name, _ in runs[0]], cast(Pair, tuple([t for _, t in run] for run in runs)),
+                     cast(Pair, tuple([t for _, t in run] for run in exact)), config.tolerance * scale,
                      max(config.tolerance, flips) * scale, max(config.median_tolerance * scale, config.tolerance), peak)
 
 

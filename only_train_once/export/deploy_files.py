@@ -12,10 +12,10 @@ instance of the original model class. All three carry checksums of their data an
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Set
+from typing import Dict, Optional, Set, cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..quantization.quant_layers import QuantizeMixin
 from ..subnet_construction.apply import SubnetSpec, restore_subnet
@@ -91,8 +91,8 @@ def load_deployed(model: nn.Module, weights_path: str, description_path: Optiona
         model.set_submodule(norm_name, norm_replacement(model.get_submodule(norm_name)))
     for name in description["added_bias"]:
         layer = model.get_submodule(name)
-        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
-                                              device=layer.weight.device))
+        weight = cast(Tensor, layer.weight)
+        layer.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
     _untie_stored_separately(model, _stored_names(weights_path))
     load_model(model, weights_path, strict=True)
     modules = dict(model.named_modules())

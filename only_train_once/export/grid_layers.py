@@ -11,7 +11,7 @@ layers themselves.
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 from torch import Tensor, nn
 from torch.overrides import handle_torch_function, has_torch_function
@@ -42,6 +42,8 @@ def grid_weight(weight: Tensor, step: Tensor) -> Tensor:
 
 class _GridWeight:
     """Mixin placed before a quantized layer class: its weight skips the weight quantizer."""
+
+    d_quant_wt: Tensor  # the weight step, a parameter of the quantized layer this is mixed into
 
     def quantize_weight(self, weight: Tensor) -> Tensor:
         return grid_weight(weight, self.d_quant_wt)
@@ -85,7 +87,8 @@ def to_grid_layer(module: nn.Module, layer_class: str, quant_type: str, quant_mo
     quantized layer's. The quantizer parameters are created with placeholder values: load them afterwards.
     Raises ``ValueError`` for an unknown ``layer_class`` and for an embedding with ``max_norm``.
     """
-    grid_class = GRID_LAYERS.get(layer_class)
+    # Any: ``from_module`` is attached by QuantizeMixin.__init_subclass__, out of mypy's sight
+    grid_class: Any = GRID_LAYERS.get(layer_class)
     if grid_class is None:
         raise ValueError(f"no grid layer for {layer_class!r}; known quantized layers: {sorted(GRID_LAYERS)}")
     if getattr(module, "max_norm", None) is not None:

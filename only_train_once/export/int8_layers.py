@@ -24,7 +24,7 @@ In eager PyTorch the stand-in modules compute the graph's function in float; the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,8 @@ def _channel_scale(spec: IntegerLayerSpec) -> Tensor:
 
 def _integer_bias(spec: IntegerLayerSpec) -> Tensor:
     """The bias on the accumulator's grid (``s_x * s_c``): what ``QLinearConv`` adds in int32."""
-    return torch.round(spec.bias.double() / spec.output_scale.double()).to(torch.int32)
+    bias = cast(Tensor, spec.bias)  # called only for a layer with a bias
+    return torch.round(bias.double() / spec.output_scale.double()).to(torch.int32)
 
 
 def _requantize(y: Tensor, grid: Tuple[float, int]) -> Tensor:
@@ -175,7 +176,8 @@ class _IntegerConvFunction(torch.autograd.Function):
         pad_h, pad_w = spec.padding
         y = g.op("Conv", *inputs, kernel_shape_i=list(spec.codes.shape[2:]), strides_i=list(spec.stride),
                  pads_i=[pad_h, pad_w, pad_h, pad_w], dilations_i=list(spec.dilation), group_i=spec.groups)
-        scale, zero_point = _const(g, spec.output_grid[0]), _const(g, spec.output_grid[1], torch.uint8)
+        grid = cast(Tuple[float, int], spec.output_grid)  # this symbolic is chosen only when there is a grid
+        scale, zero_point = _const(g, grid[0]), _const(g, grid[1], torch.uint8)
         return g.op("DequantizeLinear", g.op("QuantizeLinear", y, scale, zero_point), scale, zero_point)
 
 
@@ -211,7 +213,9 @@ def output_grid(low: float, high: float) -> Tuple[float, int]:
 def integer_layer(baked: BakedLayer, grid: Optional[Tuple[float, int]] = None) -> nn.Module:
     """The integer stand-in of an eligible baked layer (check :func:`integer_ineligibility` first); ``grid``:
     the requantization grid of a convolution's output (``None``: exact ``ConvInteger``)."""
-    module, act = baked.module, baked.activation
+    # eligible: a linear or 2-d convolution quantizing its input (see integer_ineligibility)
+    module = cast(Union[nn.Linear, nn.Conv2d], baked.module)
+    act = cast(ActivationQuantizer, baked.activation)
     output_scale = (baked.channel_scale.double() * act.scale).float()
     bias = None if module.bias is None else module.bias.detach().float()
     codes = baked.codes.to(torch.int8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, cast
 
 import torch
 from torch import Tensor, nn
@@ -141,7 +141,7 @@ def integer_weight(layer: QuantizeMixin, name: Optional[str] = None) -> IntegerW
     not know).
     """
     label = name or type(layer).__name__
-    grid = layer.quantize_weight(layer.weight).detach()
+    grid = layer.quantize_weight(cast(Tensor, layer.weight)).detach()
     step, int_range = _step_and_range(layer, "wt", grid.dtype)
     bits = range_bits(int_range)
     if bits > MAX_WEIGHT_BITS:

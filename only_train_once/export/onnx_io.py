@@ -106,6 +106,7 @@ def _export(wrapper: nn.Module, args: tuple, path: str, input_names: List[str], 
             return
         program = torch.onnx.export(wrapper, args, input_names=input_names, output_names=output_names,
                                     dynamic_axes=axes or None, opset_version=18, dynamo=True, verbose=False)
+        assert program is not None  # the dynamo exporter always returns its program
         program.save(path)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Dict, Optional, Set, Tuple
+from typing import Dict, Optional, Set, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -95,11 +95,12 @@ def save_packed(model: nn.Module, path: str, subnet_spec: Optional[SubnetSpec] =
     records: Dict[str, dict] = {}
     for name, layer in layers.items():
         weight = integer_weight(layer, name)
+        shape = cast(Tensor, layer.weight).shape
         tensors[_key(name, "weight.packed")] = pack_bits(weight.codes, weight.bits)
         tensors[_key(name, "weight.scale")] = weight.scale.detach().cpu().clone()
         records[name] = {"class": _quantized_class_name(layer), "quant_type": layer.quant_type.value,
                          "quant_mode": layer.quant_mode.value, "bits": weight.bits,
-                         "shape": list(layer.weight.shape), "dtype": str(layer.weight.dtype).replace("torch.", "")}
+                         "shape": list(shape), "dtype": str(layer.weight.dtype).replace("torch.", "")}
     float_tensors, aliases = _float_state(model, {_key(name, "weight") for name in layers})
     tensors.update(float_tensors)
     header = {"format": PACKED_FORMAT, "layers": records, "aliases": aliases,
@@ -168,6 +169,6 @@ def load_packed(model: nn.Module, path: str) -> nn.Module:
         codes = unpack_bits(tensors[_key(name, "weight.packed")], bits, int(torch.Size(shape).numel()))
         scale = tensors[_key(name, "weight.scale")]
         weight = codes.view(shape).to(getattr(torch, record["dtype"])) * scale
-        layer.weight = nn.Parameter(weight.to(layer.weight.device), requires_grad=False)
+        layer.weight = nn.Parameter(weight.to(cast(Tensor, layer.weight).device), requires_grad=False)
     logger.info("loaded %s: %d quantized layers", path, len(layers))
     return model

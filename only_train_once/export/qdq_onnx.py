@@ -29,7 +29,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import onnx
 import torch
@@ -38,7 +38,8 @@ from torch import nn
 
 from ..subnet_construction.onnx_integrity import save_onnx
 from ..utils import eval_mode
-from .integer_weights import UnsupportedBitWidthError, activation_grid, integer_weight, quantized_layers
+from .integer_weights import (ActivationGrid, UnsupportedBitWidthError, activation_grid, integer_weight,
+                              quantized_layers)
 from .qdq_markers import ACTIVATION_MARKER, MARKER_DOMAIN, WEIGHT_MARKER, QuantizerMarking
 from .qdq_rewrite import ACTIVATION_TYPES, QDQ_OPSET, replace_markers
 
@@ -63,8 +64,9 @@ def _trace(model: nn.Module, dummy_input: Any, marking: QuantizerMarking) -> onn
     try:
         with eval_mode(model), torch.no_grad(), marking, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, _positional(dummy_input), buffer, opset_version=TRACE_OPSET, dynamo=False,
-                              custom_opsets={MARKER_DOMAIN: 1})
+            # torch's stub types ``f`` as a path; the TorchScript exporter also writes to a file object
+            torch.onnx.export(model, _positional(dummy_input), buffer,  # type: ignore[arg-type]
+                              opset_version=TRACE_OPSET, dynamo=False, custom_opsets={MARKER_DOMAIN: 1})
     except Exception as error:
         raise RuntimeError(f"the TorchScript ONNX exporter cannot trace {type(model).__name__} ({error}); the QDQ "
                            "export needs it (the torch.export-based exporter does not run quantizer markers)") \
@@ -91,7 +93,8 @@ def export_qdq_onnx(model: nn.Module, dummy_input: Any, path: str) -> str:
         raise ValueError(f"QDQ export writes float32 scales; layers {not_float32[:5]} are not float32: export the "
                          "float32 model")
     weights = {name: integer_weight(layer, name) for name, layer in layers.items()}
-    activations = {name: activation_grid(layer) for name, layer in layers.items() if layer.quantizes_activation}
+    activations = {name: cast(ActivationGrid, activation_grid(layer))  # not None: the layer quantizes its input
+                   for name, layer in layers.items() if layer.quantizes_activation}
     widest = ACTIVATION_TYPES[-1][0]
     too_wide = {name: grid.bits for name, grid in activations.items() if grid.bits > widest}
     if too_wide:

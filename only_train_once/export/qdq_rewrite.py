@@ -14,7 +14,7 @@ Both type tables need opset 21, the first whose QuantizeLinear/DequantizeLinear 
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Sequence, Set, Tuple
+from typing import Dict, List, Mapping, Sequence, Set, Tuple, Type
 
 import numpy as np
 import onnx
@@ -37,7 +37,8 @@ WEIGHT_TYPES = ((4, TensorProto.INT4, 0), (8, TensorProto.INT8, 0), (16, TensorP
 #: INT8 does not match y_zero_point type UINT8"). int16 up to 16 bits; QuantizeLinear has no 32-bit type.
 ACTIVATION_TYPES = ((8, TensorProto.UINT8, 128), (16, TensorProto.INT16, 0))
 
-_NUMPY_TYPES = {TensorProto.INT8: np.int8, TensorProto.INT16: np.int16, TensorProto.INT32: np.int32}
+_NUMPY_TYPES: Dict[int, Type[np.integer]] = {TensorProto.INT8: np.int8, TensorProto.INT16: np.int16,
+                                             TensorProto.INT32: np.int32}
 
 
 TypeTable = Sequence[Tuple[int, int, int]]

@@ -73,9 +73,10 @@ def set_module_attribute(module: nn.Module, name: str, value: Any) -> None:
 
 def _phi3_attention(module: nn.Module) -> Dict[str, Any]:
     """Heads kept by Phi-3's fused ``qkv_proj``: ``o_proj`` reads the query heads; the rest are keys and values."""
-    head_dim = module.head_dim
-    query_heads = module.o_proj.weight.shape[1] // head_dim
-    key_value_heads = (module.qkv_proj.weight.shape[0] // head_dim - query_heads) // 2
+    attention: Any = module  # a Hugging Face Phi-3 attention: its attributes are not typed on nn.Module
+    head_dim = attention.head_dim
+    query_heads = attention.o_proj.weight.shape[1] // head_dim
+    key_value_heads = (attention.qkv_proj.weight.shape[0] // head_dim - query_heads) // 2
     return {"num_key_value_heads": key_value_heads, "num_key_value_groups": query_heads // key_value_heads,
             "config.num_attention_heads": query_heads}
 

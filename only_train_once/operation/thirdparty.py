@@ -11,7 +11,7 @@ the library never imports their packages; a model without them is unaffected.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -32,8 +32,9 @@ class ChannelCountGlobalResponseNorm(nn.Module):
 
     @classmethod
     def from_module(cls, module: nn.Module, channels: int) -> "ChannelCountGlobalResponseNorm":
-        return cls(module.weight, module.bias, float(module.eps), tuple(int(d) for d in module.spatial_dim),
-                   int(module.channel_dim), channels)
+        grn: Any = module  # timm's GlobalResponseNorm, whose attributes nn.Module does not type
+        return cls(grn.weight, grn.bias, float(grn.eps), tuple(int(d) for d in grn.spatial_dim), int(grn.channel_dim),
+                   channels)
 
     def forward(self, x: Tensor) -> Tensor:
         shape = [1] * x.dim()

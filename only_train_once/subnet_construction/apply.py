@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, cast
 
 import torch
 from torch import nn
 
 from ..graph.pruning_axis import flattened, is_flattened, length
-from ..operation.registry import MODULE_SHRINKS, ModuleShrink
+from ..operation.registry import MODULE_SHRINKS, ModuleReplace, ModuleShrink
 from ..operation.sliced_modules import follows_pruning, set_module_attribute, sliced_module_attributes
 from .constant_folding import add_folded_biases, folded_contributions
 from .modules import PrunedMultiheadAttention, StandardisedConv2d
@@ -115,7 +115,7 @@ def _named_tensor(model: nn.Module, name: str) -> torch.Tensor:
     module_name, _, attribute = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     tensor = module._parameters.get(attribute)
-    return tensor if tensor is not None else module._buffers[attribute]
+    return tensor if tensor is not None else cast(torch.Tensor, module._buffers[attribute])
 
 
 def _stored_weight(module) -> torch.Tensor:
@@ -194,7 +194,8 @@ def apply_plan(graph, model: nn.Module, plan: PruningPlan,
     for node in graph.nodes.values():
         shrink = MODULE_SHRINKS.get(node.op_name)
         module_name = graph.module_names.get(id(node.call.module))
-        module = modules.get(module_name)
+        # None only for a call outside the model, which no shrink rule applies to
+        module = cast(nn.Module, modules.get(module_name))
         if shrink is None or not shrink.applies_to(module) or not node.inputs:
             continue
         channel_axis = shrink.input_channel_axis % len(graph.shape(node.inputs[0]))
@@ -257,7 +258,8 @@ def _bake_standardised_convs(graph, model: nn.Module, plan: PruningPlan, spec: S
     weight (see :class:`StandardisedConv2d`); those that only lose output channels keep their own class."""
     for name in graph.analysis.standardised_convs:
         if 1 in plan.keep.get(f"{name}.weight", {}):
-            set_submodule(model, name, StandardisedConv2d.from_module(model.get_submodule(name)))
+            conv = cast(nn.Conv2d, model.get_submodule(name))
+            set_submodule(model, name, StandardisedConv2d.from_module(conv))
             spec.replaced_modules[name] = {"class": "StandardisedConv2d"}
 
 
@@ -267,7 +269,8 @@ def _replace_attention_modules(model: nn.Module, plan: PruningPlan, spec: Subnet
     for name, head_dim in head_dims.items():
         prefix = name + "." if name else ""
         if any(t.startswith(prefix + "in_proj_") or t.startswith(prefix + "out_proj.") for t in plan.keep):
-            set_submodule(model, name, PrunedMultiheadAttention.from_module(model.get_submodule(name), head_dim))
+            attention = cast(nn.MultiheadAttention, model.get_submodule(name))
+            set_submodule(model, name, PrunedMultiheadAttention.from_module(attention, head_dim))
             spec.replaced_modules[name] = {"class": "PrunedMultiheadAttention", "head_dim": head_dim}
 
 
@@ -276,7 +279,7 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
 
     Tensor values are left uninitialised; load the compressed state dict afterwards.
     """
-    named = dict(model.named_parameters())
+    named: Dict[str, torch.Tensor] = dict(model.named_parameters())
     named.update(dict(model.named_buffers()))
     missing = sorted(set(spec.shapes) - set(named))
     if missing:
@@ -288,14 +291,16 @@ def restore_subnet(model: nn.Module, spec: SubnetSpec) -> nn.Module:
         data = torch.empty(shape, dtype=old.dtype, device=old.device)
         replacements[id(old)] = nn.Parameter(data, requires_grad=old.requires_grad) \
             if isinstance(old, nn.Parameter) else data
+    Store = Dict[str, Any]  # a module's parameters or buffers: each gets back a tensor of its own kind
     for module in model.modules():
-        for store in (module._parameters, module._buffers):
+        for store in cast(Tuple[Store, Store], (module._parameters, module._buffers)):
             for key, tensor in list(store.items()):
                 if tensor is not None and id(tensor) in replacements:
                     store[key] = replacements[id(tensor)]
     for name, size in spec.added_biases.items():
         layer = model.get_submodule(name)
-        layer.bias = nn.Parameter(torch.empty(size, dtype=layer.weight.dtype, device=layer.weight.device))
+        weight = cast(torch.Tensor, layer.weight)
+        layer.bias = nn.Parameter(torch.empty(size, dtype=weight.dtype, device=weight.device))
     for name, description in spec.replaced_modules.items():
         set_submodule(model, name, _replacement(model.get_submodule(name), name, description))
     modules = dict(model.named_modules())
@@ -310,12 +315,13 @@ def _replacement(module: nn.Module, name: str, description: Dict[str, Any]) -> n
     """The module ``restore_subnet`` puts at ``name`` in place of a fresh ``module``, as ``description`` says."""
     kind = description.get("class")
     if kind == "PrunedMultiheadAttention":
-        return PrunedMultiheadAttention.from_module(module, int(description["head_dim"]))
+        return PrunedMultiheadAttention.from_module(cast(nn.MultiheadAttention, module), int(description["head_dim"]))
     if kind == "StandardisedConv2d":
-        return StandardisedConv2d.from_module(module)
+        return StandardisedConv2d.from_module(cast(nn.Conv2d, module))
     if kind == "registered" and description.get("op_name") in MODULE_SHRINKS:
         shrink = MODULE_SHRINKS[description["op_name"]]
         if "restructured" in description and shrink.restore is not None:
             return shrink.restore(module, description["restructured"])
-        return shrink.replace(module, int(description["full_size"]))
+        replace = cast(ModuleReplace, shrink.replace)  # what wrote this entry, unless restore applied above
+        return replace(module, int(description["full_size"]))
     raise ValueError(f"unknown replacement module {kind!r} for {name}")

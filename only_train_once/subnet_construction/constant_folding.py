@@ -12,7 +12,7 @@ layers quantize ``c`` on the way in; the rounding-bypassed contribution rides al
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple, cast
 
 import torch
 from torch import nn
@@ -57,10 +57,11 @@ def add_folded_biases(model: nn.Module, contributions: Dict[str, Tuple[torch.Ten
             rounded, exact = rounded[kept], exact[kept]
         if module.bias is None:
             added[name] = int(rounded.numel())
-            bias = nn.Parameter(rounded.to(module.weight.dtype), requires_grad=module.weight.requires_grad)
+            weight = cast(torch.Tensor, module.weight)
+            bias = nn.Parameter(rounded.to(weight.dtype), requires_grad=weight.requires_grad)
         else:
-            bias = nn.Parameter(module.bias.detach() + rounded.to(module.bias.dtype),
-                                requires_grad=module.bias.requires_grad)
+            old = cast(torch.Tensor, module.bias)
+            bias = nn.Parameter(old.detach() + rounded.to(old.dtype), requires_grad=old.requires_grad)
         if not torch.equal(rounded, exact):
             setattr(bias, EXACT_BIAS_OFFSET, (exact - rounded).to(bias.dtype))
         module.bias = bias
@@ -110,13 +111,14 @@ def _removed_constants(x: torch.Tensor, fold, removed: torch.Tensor) -> torch.Te
 def _contribution(module: nn.Module, constants: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     """``module(c) - module(0)`` per output channel, for an input holding ``constants`` in the removed channels
     (one position of a Linear, one unpadded kernel window of a convolution)."""
-    weight = module.weight
+    weight = cast(torch.Tensor, module.weight)
     if isinstance(module, nn.Linear):
         probe = torch.zeros(1, module.in_features, dtype=weight.dtype, device=weight.device)
         probe[0, removed.to(weight.device)] = constants.to(weight.dtype)
     else:
-        window = [d * (k - 1) + 1 for k, d in zip(module.kernel_size, module.dilation)]
-        probe = torch.zeros(1, module.in_channels, *window, dtype=weight.dtype, device=weight.device)
+        conv: Any = module  # a convolution: its geometry is read by name
+        window = [d * (k - 1) + 1 for k, d in zip(conv.kernel_size, conv.dilation)]
+        probe = torch.zeros(1, conv.in_channels, *window, dtype=weight.dtype, device=weight.device)
         probe[0, removed.to(weight.device)] = constants.to(weight.dtype).view(-1, *[1] * len(window))
     delta = module(probe) - module(torch.zeros_like(probe))
     return delta.reshape(delta.shape[0], delta.shape[1], -1)[0, :, 0]

@@ -82,7 +82,7 @@ def restore_units(saved: Saved) -> None:
 
 
 def named_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
-    tensors = dict(model.named_parameters())
+    tensors: Dict[str, torch.Tensor] = dict(model.named_parameters())
     tensors.update(dict(model.named_buffers()))
     return tensors
 

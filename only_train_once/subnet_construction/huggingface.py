@@ -20,7 +20,7 @@ import importlib
 import json
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -125,7 +125,7 @@ def save_huggingface(model: nn.Module, spec: SubnetSpec, out_dir: str, export_fl
                                      f"{type(model).__name__}; use ckpt_format='torch' or 'onnx'")
     _refuse_quantized(model)
     uniform = fit_config_to_model(model)
-    target = copy.deepcopy(model).half() if export_float16 else model
+    target: Any = copy.deepcopy(model).half() if export_float16 else model  # a transformers PreTrainedModel
     target.save_pretrained(out_dir, safe_serialization=True)
     # The digests are taken from the files as written, so they also catch a damaged write.
     write_json_document(os.path.join(out_dir, SUBNET_FILE),

@@ -125,13 +125,13 @@ def state_tensors(model: nn.Module) -> Dict[str, torch.Tensor]:
 def save_module(model: nn.Module, path: str, checksums: Optional[Mapping[str, str]] = None) -> None:
     """``torch.save(model)`` with the digests of its state dict appended as a zip record; atomic. ``checksums``:
     those digests when the caller already has them (hashing a 7B-width layer takes seconds)."""
-    checksums = json.dumps(dict(checksums) if checksums is not None else digests(state_tensors(model)))
+    record = json.dumps(dict(checksums) if checksums is not None else digests(state_tensors(model)))
 
     def write(temporary: str) -> None:
         torch.save(model, temporary)
         with zipfile.ZipFile(temporary, "a") as archive:
             root = archive.namelist()[0].split("/")[0]
-            archive.writestr(f"{root}/{PT_RECORD}", checksums)
+            archive.writestr(f"{root}/{PT_RECORD}", record)
 
     write_atomically(path, write)
 

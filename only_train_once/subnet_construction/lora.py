@@ -9,6 +9,7 @@ peft wrappers (their ``in_features`` / ``out_features``) and, for ``merge_lora_t
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from torch import nn
 
@@ -26,7 +27,8 @@ def refresh_adapter_sizes(model: nn.Module) -> int:
     wrappers there are."""
     layers = lora_layers(model)
     for layer in layers.values():
-        base = layer.get_base_layer()
+        wrapper: Any = layer  # a peft LoRA layer, whose methods nn.Module does not type
+        base = wrapper.get_base_layer()
         for name in ("in_features", "out_features"):
             if hasattr(layer, name) and hasattr(base, name):
                 setattr(layer, name, getattr(base, name))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -110,15 +110,19 @@ class StandardisedConv2d(nn.Conv2d):
     like timm's ``*Same`` layers. Pruning then slices it like any convolution.
     """
 
+    scale: float
+    same_pad: bool
+
     @classmethod
     def from_module(cls, module: nn.Conv2d) -> "StandardisedConv2d":
         weight = module.weight
-        new = cls(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
-                  module.dilation, module.groups, module.bias is not None, module.padding_mode,
+        conv: Any = module  # nn.Conv2d types its geometry as tuples of any length; timm's layers add ``eps``
+        new = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                  conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
                   device=weight.device, dtype=weight.dtype)
         with torch.no_grad():
             flat = weight.reshape(1, weight.shape[0], -1)
-            standardised = F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=module.eps)
+            standardised = F.batch_norm(flat, None, None, training=True, momentum=0.0, eps=conv.eps)
             new.weight = nn.Parameter(standardised.reshape_as(weight), requires_grad=weight.requires_grad)
         new.bias = module.bias
         gain = module._parameters.get("gain")

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Callable, Dict, Iterator, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, Tuple
 
 from .integrity import CHECKSUM_KEY, CorruptFileError, data_digest, reading, write_atomically
+
+if TYPE_CHECKING:  # onnx is an optional dependency, imported where it is used
+    from onnx import TensorProto
 
 __all__ = ["verify_onnx_file", "save_onnx", "write_onnx_atomically", "add_onnx_checksums"]
 
@@ -22,7 +25,7 @@ __all__ = ["verify_onnx_file", "save_onnx", "write_onnx_atomically", "add_onnx_c
 EXPECTED = "an ONNX model file written by only_train_once"
 
 
-def _graph_tensors(model) -> Iterator[Tuple[str, object]]:
+def _graph_tensors(model) -> Iterator[Tuple[str, TensorProto]]:
     """``(key, TensorProto)`` of every initializer and ``Constant`` node value of the top-level graph."""
     for tensor in model.graph.initializer:
         yield tensor.name, tensor

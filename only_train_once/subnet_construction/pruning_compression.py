@@ -208,7 +208,7 @@ def automated_pruning_compression(graph, model: nn.Module, merge_lora_to_base: b
         model = merge_adapters(model)
     if is_huggingface_model(model):
         fit_config_to_model(model)
-    if verify:
+    if verifier is not None:  # made when verify is set
         difference = verify_subnet(verifier, model)
         logger.info("compressed model matches the full group-sparse model (worst relative difference %.3g)",
                     difference)
@@ -258,7 +258,7 @@ def automated_erasing_compression(graph, model: nn.Module, full_group_sparse_mod
               for key, units in zero_units.items() if key in offsets and units.size]
     erased_ids = torch.cat(erased) if erased else torch.empty(0, dtype=torch.int64)
     zero_global_units(param_groups, erased_ids)
-    if verify:
+    if verifier is not None:  # made when verify is set
         difference = verify_subnet(verifier, model)
         logger.info("erased model matches the full group-sparse model (worst relative difference %.3g)", difference)
     erased_path = _save_all(model, erased_path, ckpt_format, graph.dummy_input, export_float16, unpicklable)

@@ -91,7 +91,8 @@ def _tensor_chunks(tensor: torch.Tensor):
     data = tensor.detach().cpu().contiguous().reshape(-1)
     if not data.numel():
         return
-    flat = memoryview(data.view(torch.uint8).numpy())
+    # numpy's stubs declare ndarray's buffer protocol (``__buffer__``) only from Python 3.12 on
+    flat = memoryview(data.view(torch.uint8).numpy())  # type: ignore[arg-type]
     for start in range(0, len(flat), CHUNK_BYTES):
         yield flat[start:start + CHUNK_BYTES]
 
