@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def load_bbc_news(root: Optional[str] = None, test_fraction: float = 0.2, seed: 
     if not classes:
         raise DatasetNotInstalledError("BBC News", root, BBC_NEWS_INSTALL)
     rng = np.random.default_rng(seed)
-    parts = {"train": ([], []), "test": ([], [])}
+    parts: Dict[str, Tuple[List[str], List[int]]] = {"train": ([], []), "test": ([], [])}
     for label, name in enumerate(classes):
         texts = _read_articles(os.path.join(root, name))
         test_members = set(rng.choice(len(texts), int(round(test_fraction * len(texts))), replace=False).tolist())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ def digits_loaders(image_size: int = 16, batch_size: int = 64, test_fraction: fl
     images = (images - images.mean()) / images.std()
     labels = torch.tensor(digits.target, dtype=torch.long)
     rng = np.random.default_rng(seed)
-    test_indices = []
+    test_indices: List[int] = []
     for label in range(10):
         members = np.flatnonzero(digits.target == label)
         test_indices.extend(rng.choice(members, int(round(test_fraction * len(members))), replace=False))

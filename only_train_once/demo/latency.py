@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ def _onnx(path: str, batch: torch.Tensor) -> Callable[[], object]:
 def _medians(functions: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, float]:
     for run in functions.values():
         run()
-    samples = {name: [] for name in functions}
+    samples: Dict[str, List[float]] = {name: [] for name in functions}
     for _ in range(rounds):
         for name, run in functions.items():
             start = time.perf_counter()

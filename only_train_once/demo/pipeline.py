@@ -96,8 +96,10 @@ def layer_bit_widths(model: nn.Module) -> Dict[str, Dict[str, int]]:
 def compressed_files(oto: OTO) -> Dict[str, str]:
     """Every file of the compressed model by kind: construct_subnet's pickled and float safetensors files (the
     ``torch`` format), and the packed low-bit and QDQ ONNX files written next to them."""
-    base = oto.compressed_model_path.rsplit(".", 1)[0]
-    return {"pickled .pt": oto.compressed_model_path, "float safetensors": base + ".safetensors",
+    compressed_path = oto.compressed_model_path
+    assert compressed_path is not None, "construct_subnet() writes the compressed model first"
+    base = compressed_path.rsplit(".", 1)[0]
+    return {"pickled .pt": compressed_path, "float safetensors": base + ".safetensors",
             "packed low-bit": oto.save_packed(base + "_packed.safetensors"),
             "QDQ ONNX": oto.export_qdq_onnx(base + "_qdq.onnx")}
 
@@ -144,6 +146,7 @@ def run(model_name: str = "cnn", epochs: int = 24, target_group_sparsity: float 
 
     os.makedirs(out_dir, exist_ok=True)
     oto.construct_subnet(out_dir=out_dir)
+    assert oto.compressed_model_path is not None and oto.full_group_sparse_model_path is not None
     compressed_accuracy = evaluate(model, test_loader)
     after = costs(OTO(model, dummy_input))
     compressed = compressed_files(oto)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union, cast
 
 import torch
 from torch import Tensor
@@ -73,7 +73,8 @@ class BaseHybridSparseOptimizer(ReferenceOptimizerNames, BaseOptimizer):
     :data:`AUXILIARY_SCALINGS`), ``moment_initialization`` (O15, :class:`.BaseOptimizer`).
     """
 
-    def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
+    def __init__(self, params, variant: str = "sgd", lr: float = cast(float, required),
+                 first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,
                  weight_decay: Optional[float] = None, target_group_sparsity: float = 0.0, group_divisible: int = 1,
                  additional_defaults: Optional[dict] = None,

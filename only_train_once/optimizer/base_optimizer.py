@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import Tensor
@@ -59,7 +59,8 @@ class BaseOptimizer(Optimizer):
     gradients before ``step()``.
     """
 
-    def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
+    def __init__(self, params, variant: str = "sgd", lr: float = cast(float, required),
+                 first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,
                  weight_decay: Optional[float] = None, additional_defaults: Optional[dict] = None,
                  moment_initialization: str = "standard", non_finite: str = "raise"):
@@ -176,7 +177,7 @@ class BaseOptimizer(Optimizer):
                 self.param_groups[i]["grad_variant"][name] = variant
 
     def _bucket_variants(self, hyper: dict, params: List[Tensor], names: List[str]) -> List[Tensor]:
-        grads = [p.grad for p in params]
+        grads = [cast(Tensor, p.grad) for p in params]  # compute_grad_variant buckets parameters with a gradient
         decay = hyper["weight_decay"]
         if decay and hyper["variant"] != "adamw":
             torch._foreach_add_(grads, params, alpha=decay)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, cast
 
 import torch
 import torch.distributed as dist
@@ -43,6 +43,14 @@ from ..quantization.quant_layers import QUANT_PARAMETER_NAMES
 from .geta import GETA
 from .hesso import HESSO
 from .unit_layout import UnitLayout
+
+if TYPE_CHECKING:  # imported lazily at run time (see _dtensor_class)
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.tensor import DTensor
+
+    from .base_hybrid_sparse_optimizer import BaseHybridSparseOptimizer as _ShardedStepsBase
+else:
+    _ShardedStepsBase = object  # a mixin: the optimizer it extends comes next in the subclasses' bases
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +95,7 @@ class _Shard:
     (a view of the local rows, or for a mirrored parameter the whole value)."""
 
     name: str
-    sharded: nn.Parameter
+    sharded: DTensor
     rows: Tuple[int, int]
     local: Tensor
     mirrored: bool
@@ -100,7 +108,7 @@ class ShardedParameters:
     def __init__(self) -> None:
         self._shards: List[_Shard] = []
         self._by_tensor: Dict[int, _Shard] = {}
-        self.mesh = None
+        self.mesh: Optional[DeviceMesh] = None
 
     def __len__(self) -> int:
         return len(self._shards)
@@ -111,6 +119,7 @@ class ShardedParameters:
         if not isinstance(param, _dtensor_class()):
             return param
         self._check_layout(name, param)
+        assert self.mesh is not None  # set by _check_layout
         rows = _row_range(param, self.mesh.get_local_rank(), self.mesh.size())
         mirrored = name.rpartition(".")[2] in QUANT_PARAMETER_NAMES
         with torch.no_grad():
@@ -158,7 +167,7 @@ class ShardedParameters:
                 continue
             self._check_storage(shard)
             grad = shard.sharded.grad
-            shard.local.grad = None if grad is None else grad.to_local()
+            shard.local.grad = None if grad is None else cast("DTensor", grad).to_local()
         self._gather_mirror_gradients()
 
     def _check_storage(self, shard: _Shard) -> None:
@@ -181,7 +190,7 @@ class ShardedParameters:
             grad = shard.sharded.grad
             if grad is None:
                 continue
-            local = grad.to_local().reshape(-1)
+            local = cast("DTensor", grad).to_local().reshape(-1)
             row = shard.local.numel() // max(shard.local.shape[0], 1) if shard.local.dim() else 1
             start = offsets[k] + shard.rows[0] * row
             flat[start:start + local.numel()] = local
@@ -238,7 +247,7 @@ class ShardedUnitLayout(UnitLayout):
         return self.shards.all_reduce(tensor)
 
 
-class _ShardedSteps:
+class _ShardedSteps(_ShardedStepsBase):
     """Mixin turning HESSO/GETA into their sharded form: the layout over the shards, gradients pulled from the
     model's sharded parameters before each step and mirrors written back after it."""
 

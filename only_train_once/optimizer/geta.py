@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,7 @@ from .base_optimizer import DescentPlan, check_choice, check_non_negative
 from .finite import NormBounds, TensorSnapshot, non_finite_names, slice_norms, within_headroom
 from .metrics import SparseOptimizerMetrics
 from .quant_groups import QuantGroup, QuantLayer, QuantLayerTable, classify_group, unit_step
+from .unit_layout import UnitSlices
 from .training_health import HealthThresholds, QuantizerSnapshot, TrainingCollapseWarning, TrainingHealth
 from .utils import safe_open_file
 
@@ -83,10 +84,10 @@ class _Forgetting:
 
     def __init__(self, gamma: float):
         self.gamma = gamma
-        self.terms: List[Tuple[object, Tensor, Tensor, str]] = []  # (unit slices, positions, Q(x), param name)
+        self.terms: List[Tuple[UnitSlices, Tensor, Tensor, str]] = []  # (unit slices, positions, Q(x), param name)
         self.norms: List[float] = []
 
-    def add(self, unit_slices, positions: Tensor, forgotten: Tensor, name: str) -> None:
+    def add(self, unit_slices: UnitSlices, positions: Tensor, forgotten: Tensor, name: str) -> None:
         self.terms.append((unit_slices, positions, forgotten, name))
 
     def unsafe_names(self) -> List[str]:
@@ -113,7 +114,7 @@ class GETA(BaseHybridSparseOptimizer):
     nothing is written otherwise. ``device`` is kept for compatibility and unused.
     """
 
-    def __init__(self, params, variant: str = "sgd", lr: float = required, lr_quant: float = 1e-3,
+    def __init__(self, params, variant: str = "sgd", lr: float = cast(float, required), lr_quant: float = 1e-3,
                  first_momentum: Optional[float] = None, second_momentum: Optional[float] = None,
                  dampening: Optional[float] = None, weight_decay: Optional[float] = None,
                  target_group_sparsity: float = 0.5, start_projection_step: int = 0, projection_steps: int = 1,
@@ -159,7 +160,7 @@ class GETA(BaseHybridSparseOptimizer):
         self.log_dir = log_dir
         self.logger = logger
         self.gamma = 0.0
-        self.d_quant = 0.0
+        self.d_quant: Optional[float] = 0.0
         self.bit_layers: Dict[str, Dict[str, int]] = {}
         self._diagnostics: Optional[logging.Logger] = None
         self._quant_groups: List[QuantGroup] = [classify_group(g, i) for i, g in enumerate(self.param_groups)]
@@ -440,9 +441,11 @@ class GETA(BaseHybridSparseOptimizer):
             unit_slices = self.layout.slices[part.slice_index]
             forgotten = part.values
             if part.layer is not None:
-                step = _magnitude(params[part.layer.index("d_quant_wt")], part.clipped)
+                clipped = part.clipped
+                assert clipped is not None  # set by _redundant_sums for every quantized weight
+                step = _magnitude(params[part.layer.index("d_quant_wt")], clipped)
                 # Q(W) = d * round(C(W) / d) (round is odd-symmetric), with the new step d.
-                forgotten = part.clipped.div_(step).round_().mul_(step)
+                forgotten = clipped.div_(step).round_().mul_(step)
             forget.add(unit_slices, self._active_positions[part.slice_index], forgotten,
                        group["p_names"][unit_slices.param_index])
         return forget

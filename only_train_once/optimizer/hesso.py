@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Optional, Union, cast
 
 import torch
 from torch.optim.optimizer import required
@@ -29,7 +29,8 @@ class HESSO(BaseHybridSparseOptimizer):
     compatibility and unused (tensors stay where the model is).
     """
 
-    def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
+    def __init__(self, params, variant: str = "sgd", lr: float = cast(float, required),
+                 first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,
                  weight_decay: Optional[float] = None, target_group_sparsity: float = 0.5,
                  start_pruning_step: int = 0, pruning_steps: Optional[int] = None, pruning_periods: int = 1,

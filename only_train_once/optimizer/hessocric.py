@@ -20,7 +20,7 @@ The loss is read from ``step(closure)``'s return value or ``step(loss=...)``; wi
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union, cast
 
 import torch
 from torch import Tensor
@@ -40,7 +40,8 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
     """The HESSOCRIC optimizer (module docstring). Not reachable from ``OTO``; build it on
     ``oto.get_param_groups()``."""
 
-    def __init__(self, params, variant: str = "sgd", lr: float = required, first_momentum: Optional[float] = None,
+    def __init__(self, params, variant: str = "sgd", lr: float = cast(float, required),
+                 first_momentum: Optional[float] = None,
                  second_momentum: Optional[float] = None, dampening: Optional[float] = None,
                  weight_decay: Optional[float] = None, target_group_sparsity: float = 0.5, tolerance: int = 0,
                  group_divisible: int = 1, start_cric_step: int = 0, max_cycle_period: int = 10,
@@ -51,10 +52,10 @@ class HESSOCRIC(BaseHybridSparseOptimizer):
         for name, value in (("start_cric_step", start_cric_step), ("tolerance", tolerance)):
             if int(value) != value or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        for name, value in (("max_cycle_period", max_cycle_period), ("sampling_steps", sampling_steps),
+        for name, count in (("max_cycle_period", max_cycle_period), ("sampling_steps", sampling_steps),
                             ("hybrid_training_steps", hybrid_training_steps)):
-            if value is not None and (int(value) != value or value < 1):
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if count is not None and (int(count) != count or count < 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
         self._criteria_defaults = {**DEFAULT_IMPORTANCE_WEIGHTS, "loss": 1.0}
         super().__init__(params, variant=variant, lr=lr, first_momentum=first_momentum,
                          second_momentum=second_momentum, dampening=dampening, weight_decay=weight_decay,

@@ -1,6 +1,7 @@
 """``SparseOptimizerMetrics``: group-sparsity read-out of a hybrid sparse optimizer (SPEC 5.8)."""
 
 from types import MappingProxyType
+from typing import Mapping, Sequence
 
 
 class SparseOptimizerMetrics:
@@ -27,11 +28,12 @@ class SparseOptimizerMetrics:
     norm_important_groups = 0.0
     norm_redundant_groups = 0.0
     group_sparsity = 0.0
-    loss_trend: tuple = ()
-    weight_bits = MappingProxyType({})  # read-only class defaults; compute_metrics assigns fresh dicts
-    activation_bits = MappingProxyType({})
-    weight_step_sizes = MappingProxyType({})
-    activation_step_sizes = MappingProxyType({})
+    loss_trend: Sequence[float] = ()
+    # read-only class defaults; compute_metrics assigns fresh dicts
+    weight_bits: Mapping[str, int] = MappingProxyType({})
+    activation_bits: Mapping[str, int] = MappingProxyType({})
+    weight_step_sizes: Mapping[str, float] = MappingProxyType({})
+    activation_step_sizes: Mapping[str, float] = MappingProxyType({})
 
     def reset(self) -> None:
         """Back to the class defaults (every field 0)."""

@@ -10,7 +10,7 @@ name suffixes (the layer is the name prefix, so ``features.1`` never captures ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -71,7 +71,9 @@ def classify_group(group: dict, group_index: int) -> QuantGroup:
     names = group["p_names"]
     by_name = {name: j for j, name in enumerate(names)}
     layers: Dict[str, QuantLayer] = {}
-    weight_quant, act_quant, range_exponent = [], [], []
+    weight_quant: List[int] = []
+    act_quant: List[int] = []
+    range_exponent: List[int] = []
     for j, name in enumerate(names):
         prefix, _, leaf = name.rpartition(".")
         if leaf not in QUANT_PARAMETER_NAMES:
@@ -133,7 +135,7 @@ class QuantLayerTable:
         steps = torch.cat([self.steps[k].detach() for k in rows])
         ranges = torch.cat([self.ranges[k].detach() for k in rows])
         exponents = torch.cat([self.exponents[k].detach() for k in rows])
-        return bit_width(steps, ranges, exponents)
+        return cast(Tensor, bit_width(steps, ranges, exponents))  # tensors in, a tensor out
 
     @torch.no_grad()
     def clamp_bits(self, rows: Sequence[int], min_bits: float, max_bits: float) -> None:

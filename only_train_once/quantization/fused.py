@@ -21,7 +21,7 @@ graphs per dtype at most, and a change of bit width changes tensor values only, 
 import logging
 import math
 import os
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, overload
 
 import torch
 from torch import Tensor
@@ -67,7 +67,7 @@ def usable_for(x: Tensor) -> bool:
     )
 
 
-def _run(name: str, *args) -> Optional[Tuple]:
+def _run(name: str, *args) -> Any:  # the kernel's result (a tensor or a tuple), or None
     """Call kernel ``name`` compiled; ``None`` (eager fallback from now on) if compilation or the call fails."""
     global _failed
     kernel = _compiled.get(name)
@@ -180,6 +180,14 @@ _KERNELS: Dict[str, Callable] = {
 # ---------------------------------------------------------------------------------------------------------------
 def _floors(dtype: torch.dtype, floor: float) -> Tuple[float, float]:
     return max(floor, torch.finfo(dtype).tiny), torch.finfo(dtype).tiny
+
+
+@overload
+def _plain(tensor: Tensor, flat: bool = False) -> Tensor: ...
+
+
+@overload
+def _plain(tensor: Optional[Tensor], flat: bool = False) -> Optional[Tensor]: ...
 
 
 def _plain(tensor: Optional[Tensor], flat: bool = False) -> Optional[Tensor]:

@@ -17,7 +17,7 @@ that a dummy input is not taken as the calibration batch.
 """
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Literal, Optional, Tuple, Type, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +64,7 @@ QUANT_PARAMETER_NAMES = ("d_quant_wt", "q_m_wt", "t_quant_wt", "d_quant_act", "q
 
 QuantType = Union[QuantizationType, str]
 QuantMode = Union[QuantizationMode, str]
+PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class QuantizationConfig:
             object.__setattr__(self, name, (lo, hi))
 
 
-def _from_module_for(layer_class: type) -> Callable[..., "QuantizeMixin"]:
+def _from_module_for(layer_class: Type["QuantizeMixin"]) -> Callable[..., "QuantizeMixin"]:
     """The ``from_module`` static method of ``layer_class`` (see :meth:`QuantizeMixin.__init_subclass__`)."""
 
     def from_module(
@@ -115,6 +116,7 @@ def _from_module_for(layer_class: type) -> Callable[..., "QuantizeMixin"]:
             expected = getattr(layer_class, "_FLOAT_MODULE_DESCRIPTION", layer_class._FLOAT_MODULE.__name__)
             given = type(module).__name__
             raise TypeError(f"{layer_class.__name__}.from_module needs a {expected}, got {given}.")
+        assert module is not None  # _accepts_float_module rejects None
         if isinstance(module.weight, nn.parameter.UninitializedParameter):
             raise ValueError(f"{type(module).__name__} is not initialised yet; run one forward pass before converting.")
         quant_mode = QuantizationMode.parse(quant_mode)
@@ -161,6 +163,15 @@ class QuantizeMixin(nn.Module):
     _FLOAT_MODULE: type
     _QUANTIZES_ACTIVATION = True  # False where the input is not a float activation (embedding indices)
     quant_config: QuantizationConfig
+    # set by the subclasses and __init_subclass__ (class docstring)
+    _float_module_kwargs: Callable[..., Dict[str, Any]]
+    from_module: Callable[..., "QuantizeMixin"]
+    # the float layer's weight and the quantizer parameters registered by init_quantization
+    weight: Tensor
+    d_quant_wt: Tensor
+    q_m_wt: Tensor
+    d_quant_act: Tensor
+    q_m_act: Tensor
 
     def init_quantization(
         self,
@@ -177,7 +188,9 @@ class QuantizeMixin(nn.Module):
         ``t_quant_*`` exist for the nonlinear type only, the ``*_act`` parameters and the ``act_calibrated``
         flag (True: the given values are used as they are) for weight+activation mode only.
         """
-        self.quant_config = QuantizationConfig(quant_type, quant_mode, weight_clip_val, act_clip_val)
+        # __post_init__ parses the strings among quant_type and quant_mode
+        self.quant_config = QuantizationConfig(cast(QuantizationType, quant_type), cast(QuantizationMode, quant_mode),
+                                               weight_clip_val, act_clip_val)
         if self.quantizes_activation and not self._QUANTIZES_ACTIVATION:
             raise ValueError(f"{type(self).__name__} supports {QuantizationMode.WEIGHT_ONLY.value} mode only.")
         suffixes = ("wt", "act") if self.quantizes_activation else ("wt",)
@@ -190,8 +203,8 @@ class QuantizeMixin(nn.Module):
 
     def _register_quant_parameter(self, name: str, value: float) -> None:
         dtype = torch.promote_types(self.weight.dtype, torch.float32)  # no float16 step sizes
-        value = torch.tensor([float(value)], dtype=dtype, device=self.weight.device)
-        self.register_parameter(name, nn.Parameter(value))
+        tensor = torch.tensor([float(value)], dtype=dtype, device=self.weight.device)
+        self.register_parameter(name, nn.Parameter(tensor))
 
     @property
     def quant_type(self) -> QuantizationType:
@@ -381,7 +394,7 @@ class QuantizeConv2d(nn.Conv2d, QuantizeMixin):
         quant_type: QuantType = QuantizationType.SYMMETRIC_LINEAR,
         quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
         *,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -419,7 +432,7 @@ class QuantizeConv1d(nn.Conv1d, QuantizeMixin):
         quant_type: QuantType = QuantizationType.SYMMETRIC_LINEAR,
         quant_mode: QuantMode = QuantizationMode.WEIGHT_ONLY,
         *,
-        padding_mode: str = "zeros",
+        padding_mode: PaddingMode = "zeros",
         device: Optional[torch.device] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> None:
@@ -468,12 +481,15 @@ class QuantizeConvTranspose2d(nn.ConvTranspose2d, QuantizeMixin):
         self.init_quantization(d_quant_init, t_quant_init, q_m_init, quant_type, quant_mode)
 
     def forward(self, x: Tensor, output_size: Optional[list] = None) -> Tensor:
+        padding = cast(Tuple[int, ...], self.padding)  # never a string for a transposed convolution
+        # _output_padding is typed with lists for TorchScript; torch's own ConvTranspose2d.forward passes these
+        # tuples too, ignoring the same error
         output_padding = self._output_padding(
-            x, output_size, self.stride, self.padding, self.kernel_size, 2, self.dilation
+            x, output_size, self.stride, padding, self.kernel_size, 2, self.dilation  # type: ignore[arg-type]
         )
         weight = self.quantize_weight(self.weight)
         return F.conv_transpose2d(
-            self.quantize_act(x), weight, self.bias, self.stride, self.padding, output_padding, self.groups,
+            self.quantize_act(x), weight, self.bias, self.stride, padding, output_padding, self.groups,
             self.dilation,
         )
 
@@ -578,7 +594,7 @@ def initialize_quant_layer(
 
 #: Quantized layer for each supported float layer, keyed by the float class name (conversion matches by
 #: ``isinstance`` against each entry's ``_FLOAT_MODULE``, so subclasses are converted too).
-LAYER_TO_QUANTLAYER = {
+LAYER_TO_QUANTLAYER: Dict[str, Type[QuantizeMixin]] = {
     cls._FLOAT_MODULE.__name__: cls
     for cls in (QuantizeLinear, QuantizeConv2d, QuantizeConv1d, QuantizeConvTranspose2d, QuantizeEmbedding)
 }

@@ -1,7 +1,7 @@
 """Model conversion: the one place where float layers are swapped for quantized layers; quantizer read-outs."""
 import logging
 from dataclasses import replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Type, cast
 
 from torch import nn
 from torch.nn.utils import parametrize
@@ -38,7 +38,7 @@ def reference_layer_filter(module: nn.Module, name: str) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d)) or is_transposed_linear(module)
 
 
-def quant_layer_class(module: nn.Module) -> Optional[type]:
+def quant_layer_class(module: nn.Module) -> Optional[Type[QuantizeMixin]]:
     """Quantized class that can replace ``module`` (by ``isinstance``); ``None`` if none or already quantized."""
     if isinstance(module, QuantizeMixin):
         return None
@@ -50,7 +50,7 @@ def quant_layer_class(module: nn.Module) -> Optional[type]:
     return None
 
 
-def overrides_forward(module: nn.Module, float_class: type) -> bool:
+def overrides_forward(module: nn.Module, float_class: Type[nn.Module]) -> bool:
     """Whether ``module``'s class computes something else than ``float_class.forward`` (timm's ``ScaledStdConv2d``
     standardises its weight, ``Conv2dSame`` pads at run time): a quantized ``float_class`` would drop it."""
     return type(module).forward is not float_class.forward
@@ -89,11 +89,14 @@ def model_to_quantize_model(
     between 2 and ``q_m_act``, which the forward passes unclipped; ``(-math.inf, math.inf)`` passes them
     (benchmarks/RESULTS.md, issue 13). Returns ``model`` itself.
     """
-    config = QuantizationConfig(quant_type, quant_mode, act_clip_val=act_clip_val or DEFAULT_CLIP_VAL)
+    # __post_init__ parses the strings among quant_type and quant_mode
+    config = QuantizationConfig(cast(QuantizationType, quant_type), cast(QuantizationMode, quant_mode),
+                                act_clip_val=act_clip_val or DEFAULT_CLIP_VAL)
     filter_fn = reference_layer_filter if filter_fn is None else filter_fn
-    if quant_layer_class(model) is not None and filter_fn(model, ""):
+    model_class = quant_layer_class(model)
+    if model_class is not None and filter_fn(model, ""):
         raise ValueError(
-            f"The model itself is a {type(model).__name__}; use {quant_layer_class(model).__name__}.from_module."
+            f"The model itself is a {type(model).__name__}; use {model_class.__name__}.from_module."
         )
     replacements: Dict[int, Optional[nn.Module]] = {}  # one decision per module object, however often it appears
     # The replaced modules are kept alive until the end: a freed module's id can be reused by a new quantized
@@ -222,7 +225,10 @@ def get_bitwidth_dict(param_dict: Dict[str, Dict[str, float]]) -> Dict[str, Dict
     """
     bits: Dict[str, Dict[str, float]] = {}
     for layer, params in param_dict.items():
-        bits[layer] = {"weight": bit_width(params["d_quant_wt"], params["q_m_wt"], params.get("t_quant_wt"))}
+        # Python numbers in, a float out
+        bits[layer] = {
+            "weight": cast(float, bit_width(params["d_quant_wt"], params["q_m_wt"], params.get("t_quant_wt")))}
         if "d_quant_act" in params:
-            bits[layer]["activation"] = bit_width(params["d_quant_act"], params["q_m_act"], params.get("t_quant_act"))
+            bits[layer]["activation"] = cast(
+                float, bit_width(params["d_quant_act"], params["q_m_act"], params.get("t_quant_act")))
     return bits

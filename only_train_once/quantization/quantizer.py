@@ -25,7 +25,7 @@ all its sums with one matrix-vector product.
 """
 import math
 from enum import Enum
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Iterator, Optional, Sequence, Tuple, Type, TypeVar, Union, cast, overload
 
 import torch
 from torch import Tensor, nn
@@ -62,11 +62,14 @@ ClipVal = Tuple[float, float]
 Scalar = Union[float, int, Tensor]
 
 
+_E = TypeVar("_E", bound="_ParsableEnum")
+
+
 class _ParsableEnum(Enum):
     """Enum whose members can be given by value, with an error that lists the valid values."""
 
     @classmethod
-    def parse(cls, value: Union["_ParsableEnum", str]) -> "_ParsableEnum":
+    def parse(cls: Type[_E], value: Union[_E, str]) -> _E:
         """Return the member ``value`` names (a member or its string value); ``ValueError`` otherwise."""
         if isinstance(value, cls):
             return value
@@ -186,6 +189,7 @@ def _kernel_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
         return effective_scalars(x, d, q_m, t)
     floor = _magnitude_floor(x.dtype)
     d_raw, q_raw, t_raw = values
+    assert d_raw is not None and q_raw is not None  # d and q_m are tensors
     return max(abs(d_raw), floor), max(abs(q_raw), floor), t_raw
 
 
@@ -210,6 +214,14 @@ def _blocks(*tensors: Tensor) -> Iterator[Tuple[Tensor, ...]]:
     yield from zip(*(tensor.view(-1).split(CPU_BLOCK_SIZE) for tensor in tensors))
 
 
+@overload
+def _exponent(t: Optional[Tensor]) -> Optional[Tensor]: ...
+
+
+@overload
+def _exponent(t: Union[None, float, Tensor]) -> Union[None, float, Tensor]: ...
+
+
 def _exponent(t: Union[None, float, Tensor]) -> Union[None, float, Tensor]:
     """``t``, or ``None`` for the linear quantizer and, in eager mode, for ``t == 1`` (one host read of a tensor
     ``t``; none on the meta device, where a model is analysed without values)."""
@@ -229,7 +241,7 @@ def _exponent_floor(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny) + 1.0
 
 
-def _power_of_log(log_magnitude: Tensor, t: Tensor, out: Tensor) -> Tensor:
+def _power_of_log(log_magnitude: Tensor, t: Scalar, out: Tensor) -> Tensor:
     """``m^t = exp(t * ln m)`` written into ``out``, the exponent floored by :func:`_exponent_floor`."""
     return torch.mul(log_magnitude, t, out=out).clamp_(min=_exponent_floor(log_magnitude.dtype)).exp_()
 
@@ -279,8 +291,10 @@ def _gradient_factors(x: Tensor, d: Scalar, q: Scalar, t: Optional[Scalar], need
     if t is None:
         s = clipped.div_(d)
     else:
+        assert log_magnitude is not None  # computed above whenever t is given
         s = _power_of_log(log_magnitude, t, clipped).div_(d).mul_(torch.sign(x))
     if needs_t:
+        assert row_t is not None  # a row per requested gradient
         row_t.mul_(s)
     if needs_d:
         torch.round(s, out=row_d).sub_(s)
@@ -301,6 +315,7 @@ def _gradient_sums(grad_output: Tensor, x: Tensor, d: Scalar, q: Scalar, t: Opti
         factors = _gradient_factors(x_block.reshape(-1), d, q, exponent, needs)
         sums = torch.mv(factors, grad_block.reshape(-1))
         total = sums if total is None else total.add_(sums)
+    assert total is not None  # _blocks yields at least one block
     return total
 
 
@@ -376,6 +391,7 @@ def _scalar_grads(saved: Tuple, grad_output: Tensor, needs_d: bool, needs_q: boo
     if values is None:
         return _scalar_grads_on_device(x, d, q_m, t, grad_output, needs)
     floor = _magnitude_floor(x.dtype)
+    assert values[0] is not None and values[1] is not None  # d and q_m are tensors
     d_eff, q_eff, t_eff = max(abs(values[0]), floor), max(abs(values[1]), floor), values[2]
     sums = iter(_gradient_sums(grad_output, x, d_eff, q_eff, t_eff, needs).tolist())
     kappa = 1.0 if t_eff is None else t_eff * q_eff ** (t_eff - 1.0)
@@ -395,12 +411,16 @@ def _scalar_grads_on_device(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tenso
     d_eff, q_eff, t_eff = effective_scalars(x, d, q_m, t)
     sums = iter(_gradient_sums(grad_output, x, d_eff, q_eff, t_eff, needs))
     sum_d, sum_q, sum_t = (next(sums) if need else None for need in needs)
-    grad_d = _signed_like(sum_d, d) if needs[0] else None
+    # a sum per requested gradient (None for the others); t's is requested only when t is given
+    grad_d = _signed_like(cast(Tensor, sum_d), d) if needs[0] else None
     grad_q = None
     if needs[1]:
         kappa = 1.0 if t_eff is None else t_eff * q_eff.pow(t_eff - 1.0)
-        grad_q = _signed_like(sum_q * kappa, q_m)
-    grad_t = (sum_t * d_eff).reshape(t.shape).to(t.dtype) if needs[2] else None
+        grad_q = _signed_like(cast(Tensor, sum_q) * kappa, q_m)
+    grad_t = None
+    if needs[2]:
+        assert t is not None
+        grad_t = (cast(Tensor, sum_t) * d_eff).reshape(t.shape).to(t.dtype)
     _check_finite(d=grad_d, q_m=grad_q, t=grad_t)
     return grad_d, grad_q, grad_t
 
@@ -516,12 +536,12 @@ class DGEQuantizer(torch.autograd.Function):
         x, d, q_m = ctx.saved_tensors[:3]
         if ctx.num_bits is not None:
             return torch.tensor(float(ctx.num_bits), device=x.device)
-        return torch.round(bit_width(*effective_scalars(x, d, q_m, None)[:2])).reshape(())
+        return torch.round(cast(Tensor, bit_width(*effective_scalars(x, d, q_m, None)[:2]))).reshape(())
 
     @staticmethod
     def _input_grad(ctx, grad_output: Tensor) -> Tensor:
-        x = ctx.saved_tensors[0]
-        d_eff = effective_scalars(x, *ctx.saved_tensors[1:3], None)[0]
+        x, d, q_m = ctx.saved_tensors[:3]
+        d_eff = effective_scalars(x, d, q_m, None)[0]
         inv_k = float(DGEQuantizer._bits(ctx)) / 20.0  # 1/k with k = 5 * (4 / num_bits)
         slope = (x - d_eff / 2).abs_().pow_(inv_k - 1.0).mul_(inv_k)
         return torch.ops.aten.hardtanh_backward(grad_output, x, *map(float, ctx.clip_val)).mul_(slope).clamp_(-3, 3)

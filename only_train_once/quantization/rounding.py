@@ -8,8 +8,10 @@ bypassed are exact again; :func:`max_activation_step` bounds what rounding flips
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from .quantizer import fake_quantize
@@ -63,5 +65,6 @@ class ActivationRoundingJittered(TorchFunctionMode):
 
 def max_activation_step(model: nn.Module) -> float:
     """Largest activation quantization step ``|d_quant_act|`` of the model (0 without activation quantizers)."""
-    steps = [float(m.d_quant_act.detach().abs().max()) for m in model.modules() if hasattr(m, "d_quant_act")]
+    steps = [float(cast(Tensor, m.d_quant_act).detach().abs().max())
+             for m in model.modules() if hasattr(m, "d_quant_act")]
     return max(steps, default=0.0)
