@@ -50,28 +50,17 @@ def quant_layers(model: nn.Module) -> List[QuantizeMixin]:
 
 
 @contextlib.contextmanager
-def float_weights(model: nn.Module) -> Iterator[None]:
-    """Every quantized layer uses its float weight (diagnosis only: the instance attribute shadows the method)."""
+def bypassed(model: nn.Module, method: str) -> Iterator[None]:
+    """Every quantized layer's ``method`` (``quantize_weight`` or ``quantize_act``) returns its input unchanged
+    (diagnosis only: the instance attribute shadows the method)."""
     layers = quant_layers(model)
     for layer in layers:
-        layer.quantize_weight = lambda weight: weight
+        setattr(layer, method, lambda value: value)
     try:
         yield
     finally:
         for layer in layers:
-            del layer.quantize_weight
-
-
-@contextlib.contextmanager
-def float_activations(model: nn.Module) -> Iterator[None]:
-    layers = quant_layers(model)
-    for layer in layers:
-        layer.quantize_act = lambda x: x
-    try:
-        yield
-    finally:
-        for layer in layers:
-            del layer.quantize_act
+            delattr(layer, method)
 
 
 @torch.no_grad()
@@ -152,11 +141,11 @@ def run(args: argparse.Namespace) -> dict:
         result["curve"] = train_tracked(model, optimizer, loader, args.epochs, validation, every)
         result["bits"] = bit_widths(model)
         result["quantizers"] = quantizer_state(model)
-        with float_weights(model):
+        with bypassed(model, "quantize_weight"):
             result["float weights"] = evaluate(model, validation)
-        with float_activations(model):
+        with bypassed(model, "quantize_act"):
             result["float activations"] = evaluate(model, validation)
-        with float_weights(model), float_activations(model):
+        with bypassed(model, "quantize_weight"), bypassed(model, "quantize_act"):
             result["float weights and activations"] = evaluate(model, validation)
         result["as trained"] = evaluate(model, validation)
         recalibrated_batchnorm(model, fm.train_loader(train_set, args.batch_size, args.seed + 7))
