@@ -241,7 +241,7 @@ def _exponent_floor(dtype: torch.dtype) -> float:
     return math.log(torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny) + 1.0
 
 
-def _power_of_log(log_magnitude: Tensor, t: Scalar, out: Tensor) -> Tensor:
+def power_of_log(log_magnitude: Tensor, t: Scalar, out: Tensor) -> Tensor:
     """``m^t = exp(t * ln m)`` written into ``out``, the exponent floored by :func:`_exponent_floor`."""
     return torch.mul(log_magnitude, t, out=out).clamp_(min=_exponent_floor(log_magnitude.dtype)).exp_()
 
@@ -255,7 +255,7 @@ def _quantize_into(x: Tensor, d: Tensor, q: Tensor, t: Optional[Tensor], out: Te
         # min(|x|, q)^t as exp(t * ln(.)), |x| floored at the smallest normal number (log of 0 is ~10x slower on
         # CPU); sign(0) = 0 restores the zeros.
         magnitude = torch.abs(x, out=out).clamp_(max=q).clamp_(min=torch.finfo(x.dtype).tiny)
-        _power_of_log(magnitude.log_(), t, magnitude).div_(d).mul_(torch.sign(x))
+        power_of_log(magnitude.log_(), t, magnitude).div_(d).mul_(torch.sign(x))
     out.round_().mul_(d)
 
 
@@ -292,7 +292,7 @@ def _gradient_factors(x: Tensor, d: Scalar, q: Scalar, t: Optional[Scalar], need
         s = clipped.div_(d)
     else:
         assert log_magnitude is not None  # computed above whenever t is given
-        s = _power_of_log(log_magnitude, t, clipped).div_(d).mul_(torch.sign(x))
+        s = power_of_log(log_magnitude, t, clipped).div_(d).mul_(torch.sign(x))
     if needs_t:
         assert row_t is not None  # a row per requested gradient
         row_t.mul_(s)

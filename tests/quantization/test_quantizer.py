@@ -291,7 +291,7 @@ def test_power_of_zero_magnitudes_stays_out_of_the_subnormal_range(dtype):
     tiny = torch.finfo(torch.float64 if dtype == torch.float64 else torch.float32).tiny
     log_magnitude = torch.full((64,), tiny, dtype=dtype).log()
     t = torch.tensor([1.5], dtype=dtype)
-    power = quantizer_module._power_of_log(log_magnitude, t, torch.empty_like(log_magnitude))
+    power = quantizer_module.power_of_log(log_magnitude, t, torch.empty_like(log_magnitude))
     assert bool((power >= tiny).all()) and bool((power < 4 * tiny).all())
 
 
