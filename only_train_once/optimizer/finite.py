@@ -33,12 +33,13 @@ class NonFiniteError(FloatingPointError):
 def norms(tensors: Sequence[Tensor]) -> Tensor:
     """2-norms of ``tensors`` as a float64 CPU vector: fused float32 reductions, float64 ones for float64 tensors
     (which a float32 reduction refuses, as a narrowing)."""
-    wide = [k for k, t in enumerate(tensors) if t.dtype == torch.float64]
-    if not wide:
+    is_wide = [t.dtype == torch.float64 for t in tensors]
+    if not any(is_wide):
         return torch.stack(torch._foreach_norm(list(tensors), 2, dtype=torch.float32)).double().cpu()
     result = torch.empty(len(tensors), dtype=torch.float64)
-    narrow = [k for k in range(len(tensors)) if k not in set(wide)]
-    for indices, dtype in ((narrow, torch.float32), (wide, torch.float64)):
+    narrow = [k for k, wide in enumerate(is_wide) if not wide]
+    wide_indices = [k for k, wide in enumerate(is_wide) if wide]
+    for indices, dtype in ((narrow, torch.float32), (wide_indices, torch.float64)):
         if indices:
             values = torch._foreach_norm([tensors[k] for k in indices], 2, dtype=dtype)
             result[indices] = torch.stack(values).double().cpu()

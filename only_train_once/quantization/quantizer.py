@@ -182,15 +182,19 @@ def _host_values(x: Tensor, params: Sequence[Optional[Tensor]]) -> Optional[Tupl
     return tuple(None if param is None else param.item() for param in params)
 
 
-def _kernel_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
-    """:func:`effective_scalars` as Python numbers where :func:`_host_values` allows, else as tensors."""
-    values = _host_values(x, (d, q_m, t))
-    if values is None:
-        return effective_scalars(x, d, q_m, t)
-    floor = _magnitude_floor(x.dtype)
+def _effective_host_scalars(values: Tuple[Optional[float], ...], dtype: torch.dtype):
+    """:func:`effective_scalars` of the Python numbers :func:`_host_values` read: ``(|d|, |q_m|)`` floored, and
+    ``t``."""
+    floor = _magnitude_floor(dtype)
     d_raw, q_raw, t_raw = values
     assert d_raw is not None and q_raw is not None  # d and q_m are tensors
     return max(abs(d_raw), floor), max(abs(q_raw), floor), t_raw
+
+
+def _kernel_scalars(x: Tensor, d: Tensor, q_m: Tensor, t: Optional[Tensor]):
+    """:func:`effective_scalars` as Python numbers where :func:`_host_values` allows, else as tensors."""
+    values = _host_values(x, (d, q_m, t))
+    return effective_scalars(x, d, q_m, t) if values is None else _effective_host_scalars(values, x.dtype)
 
 
 #: Elements per block of the CPU elementwise chains. The chains are bound by memory traffic, not arithmetic: run
@@ -390,13 +394,12 @@ def _scalar_grads(saved: Tuple, grad_output: Tensor, needs_d: bool, needs_q: boo
     values = _host_values(x, (d, q_m, t))
     if values is None:
         return _scalar_grads_on_device(x, d, q_m, t, grad_output, needs)
-    floor = _magnitude_floor(x.dtype)
-    assert values[0] is not None and values[1] is not None  # d and q_m are tensors
-    d_eff, q_eff, t_eff = max(abs(values[0]), floor), max(abs(values[1]), floor), values[2]
+    d_eff, q_eff, t_eff = _effective_host_scalars(values, x.dtype)
     sums = iter(_gradient_sums(grad_output, x, d_eff, q_eff, t_eff, needs).tolist())
     kappa = 1.0 if t_eff is None else t_eff * q_eff ** (t_eff - 1.0)
     # A gradient taken w.r.t. |param| goes back to param with its sign (+1 at zero).
-    factors = (-1.0 if values[0] < 0 else 1.0, kappa * (-1.0 if values[1] < 0 else 1.0), d_eff)
+    d_raw, q_raw = cast(float, values[0]), cast(float, values[1])
+    factors = (-1.0 if d_raw < 0 else 1.0, kappa * (-1.0 if q_raw < 0 else 1.0), d_eff)
     grads = [next(sums) * factor if need else None for need, factor in zip(needs, factors)]
     nan = [name for name, grad in zip(("d", "q_m", "t"), grads) if grad is not None and math.isnan(grad)]
     if nan:
